@@ -1,0 +1,3 @@
+from lettingo_cli.cli import main
+
+main()

@@ -1,0 +1,473 @@
+"""The `lettingo` command line: parses options, resolves artifact references, calls a stage, prints refs.
+
+stdout carries only results (an artifact reference per line, or JSON with --json); everything for people
+goes to stderr. Heavy modules (the store, the stages, torch, llama.cpp) are imported inside the commands,
+so `lettingo --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
+from typer.core import TyperGroup
+
+from lettingo_cli import __version__
+from lettingo_cli.errors import ArtifactNotFound, LettingoError, UsageError
+
+if TYPE_CHECKING:
+    from lettingo_cli.store import Artifact, Store
+
+# Nothing reaches a model hub at run time: set before any Hugging Face library is imported.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+EXIT_CODES_HELP = (
+    "Exit codes: 0 ok, 1 failure, 2 usage, 3 missing/ambiguous artifact, 4 integrity error, "
+    "5 missing optional dependency."
+)
+
+
+class LettingoGroup(TyperGroup):
+    """Turns the errors a user can cause into one stderr line and the documented exit code."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except LettingoError as error:
+            fail(str(error), error.exit_code)
+        except KeyboardInterrupt:
+            fail("interrupted; finished work is kept, rerun the same command to resume", 130)
+        except BrokenPipeError:  # e.g. `lettingo store ls | head -1`
+            sys.stderr.close()
+            raise typer.Exit(0) from None
+        except (OSError, sqlite3.Error) as error:  # a full disk, a locked or unreadable store, ...
+            fail(str(error), 1)
+        except Exception as error:
+            if type(error).__module__.startswith("typer") or os.environ.get("LETTINGO_DEBUG"):
+                raise  # typer's own exits and usage errors, or a traceback on request
+            fail(f"internal error: {type(error).__name__}: {error} (LETTINGO_DEBUG=1 shows the traceback)", 1)
+
+
+def fail(message: str, exit_code: int) -> None:
+    typer.echo(f"lettingo: error: {message}", err=True)
+    raise typer.Exit(exit_code) from None
+
+
+app = typer.Typer(
+    cls=LettingoGroup,
+    name="lettingo",
+    help="Align LLM-written user profiles with what recommenders need (LettinGo, KDD 2025).\n\n" + EXIT_CODES_HELP,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+ingest_app = typer.Typer(help="Read a ratings data set into the store as a dataset artifact.", no_args_is_help=True)
+store_app = typer.Typer(help="Inspect and maintain the artifact store.", no_args_is_help=True)
+app.add_typer(ingest_app, name="ingest")
+app.add_typer(store_app, name="store")
+
+StoreOption = Annotated[
+    Path,
+    typer.Option(
+        "--store",
+        envvar="LETTINGO_STORE",
+        help="The store's SQLite file; its blobs live beside it in <name>.blobs/.",
+        show_default=True,
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON (one object per line) instead of references.")]
+ForceOption = Annotated[bool, typer.Option("--force", help="Redo the work even if the same run already finished.")]
+NameOption = Annotated[Optional[str], typer.Option("--name", help="Artifact name (default: derived from the input).")]
+DEFAULT_STORE = Path("lettingo.db")
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"lettingo {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=version_callback, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Align LLM-written user profiles with what recommenders need."""
+
+
+# --- shared helpers ------------------------------------------------------------------------------------------
+
+
+def open_store(path: Path, create: bool = True) -> "Store":
+    from lettingo_cli.store import Store
+
+    return Store(path, create=create)
+
+
+def read_refs(refs: list[str]) -> list[str]:
+    """Expand `-` into the references on stdin (one per line or whitespace-separated, or --json lines)."""
+    expanded = []
+    for ref in refs:
+        if ref != "-":
+            expanded.append(ref)
+            continue
+        for line in sys.stdin.read().splitlines():
+            line = line.strip()
+            if line.startswith("{"):
+                expanded.append(str(json.loads(line).get("ref") or json.loads(line)["id"]))
+            elif line:
+                expanded.extend(line.split())
+    if not expanded:
+        raise UsageError("no artifact reference given (stdin was empty)")
+    return expanded
+
+
+def resolve_input(store: "Store", ref: Optional[str], kind: str) -> "Artifact":
+    """The artifact a command reads: the reference given, or the latest artifact of the kind it needs."""
+    if ref is None:
+        latest = store.latest(kind)
+        if latest is None:
+            raise ArtifactNotFound(f"no {kind} in {store.path}; create one first or name one")
+        return latest
+    refs = read_refs([ref])
+    if len(refs) != 1:
+        raise UsageError(f"expected one {kind} reference, got {len(refs)}: {' '.join(refs)}")
+    return store.resolve(refs[0], kind=kind)
+
+
+def emit(artifact: "Artifact", as_json: bool) -> None:
+    typer.echo(json.dumps(artifact.to_json()) if as_json else artifact.ref)
+
+
+def log(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+# --- ingest --------------------------------------------------------------------------------------------------
+
+
+def _write_dataset(store_path: Path, parsed, name: Optional[str], source: Path, options: dict, force: bool, as_json: bool):
+    from lettingo_cli.ingest import default_name, write_dataset
+    from lettingo_cli.store import check_name
+
+    store = open_store(store_path)
+    artifact = write_dataset(store, parsed, check_name(name or default_name(source)), options, force=force)
+    counts = artifact.counts
+    log(
+        f"{artifact.ref}: {counts.get('users', 0):,} users, {counts.get('items', 0):,} items, "
+        f"{counts.get('interactions', 0):,} interactions"
+    )
+    emit(artifact, as_json)
+
+
+@ingest_app.command("movielens")
+def ingest_movielens(
+    folder: Annotated[Path, typer.Argument(help="A MovieLens folder: 100K (u.data, u.item) or CSV (ratings.csv, movies.csv).")],
+    name: NameOption = None,
+    force: ForceOption = False,
+    as_json: JsonOption = False,
+    store: StoreOption = DEFAULT_STORE,
+) -> None:
+    """MovieLens 100K or a CSV release (latest-small, 25M, ...); genres and year go into the item text."""
+    from lettingo_cli.ingest import read_movielens
+
+    _write_dataset(store, read_movielens(folder), name, folder, {}, force, as_json)
+
+
+@ingest_app.command("amazon")
+def ingest_amazon(
+    reviews: Annotated[Path, typer.Argument(help="Amazon Review Data 2018 reviews (JSON lines, .json.gz).")],
+    meta: Annotated[Optional[Path], typer.Option("--meta", help="The category's metadata file (meta_*.json.gz).")] = None,
+    name: NameOption = None,
+    force: ForceOption = False,
+    as_json: JsonOption = False,
+    store: StoreOption = DEFAULT_STORE,
+) -> None:
+    """Amazon 2018 5-core reviews: exact duplicates dropped; item text from title or brand + category + description."""
+    from lettingo_cli.ingest import read_amazon
+
+    _write_dataset(store, read_amazon(reviews, meta), name, reviews, {"meta": bool(meta)}, force, as_json)
+
+
+class TableFormat(str, Enum):
+    csv = "csv"
+    jsonl = "jsonl"
+
+
+def _ingest_table(file_format: str, file: Path, user, item, rating, time, title, text, delimiter, name, force, as_json, store):
+    from lettingo_cli.ingest import read_table
+
+    parsed = read_table(file, file_format, user, item, rating, time, title, tuple(text or ()), delimiter)
+    options = {"columns": {"user": user, "item": item, "rating": rating, "time": time, "title": title, "text": text or []}}
+    if file_format == "csv":
+        options["delimiter"] = delimiter
+    _write_dataset(store, parsed, name, file, options, force, as_json)
+
+
+UserCol = Annotated[str, typer.Option("--user", help="Column with the user id.")]
+ItemCol = Annotated[str, typer.Option("--item", help="Column with the item id.")]
+RatingCol = Annotated[str, typer.Option("--rating", help="Column with the numeric rating.")]
+TimeCol = Annotated[str, typer.Option("--time", help="Column with the time: unix seconds or ISO 8601.")]
+TitleCol = Annotated[Optional[str], typer.Option("--title", help="Column with the item title.")]
+TextCol = Annotated[Optional[list[str]], typer.Option("--text", help="Extra item-text column (repeatable).")]
+
+
+@ingest_app.command("csv")
+def ingest_csv(
+    file: Annotated[Path, typer.Argument(help="A CSV file with a header row.")],
+    user: UserCol,
+    item: ItemCol,
+    rating: RatingCol,
+    time: TimeCol,
+    title: TitleCol = None,
+    text: TextCol = None,
+    delimiter: Annotated[str, typer.Option("--delimiter", help="Field separator.")] = ",",
+    name: NameOption = None,
+    force: ForceOption = False,
+    as_json: JsonOption = False,
+    store: StoreOption = DEFAULT_STORE,
+) -> None:
+    """Any CSV of (user, item, rating, time) rows."""
+    _ingest_table("csv", file, user, item, rating, time, title, text, delimiter, name, force, as_json, store)
+
+
+@ingest_app.command("jsonl")
+def ingest_jsonl(
+    file: Annotated[Path, typer.Argument(help="A JSON-lines file (.jsonl or .jsonl.gz), one object per line.")],
+    user: UserCol,
+    item: ItemCol,
+    rating: RatingCol,
+    time: TimeCol,
+    title: TitleCol = None,
+    text: TextCol = None,
+    name: NameOption = None,
+    force: ForceOption = False,
+    as_json: JsonOption = False,
+    store: StoreOption = DEFAULT_STORE,
+) -> None:
+    """Any JSON-lines file of (user, item, rating, time) records."""
+    _ingest_table("jsonl", file, user, item, rating, time, title, text, ",", name, force, as_json, store)
+
+
+# --- split ---------------------------------------------------------------------------------------------------
+
+
+@app.command("split")
+def split_command(
+    dataset: Annotated[Optional[str], typer.Argument(help="Dataset reference (default: the latest dataset).")] = None,
+    targets: Annotated[int, typer.Option(help="Held-out target interactions per user (the last K).")] = 1,
+    recent: Annotated[int, typer.Option(help="Recent interactions before the targets (the predictor's 10H).")] = 10,
+    history: Annotated[int, typer.Option(help="Most older interactions profiles are written from.")] = 30,
+    min_interactions: Annotated[int, typer.Option(help="Users with fewer interactions are left out (71 = paper).")] = 20,
+    test_users: Annotated[float, typer.Option(help="Test users: a fraction (< 1) or a count.")] = 0.2,
+    train_users: Annotated[Optional[int], typer.Option(help="At most this many train users (default: all the rest).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the user shuffle.")] = 0,
+    dislike_max: Annotated[int, typer.Option(help="Ratings (rounded down) at or below this are 'dislike'.")] = 2,
+    like_min: Annotated[int, typer.Option(help="Ratings (rounded down) at or above this are 'like'.")] = 4,
+    name: NameOption = None,
+    force: ForceOption = False,
+    as_json: JsonOption = False,
+    store: StoreOption = DEFAULT_STORE,
+) -> None:
+    """Split users into disjoint train/test sets and each user's history into profile history, recent, targets."""
+    from lettingo_cli.split import SplitOptions, format_balance, split_dataset
+    from lettingo_cli.store import check_name
+
+    opened = open_store(store)
+    source = resolve_input(opened, dataset, "dataset")
+    options = SplitOptions(
+        targets=targets,
+        recent=recent,
+        history=history,
+        min_interactions=min_interactions,
+        test_users=test_users,
+        train_users=train_users,
+        seed=seed,
+        dislike_max=dislike_max,
+        like_min=like_min,
+    )
+    artifact = split_dataset(opened, source, check_name(name or source.name), options, force=force)
+    counts = artifact.counts
+    log(
+        f"{artifact.ref}: {counts['train_users']} train users, {counts['test_users']} test users "
+        f"({counts['skipped_users']} with too few interactions left out)"
+    )
+    for line in format_balance(artifact.report["class_balance"]):
+        log(f"  {line}")
+    emit(artifact, as_json)
+
+
+# --- store ---------------------------------------------------------------------------------------------------
+
+
+class Kind(str, Enum):
+    dataset = "dataset"
+    split = "split"
+    profiles = "profiles"
+    scores = "scores"
+    pairs = "pairs"
+    adapter = "adapter"
+    export = "export"
+    eval = "eval"
+
+
+@store_app.command("ls")
+def store_ls(
+    kind: Annotated[Optional[Kind], typer.Option("--kind", help="Only artifacts of this kind.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="NDJSON: one artifact object per line.")] = False,
+    store: StoreOption = DEFAULT_STORE,
+) -> None:
+    """List complete artifacts, oldest first: `kind:name@vN` per line (or NDJSON)."""
+    opened = open_store(store, create=False)
+    for artifact in opened.list(kind=kind.value if kind else None):
+        emit(artifact, as_json)
+
+
+@store_app.command("show")
+def store_show(
+    ref: Annotated[str, typer.Argument(help="Artifact reference: id, name@vN, name:latest, kind:name, or -.")],
+    as_json: JsonOption = False,
+    store: StoreOption = DEFAULT_STORE,
+) -> None:
+    """Show one artifact: counts, parameters, report, versions, hash."""
+    opened = open_store(store, create=False)
+    refs = read_refs([ref])
+    for one in refs:
+        artifact = opened.resolve(one)
+        if as_json:
+            emit(artifact, True)
+            continue
+        typer.echo(f"{artifact.ref}  (id {artifact.id})")
+        typer.echo(f"  created   {artifact.created_at} by lettingo {artifact.lettingo_version}")
+        typer.echo(f"  hash      {artifact.content_hash}")
+        typer.echo(f"  counts    {json.dumps(artifact.counts)}")
+        typer.echo(f"  params    {json.dumps(artifact.params)}")
+        if artifact.report:
+            typer.echo(f"  report    {json.dumps(artifact.report)}")
+        for entry in opened.files(artifact):
+            typer.echo(f"  file      {entry['path']}  {entry['size']:,} bytes  {entry['blob_hash'][:12]}")
+        typer.echo(f"  packages  {json.dumps(artifact.package_versions)}")
+
+
+@store_app.command("lineage")
+def store_lineage(
+    ref: Annotated[str, typer.Argument(help="Artifact reference (or - for stdin).")],
+    as_json: Annotated[bool, typer.Option("--json", help="NDJSON: one line per artifact in the chain.")] = False,
+    store: StoreOption = DEFAULT_STORE,
+) -> None:
+    """Print the chain of runs and inputs that produced an artifact, back to the dataset."""
+    opened = open_store(store, create=False)
+    for one in read_refs([ref]):
+        for node in opened.lineage(opened.resolve(one)):
+            artifact, run = node["artifact"], node["run"]
+            if as_json:
+                typer.echo(
+                    json.dumps(
+                        {
+                            **artifact.to_json(),
+                            "depth": node["depth"],
+                            "role": node["role"],
+                            "run": {k: run[k] for k in ("id", "stage", "started_at", "finished_at")} if run else None,
+                        }
+                    )
+                )
+                continue
+            indent = "  " * node["depth"]
+            role = f"{node['role']}: " if node["role"] else ""
+            made_by = f"  <- {run['stage']} (run {run['id']}, {run['finished_at'] or 'unfinished'})" if run else ""
+            typer.echo(f"{indent}{role}{artifact.ref}{made_by}")
+
+
+@store_app.command("verify")
+def store_verify(
+    as_json: JsonOption = False,
+    store: StoreOption = DEFAULT_STORE,
+) -> None:
+    """Rehash every blob and artifact; exit 4 if anything does not match its recorded hash."""
+    from lettingo_cli.errors import IntegrityError
+
+    report = open_store(store, create=False).verify()
+    if as_json:
+        typer.echo(json.dumps(report))
+    for problem in report["problems"]:
+        log(f"  {problem}")
+    summary = f"{report['artifacts']} artifacts, {report['blobs']} blobs, {report['pending']} pending"
+    if not report["ok"]:
+        raise IntegrityError(f"{len(report['problems'])} problem(s) in {store}: {summary}")
+    if not as_json:
+        typer.echo(f"ok: {summary}")
+
+
+@store_app.command("gc")
+def store_gc(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list what would be removed.")] = False,
+    as_json: JsonOption = False,
+    store: StoreOption = DEFAULT_STORE,
+) -> None:
+    """Remove blobs no artifact refers to (and temp files of interrupted writes)."""
+    result = open_store(store, create=False).gc(dry_run=dry_run)
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    for path in result["removed"]:
+        typer.echo(path)
+    verb = "would free" if dry_run else "freed"
+    log(f"{len(result['removed'])} file(s), {verb} {result['bytes']:,} bytes")
+
+
+# --- doctor and completion -----------------------------------------------------------------------------------
+
+
+@app.command("doctor")
+def doctor_command(as_json: JsonOption = False) -> None:
+    """Check that the optional model stack is installed and that its fragile parts work together."""
+    from lettingo_cli.doctor import run_checks
+
+    checks = run_checks()
+    for check in checks:
+        if as_json:
+            typer.echo(json.dumps(check))
+        else:
+            mark = "ok  " if check["ok"] else "FAIL"
+            typer.echo(f"{mark} {check['name']}: {check['detail']}")
+    failed = [check["name"] for check in checks if not check["ok"]]
+    if failed:
+        from lettingo_cli.errors import MissingDependency
+
+        raise MissingDependency(f"{len(failed)} check(s) failed: {', '.join(failed)}; run ./install.sh")
+
+
+class Shell(str, Enum):
+    bash = "bash"
+    zsh = "zsh"
+    fish = "fish"
+
+
+def completion_script(shell: str) -> str:
+    """The completion script Typer generates for this CLI (completions/ holds one per shell)."""
+    from typer.completion import get_completion_script
+
+    return get_completion_script(prog_name="lettingo", complete_var="_LETTINGO_COMPLETE", shell=shell)
+
+
+@app.command("completion")
+def completion_command(shell: Annotated[Shell, typer.Argument(help="bash, zsh or fish.")]) -> None:
+    """Print the shell completion script (e.g. `lettingo completion bash > ~/.local/share/bash-completion/completions/lettingo`)."""
+    typer.echo(completion_script(shell.value), nl=False)
+
+
+def main() -> None:
+    app(prog_name="lettingo")
+
+
+if __name__ == "__main__":
+    main()
