@@ -282,8 +282,6 @@ def split_command(
     from lettingo_cli.split import SplitOptions, format_balance, split_dataset
     from lettingo_cli.store import check_name
 
-    opened = open_store(store)
-    source = resolve_input(opened, dataset, "dataset")
     options = SplitOptions(
         targets=targets,
         recent=recent,
@@ -295,6 +293,9 @@ def split_command(
         dislike_max=dislike_max,
         like_min=like_min,
     )
+    options.check()
+    opened = open_store(store)
+    source = resolve_input(opened, dataset, "dataset")
     artifact = split_dataset(opened, source, check_name(name or source.name), options, force=force)
     counts = artifact.counts
     log(
@@ -466,6 +467,10 @@ def completion_command(shell: Annotated[Shell, typer.Argument(help="bash, zsh or
 
 
 def main() -> None:
+    if "_LETTINGO_COMPLETE" in os.environ:  # a completion script is asking: register Typer's shell classes
+        from typer._completion_classes import completion_init
+
+        completion_init()
     app(prog_name="lettingo")
 
 

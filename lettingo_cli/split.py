@@ -51,7 +51,7 @@ def sentiment(rating: float, dislike_max: int = 2, like_min: int = 4) -> str:
 def split_dataset(store: Store, dataset: Artifact, name: str, options: SplitOptions, force: bool = False) -> Artifact:
     options.check()
     params = {"dataset": dataset.id, **asdict(options)}
-    key = store.run_key("split", {"dataset": dataset.id}, params)
+    key = store.run_key("split", {"dataset": dataset.id}, {**params, "name": name})
     if not force and (cached := store.cached(key)) is not None:
         log(f"already split as {cached.ref} (use --force to split again)")
         return cached

@@ -21,11 +21,26 @@ from importlib.metadata import PackageNotFoundError, version as package_version
 from pathlib import Path
 from typing import Iterable, Iterator
 
-import sqlite_utils
-from sqlite_utils.migrations import Migrations
-
 from lettingo_cli import __version__
 from lettingo_cli.errors import ArtifactNotFound, LettingoError
+
+
+def _import_sqlite_utils():
+    """sqlite-utils imports pandas and numpy when installed, only to map their scalar types to column types.
+    lettingo's schema is SQL, so hide them during that import: it saves ~0.3 s on every store command."""
+    hidden = [name for name in ("pandas", "numpy") if name not in sys.modules]
+    for name in hidden:
+        sys.modules[name] = None  # makes `import name` raise ImportError
+    try:
+        import sqlite_utils
+        from sqlite_utils.migrations import Migrations
+    finally:
+        for name in hidden:
+            del sys.modules[name]
+    return sqlite_utils, Migrations
+
+
+sqlite_utils, Migrations = _import_sqlite_utils()
 
 KINDS = ("dataset", "split", "profiles", "scores", "pairs", "adapter", "export", "eval")
 

@@ -1,0 +1,1 @@
+complete --command lettingo --no-files --arguments "(env _LETTINGO_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=get-args _TYPER_COMPLETE_ARGS=(commandline -cp) lettingo)" --condition "env _LETTINGO_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=is-args _TYPER_COMPLETE_ARGS=(commandline -cp) lettingo"

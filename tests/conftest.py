@@ -1,0 +1,124 @@
+"""Shared fixtures: small data sets written in each real format, and a runner for the real CLI."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from lettingo_cli.cli import app
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+GENRES = ["unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
+          "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western"]
+
+
+@dataclass
+class Invocation:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def store_path(tmp_path: Path) -> Path:
+    return tmp_path / "lettingo.db"
+
+
+@pytest.fixture
+def lettingo(store_path: Path):
+    """Run `lettingo ARGS` in-process through Typer's runner, against the test's store."""
+
+    def run(*args: str, input: str | None = None) -> Invocation:
+        result = CliRunner().invoke(app, [str(a) for a in args], input=input, env={"LETTINGO_STORE": str(store_path)})
+        return Invocation(result.exit_code, result.stdout, result.stderr)
+
+    return run
+
+
+def write_ml100k(folder: Path, n_users: int = 12, n_items: int = 40, per_user: int = 25, seed: int = 1) -> Path:
+    """A MovieLens 100K-format folder: u.data (tab-separated), u.item (latin-1, genre flags), u.user, u.genre."""
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "u.genre").write_text("".join(f"{g}|{i}\n" for i, g in enumerate(GENRES)), encoding="latin-1")
+    items = []
+    for item in range(1, n_items + 1):
+        flags = ["0"] * len(GENRES)
+        flags[1 + item % 18] = "1"
+        title = f"Movie {item} (19{50 + item % 50})" if item != 3 else "Café Société (1995)"
+        items.append(f"{item}|{title}|01-Jan-19{50 + item % 50}||http://example.org/{item}|" + "|".join(flags))
+    (folder / "u.item").write_bytes(("\n".join(items) + "\n").encode("latin-1"))
+    (folder / "u.user").write_text(
+        "".join(f"{u}|{20 + u}|{'MF'[u % 2]}|writer|0{u:04d}\n" for u in range(1, n_users + 1)), encoding="latin-1"
+    )
+    lines = []
+    for user in range(1, n_users + 1):
+        chosen = rng.sample(range(1, n_items + 1), per_user)
+        for position, item in enumerate(chosen):
+            lines.append(f"{user}\t{item}\t{rng.randint(1, 5)}\t{880000000 + user * 10000 + position * 60}")
+    rng.shuffle(lines)
+    (folder / "u.data").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return folder
+
+
+def write_ml_csv(folder: Path) -> Path:
+    """A MovieLens CSV-release folder (ratings.csv with half stars, movies.csv with quoted titles)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "movies.csv").write_text(
+        "movieId,title,genres\n"
+        "1,Toy Story (1995),Adventure|Animation|Children|Comedy|Fantasy\n"
+        '2,"American President, The (1995)",Comedy|Drama|Romance\n'
+        "3,Unrated Film (2001),(no genres listed)\n",
+        encoding="utf-8",
+    )
+    (folder / "ratings.csv").write_text(
+        "userId,movieId,rating,timestamp\n1,1,4.5,964982703\n1,2,3.5,964981247\n2,1,0.5,964982224\n",
+        encoding="utf-8",
+    )
+    return folder
+
+
+def write_amazon(folder: Path) -> tuple[Path, Path]:
+    """Amazon 2018-format reviews (with one exact duplicate) and metadata (one HTML-fragment title)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    reviews = [
+        {"overall": 5.0, "reviewerID": "U1", "asin": "A1", "unixReviewTime": 1400000000, "reviewText": "great"},
+        {"overall": 2.0, "reviewerID": "U1", "asin": "A2", "unixReviewTime": 1400000100, "reviewText": "meh"},
+        {"overall": 4.0, "reviewerID": "U2", "asin": "A1", "unixReviewTime": 1400000200, "reviewText": "good"},
+        {"overall": 3.0, "reviewerID": "U2", "asin": "A3", "unixReviewTime": 1400000300, "reviewText": "ok"},
+    ]
+    reviews.append(dict(reviews[0]))  # an exact duplicate, as in the 2018 release
+    review_path = folder / "Tiny_Category_5.json.gz"
+    with gzip.open(review_path, "wt", encoding="utf-8") as handle:
+        for review in reviews:
+            handle.write(json.dumps(review) + "\n")
+    meta = [
+        {"asin": "A1", "title": "Clean Title &amp; More", "brand": "Acme", "category": ["Cat", "Sub"]},
+        {
+            "asin": "A2",
+            "title": '<span class="a-size-medium a-color-secondary"',
+            "brand": "Reason Foundation",
+            "category": ["Magazine Subscriptions", "Economics &amp; Economic Theory"],
+            "description": ["<p>REASON is edited for <b>people</b> interested in economic issues.</p>"],
+        },
+    ]
+    meta_path = folder / "meta_Tiny_Category.json.gz"
+    with gzip.open(meta_path, "wt", encoding="utf-8") as handle:
+        for record in meta:
+            handle.write(json.dumps(record) + "\n")
+    return review_path, meta_path
+
+
+def write_ratings_csv(path: Path, rows: list[tuple], header=("user", "item", "stars", "when", "name")) -> Path:
+    import csv
+
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path

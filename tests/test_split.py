@@ -1,0 +1,108 @@
+"""The split protocol, checked against hand-built histories."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from lettingo_cli.split import sentiment
+from lettingo_cli.store import Store
+from tests.conftest import write_ml100k, write_ratings_csv
+
+
+@pytest.mark.parametrize(
+    "rating, expected",
+    [(1, "dislike"), (2, "dislike"), (2.5, "dislike"), (3, "neutral"), (3.5, "neutral"), (4, "like"), (5, "like"),
+     (0.5, "dislike"), (4.5, "like")],
+)
+def test_sentiment_thresholds_round_half_stars_down(rating, expected):
+    assert sentiment(rating) == expected
+
+
+def test_custom_thresholds():
+    assert sentiment(3, dislike_max=3, like_min=5) == "dislike"
+    assert sentiment(4, dislike_max=3, like_min=5) == "neutral"
+
+
+def one_user_history(tmp_path, n=45):
+    # item i is rated at time 1000 + i; ratings cycle 1..5 so each role's sentiments are predictable
+    rows = [("u1", f"i{i:02d}", str(1 + i % 5), str(1000 + i), "") for i in range(n)]
+    rows.append(("u1", "tie-b", "5", "2000", ""))  # two events at the same time: ties break by item id
+    rows.append(("u1", "tie-a", "1", "2000", ""))
+    return write_ratings_csv(tmp_path / "one.csv", rows)
+
+
+def test_roles_follow_the_protocol(lettingo, store_path, tmp_path):
+    path = one_user_history(tmp_path)
+    assert lettingo("ingest", "csv", path, "--user", "user", "--item", "item", "--rating", "stars", "--time", "when").exit_code == 0
+    result = lettingo("split", "--targets", "2", "--recent", "10", "--history", "30", "--min-interactions", "5",
+                      "--test-users", "0")
+    assert result.exit_code == 0, result.stderr
+    conn = sqlite3.connect(store_path)
+    rows = conn.execute(
+        "SELECT role, position, item_id, sentiment FROM split_interactions ORDER BY role, position"
+    ).fetchall()
+    by_role = {}
+    for role, position, item, label in rows:
+        by_role.setdefault(role, []).append((item, label))
+    # 47 events: the last 2 (the tie, item id order) are targets, the 10 before recent, then 30 of the 35 older
+    assert by_role["target"] == [("tie-a", "dislike"), ("tie-b", "like")]
+    assert [item for item, _ in by_role["recent"]] == [f"i{i:02d}" for i in range(35, 45)]
+    assert [item for item, _ in by_role["history"]] == [f"i{i:02d}" for i in range(5, 35)]
+    assert by_role["recent"][0] == ("i35", "dislike")  # rating 1 + 35 % 5 = 1
+    assert by_role["history"][3] == ("i08", "like")  # rating 4
+
+
+def test_train_and_test_users_are_disjoint_seeded_and_balanced_report(lettingo, store_path, tmp_path):
+    folder = write_ml100k(tmp_path / "ml", n_users=30, per_user=25)
+    assert lettingo("ingest", "movielens", folder).exit_code == 0
+    first = lettingo("split", "--test-users", "10", "--seed", "3", "--name", "a")
+    second = lettingo("split", "--test-users", "10", "--seed", "3", "--name", "b")
+    other_seed = lettingo("split", "--test-users", "10", "--seed", "4", "--name", "c")
+    assert first.exit_code == second.exit_code == other_seed.exit_code == 0
+    assert first.stdout == "split:a@v1\n"
+    assert "test: 10 targets: like" in first.stderr and "train: 20 targets" in first.stderr
+    store = Store(store_path)
+    partitions = {}
+    for name in ("a", "b", "c"):
+        rows = store.rows(store.resolve(f"split:{name}"), "split_users")
+        partitions[name] = {(row["user_id"], row["partition"]) for row in rows}
+    assert partitions["a"] == partitions["b"] != partitions["c"]
+    test_users = {u for u, p in partitions["a"] if p == "test"}
+    train_users = {u for u, p in partitions["a"] if p == "train"}
+    assert len(test_users) == 10 and len(train_users) == 20 and not test_users & train_users
+    split = store.resolve("split:a")
+    balance = split.report["class_balance"]
+    assert sum(balance["test"].values()) == 10 and sum(balance["train"].values()) == 20
+    assert split.counts["targets"] == 30
+
+
+def test_min_interactions_and_train_cap(lettingo, store_path, tmp_path):
+    rows = [(f"u{u}", f"i{i}", "4", str(i), "") for u in range(4) for i in range(12 + u * 10)]
+    path = write_ratings_csv(tmp_path / "r.csv", rows)
+    assert lettingo("ingest", "csv", path, "--user", "user", "--item", "item", "--rating", "stars", "--time", "when").exit_code == 0
+    result = lettingo("split", "--min-interactions", "20", "--test-users", "1", "--train-users", "1", "--json")
+    assert result.exit_code == 0, result.stderr
+    import json
+
+    counts = json.loads(result.stdout)["counts"]
+    assert counts["skipped_users"] == 1  # u0 has 12 interactions
+    assert (counts["test_users"], counts["train_users"]) == (1, 1)
+
+
+def test_split_defaults_to_latest_dataset_and_is_cached(lettingo, tmp_path):
+    folder = write_ml100k(tmp_path / "movielens-tiny")
+    assert lettingo("ingest", "movielens", folder).exit_code == 0
+    first = lettingo("split")
+    again = lettingo("split")
+    assert first.stdout == again.stdout == "split:movielens-tiny@v1\n"
+    assert "already split" in again.stderr
+
+
+def test_split_without_a_dataset_says_so(lettingo):
+    from lettingo_cli.store import Store  # an empty store
+
+    result = lettingo("split")
+    assert result.exit_code == 3
+    assert "no dataset in" in result.stderr
