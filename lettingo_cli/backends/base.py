@@ -1,0 +1,50 @@
+"""The one backend interface that `gen` (and later `score`) use, whatever runs the model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Protocol, Sequence, Union
+
+# A prompt is completion text for base models, or chat messages for models with a chat template.
+Prompt = Union[str, list[dict]]
+
+
+@dataclass(frozen=True)
+class Request:
+    prompt: Prompt
+    seed: int
+
+
+@dataclass(frozen=True)
+class Generation:
+    text: str
+    n_tokens: int
+    finished: bool  # True when the model stopped by itself (EOS or a stop string), False at max_tokens
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    max_tokens: int = 200
+    temperature: float = 1.0
+    stop: tuple[str, ...] = ()
+
+
+class Backend(Protocol):
+    spec: str  # what the user wrote, e.g. "gguf:gemma-3-270m"
+    label: str  # the stable name stored with every profile, e.g. "gguf:gemma-3-270m-q4_k_m@a5fd3b62"
+    chat: bool  # True: prompts are chat messages; False: completion text
+    details: dict  # what to record in the artifact's parameters (file hash, backend version, ...)
+
+    def generate(self, requests: Sequence[Request], options: SamplingOptions) -> Iterator[tuple[int, Generation]]:
+        """Generate one completion per request; yield (request index, generation) as each finishes."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
+    """Text up to the first stop string, and whether one was found."""
+    positions = [text.find(s) for s in stop if s and s in text]
+    if not positions:
+        return text, False
+    return text[: min(positions)], True

@@ -1,0 +1,87 @@
+"""transformers backend (`hf:MODEL_DIR_OR_ID`): batched sampling, bf16 on CPU (faster here: pitfalls.md),
+the GPU when there is one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from lettingo_cli.backends.base import Generation, Request, SamplingOptions, cut_at_stop
+from lettingo_cli.errors import LettingoError, require
+
+
+class TransformersBackend:
+    def __init__(self, model: str, spec: str, label: str, batch_size: int = 16, chat: bool | None = None):
+        torch = self.torch = require("torch")
+        transformers = require("transformers")
+        self.spec, self.label, self.batch_size = spec, label, batch_size
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        try:
+            self.tokenizer = transformers.AutoTokenizer.from_pretrained(model)
+            self.model = transformers.AutoModelForCausalLM.from_pretrained(model, dtype=torch.bfloat16).to(self.device)
+        except (OSError, ValueError) as error:
+            raise LettingoError(f"transformers could not load {model!r}: {str(error).splitlines()[0]}") from None
+        self.model.eval()
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.chat = bool(self.tokenizer.chat_template) if chat is None else chat
+        self.details = {
+            "backend": "transformers",
+            "transformers": transformers.__version__,
+            "torch": torch.__version__,
+            "model": str(Path(model).resolve()) if Path(model).exists() else model,
+            "dtype": "bfloat16",
+            "device": self.device,
+        }
+
+    def _text(self, prompt) -> str:
+        if isinstance(prompt, str):
+            return prompt
+        return self.tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+
+    def generate(self, requests: Sequence[Request], options: SamplingOptions) -> Iterator[tuple[int, Generation]]:
+        torch = self.torch
+        for start in range(0, len(requests), self.batch_size):
+            chunk = requests[start : start + self.batch_size]
+            encoded = self.tokenizer(
+                [self._text(r.prompt) for r in chunk], return_tensors="pt", padding=True, add_special_tokens=True
+            ).to(self.device)
+            torch.manual_seed(chunk[0].seed)  # the same requests in the same batches sample the same text
+            sampling = {"do_sample": True, "temperature": options.temperature, "top_k": 0, "top_p": 1.0}
+            with torch.inference_mode():
+                output = self.model.generate(
+                    **encoded,
+                    max_new_tokens=options.max_tokens,
+                    pad_token_id=self.tokenizer.pad_token_id,
+                    stopping_criteria=self._stop_criteria(encoded["input_ids"].shape[1], options.stop),
+                    **(sampling if options.temperature > 0 else {"do_sample": False}),
+                )
+            new_tokens = output[:, encoded["input_ids"].shape[1] :]
+            for offset, row in enumerate(new_tokens.tolist()):
+                eos = [i for i, token in enumerate(row) if token in self._stop_ids()]
+                ended = bool(eos)
+                row = row[: eos[0]] if eos else row
+                text, stopped = cut_at_stop(self.tokenizer.decode(row, skip_special_tokens=True), options.stop)
+                n_tokens = len(self.tokenizer(text, add_special_tokens=False)["input_ids"]) if stopped else len(row)
+                yield start + offset, Generation(text=text, n_tokens=n_tokens, finished=ended or stopped)
+
+    def _stop_criteria(self, prompt_length: int, stops: Sequence[str]):
+        """Stop each sequence at a stop string (transformers' own stop_strings fails on some tokenizers)."""
+        transformers = require("transformers")
+        torch, tokenizer = self.torch, self.tokenizer
+
+        class StopStrings(transformers.StoppingCriteria):
+            def __call__(self, input_ids, scores, **kwargs):
+                texts = tokenizer.batch_decode(input_ids[:, prompt_length:], skip_special_tokens=True)
+                return torch.tensor([any(s in t for s in stops) for t in texts], device=input_ids.device)
+
+        return transformers.StoppingCriteriaList([StopStrings()] if stops else [])
+
+    def _stop_ids(self) -> set[int]:
+        ids = self.model.generation_config.eos_token_id
+        ids = ids if isinstance(ids, list) else [ids]
+        return {i for i in ids if i is not None} | {self.tokenizer.eos_token_id}
+
+    def close(self) -> None:
+        self.model = None

@@ -1,0 +1,217 @@
+"""llama.cpp backend (`gguf:PATH`), through llama-cpp-python's low-level API.
+
+The high-level `Llama` class runs one sequence at a time (~36 tokens/s here). Bulk generation instead keeps
+many sequences in one context and decodes one token for each of them per step (continuous batching); the
+N samples of a user share the prompt, which is decoded once with every sample's sequence id on its tokens.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from collections import deque
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from lettingo_cli.backends.base import Generation, Request, SamplingOptions, cut_at_stop
+from lettingo_cli.errors import LettingoError, require
+
+
+_QUIET_CALLBACK = []  # keeps the ctypes callback alive while llama.cpp holds it
+
+
+def quiet_llama_cpp(llama_cpp) -> None:
+    """llama.cpp logs every load to stderr; keep stderr for lettingo's own lines unless LETTINGO_DEBUG is set."""
+    if os.environ.get("LETTINGO_DEBUG") or _QUIET_CALLBACK:
+        return
+    _QUIET_CALLBACK.append(llama_cpp.llama_log_callback(lambda level, text, user_data: None))
+    llama_cpp.llama_log_set(_QUIET_CALLBACK[0], ctypes.c_void_p(0))
+
+
+class LlamaCppBackend:
+    def __init__(
+        self,
+        path: Path,
+        spec: str,
+        label: str,
+        details: dict | None = None,
+        parallel: int = 16,
+        context_per_sequence: int = 2048,
+        threads: int | None = None,
+        chat: bool | None = None,
+    ):
+        self.llama_cpp = llama_cpp = require("llama_cpp", "llama-cpp-python")
+        quiet_llama_cpp(llama_cpp)
+        self.path = Path(path)
+        self.spec, self.label = spec, label
+        self.parallel = parallel
+        self.context_per_sequence = context_per_sequence
+        llama_cpp.llama_backend_init()
+        model_params = llama_cpp.llama_model_default_params()
+        self.model = llama_cpp.llama_model_load_from_file(str(self.path).encode(), model_params)
+        if not self.model:
+            raise LettingoError(f"llama.cpp could not load {self.path}")
+        self.vocab = llama_cpp.llama_model_get_vocab(self.model)
+        template = llama_cpp.llama_model_chat_template(self.model, None)
+        self.chat_template = template.decode() if template else None
+        self.chat = bool(self.chat_template) if chat is None else chat
+        self.details = {"backend": "llama.cpp", "llama_cpp_python": llama_cpp.__version__, **(details or {})}
+
+        context_params = llama_cpp.llama_context_default_params()
+        context_params.n_ctx = parallel * context_per_sequence
+        context_params.n_batch = 2048
+        context_params.n_ubatch = 512
+        context_params.n_seq_max = parallel
+        context_params.kv_unified = True  # sequences share the shared-prompt cells
+        context_params.n_threads = context_params.n_threads_batch = threads or os.cpu_count() or 1
+        self.ctx = llama_cpp.llama_init_from_model(self.model, context_params)
+        if not self.ctx:
+            raise LettingoError(f"llama.cpp could not create a context for {self.path}")
+        self.memory = llama_cpp.llama_get_memory(self.ctx)
+        self.n_batch = context_params.n_batch
+        self.batch = llama_cpp.llama_batch_init(self.n_batch, 0, parallel)
+
+    # --- tokens -----------------------------------------------------------------------------------------
+
+    def tokenize(self, text: str, add_bos: bool = True, special: bool = False) -> list[int]:
+        """Token ids; `special` parses special-token text (only chat-template markup should be parsed)."""
+        data = text.encode("utf-8")
+        capacity = len(data) + 16
+        buffer = (self.llama_cpp.llama_token * capacity)()
+        count = self.llama_cpp.llama_tokenize(self.vocab, data, len(data), buffer, capacity, add_bos, special)
+        if count < 0:
+            raise LettingoError(f"llama.cpp could not tokenize a {len(data)}-byte prompt")
+        return list(buffer[:count])
+
+    def piece(self, token: int) -> bytes:
+        buffer = ctypes.create_string_buffer(64)
+        size = self.llama_cpp.llama_token_to_piece(self.vocab, token, buffer, 64, 0, False)
+        if size < 0:
+            buffer = ctypes.create_string_buffer(-size)
+            size = self.llama_cpp.llama_token_to_piece(self.vocab, token, buffer, -size, 0, False)
+        return buffer.raw[:size]
+
+    def render(self, prompt) -> list[int]:
+        if isinstance(prompt, str):
+            return self.tokenize(prompt)
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        text = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True).from_string(self.chat_template).render(
+            messages=prompt, add_generation_prompt=True, bos_token="", eos_token=""
+        )
+        return self.tokenize(text, add_bos=True, special=True)
+
+    # --- batched decoding -------------------------------------------------------------------------------
+
+    def _add(self, token: int, position: int, sequences: Sequence[int], logits: bool) -> int:
+        batch, index = self.batch, self.batch.n_tokens
+        batch.token[index] = token
+        batch.pos[index] = position
+        batch.n_seq_id[index] = len(sequences)
+        for slot, sequence in enumerate(sequences):
+            batch.seq_id[index][slot] = sequence
+        batch.logits[index] = logits
+        batch.n_tokens += 1
+        return index
+
+    def _decode(self) -> None:
+        status = self.llama_cpp.llama_decode(self.ctx, self.batch)
+        if status != 0:
+            raise LettingoError(f"llama.cpp decode failed (status {status}); lower the number of parallel sequences")
+
+    def _sampler(self, seed: int, temperature: float):
+        llama_cpp = self.llama_cpp
+        chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+        if temperature <= 0:
+            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_greedy())
+        else:
+            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_temp(temperature))
+            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_dist(seed & 0xFFFFFFFF))
+        return chain
+
+    def generate(self, requests: Sequence[Request], options: SamplingOptions) -> Iterator[tuple[int, Generation]]:
+        """Continuous batching: requests with the same prompt form a group that shares one prompt decode."""
+        llama_cpp = self.llama_cpp
+        groups: dict[str, list[int]] = {}
+        for index, request in enumerate(requests):
+            key = request.prompt if isinstance(request.prompt, str) else repr(request.prompt)
+            groups.setdefault(key, []).append(index)
+        queue = deque()
+        for members in groups.values():  # a group larger than the context's sequences is split
+            for start in range(0, len(members), self.parallel):
+                queue.append(members[start : start + self.parallel])
+        free = list(range(self.parallel))
+        active: dict[int, dict] = {}  # sequence id -> state
+        llama_cpp.llama_memory_clear(self.memory, True)
+        try:
+            while queue or active:
+                while queue and len(queue[0]) <= len(free):
+                    members = queue.popleft()
+                    tokens = self.render(requests[members[0]].prompt)
+                    if len(tokens) + options.max_tokens > self.context_per_sequence:
+                        raise LettingoError(
+                            f"a prompt of {len(tokens)} tokens + {options.max_tokens} new tokens does not fit the "
+                            f"{self.context_per_sequence}-token context per sequence; lower --history or --max-tokens"
+                        )
+                    sequences = [free.pop() for _ in members]
+                    for start in range(0, len(tokens), self.n_batch):
+                        self.batch.n_tokens = 0
+                        chunk = tokens[start : start + self.n_batch]
+                        for offset, token in enumerate(chunk):
+                            last = start + offset == len(tokens) - 1
+                            logits_index = self._add(token, start + offset, sequences, last)
+                        self._decode()
+                    for sequence, request_index in zip(sequences, members):
+                        state = {
+                            "request": request_index,
+                            "sampler": self._sampler(requests[request_index].seed, options.temperature),
+                            "position": len(tokens),
+                            "bytes": b"",
+                            "n_tokens": 0,
+                        }
+                        active[sequence] = state
+                        yield from self._advance(sequence, state, logits_index, options, active, free)
+                if not active:
+                    continue
+                self.batch.n_tokens = 0
+                indexes = {}
+                for sequence, state in active.items():
+                    indexes[sequence] = self._add(state["token"], state["position"], [sequence], True)
+                    state["position"] += 1
+                self._decode()
+                for sequence in list(active):
+                    yield from self._advance(sequence, active[sequence], indexes[sequence], options, active, free)
+        finally:
+            for state in active.values():
+                llama_cpp.llama_sampler_free(state["sampler"])
+            llama_cpp.llama_memory_clear(self.memory, True)
+
+    def _advance(self, sequence, state, logits_index, options, active, free) -> Iterator[tuple[int, Generation]]:
+        """Sample the next token of one sequence; finish it on end-of-generation, a stop string or max_tokens."""
+        llama_cpp = self.llama_cpp
+        token = llama_cpp.llama_sampler_sample(state["sampler"], self.ctx, logits_index)
+        finished = bool(llama_cpp.llama_vocab_is_eog(self.vocab, token))
+        if not finished:
+            state["bytes"] += self.piece(token)
+            state["n_tokens"] += 1
+            state["token"] = token
+        text = state["bytes"].decode("utf-8", errors="ignore")
+        text, stopped = cut_at_stop(text, options.stop)
+        if finished or stopped or state["n_tokens"] >= options.max_tokens:
+            llama_cpp.llama_sampler_free(state["sampler"])
+            llama_cpp.llama_memory_seq_rm(self.memory, sequence, -1, -1)
+            del active[sequence]
+            free.append(sequence)
+            yield state["request"], Generation(text=text, n_tokens=state["n_tokens"], finished=finished or stopped)
+
+    def close(self) -> None:
+        llama_cpp = self.llama_cpp
+        if getattr(self, "batch", None) is not None:
+            llama_cpp.llama_batch_free(self.batch)
+            self.batch = None
+        if getattr(self, "ctx", None):
+            llama_cpp.llama_free(self.ctx)
+            self.ctx = None
+        if getattr(self, "model", None):
+            llama_cpp.llama_model_free(self.model)
+            self.model = None

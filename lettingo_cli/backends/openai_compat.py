@@ -1,0 +1,97 @@
+"""OpenAI-compatible backend (`openai:MODEL@URL`): vLLM, the llama.cpp server, hosted APIs.
+
+This is how generation scales out past one machine: requests run `concurrency` at a time. The API key comes
+from an environment variable ($LETTINGO_OPENAI_API_KEY, else $OPENAI_API_KEY, or the one named by
+key_env=VAR) and is never written to the store.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from typing import Iterator, Sequence
+from urllib.parse import urlsplit
+
+from lettingo_cli.backends.base import Generation, Request, SamplingOptions, cut_at_stop
+from lettingo_cli.errors import LettingoError
+
+RETRIES = 3
+TIMEOUT_S = 600
+
+
+class OpenAIBackend:
+    def __init__(self, model: str, url: str, spec: str, label: str, concurrency: int = 4, chat: bool = True,
+                 key_env: str | None = None):
+        self.model, self.spec, self.label, self.chat = model, spec, label, chat
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https"):
+            raise LettingoError(f"{spec}: the server URL must start with http:// or https://")
+        self.base_url = url.rstrip("/") if parts.path.strip("/") else url.rstrip("/") + "/v1"
+        self.concurrency = max(1, concurrency)
+        names = [key_env] if key_env else ["LETTINGO_OPENAI_API_KEY", "OPENAI_API_KEY"]
+        self.api_key = next((os.environ[name] for name in names if os.environ.get(name)), None)
+        if key_env and not self.api_key:
+            raise LettingoError(f"{spec}: the environment variable {key_env} is not set")
+        self.details = {"backend": "openai-compatible", "model": model, "base_url": self.base_url,
+                        "endpoint": "chat/completions" if chat else "completions"}
+
+    def _post(self, endpoint: str, payload: dict) -> dict:
+        headers = {"Content-Type": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        request = urllib.request.Request(
+            f"{self.base_url}/{endpoint}", data=json.dumps(payload).encode(), headers=headers, method="POST"
+        )
+        for attempt in range(RETRIES + 1):
+            try:
+                with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
+                    return json.loads(response.read())
+            except urllib.error.HTTPError as error:
+                body = error.read().decode(errors="replace")[:200]
+                if error.code in (429, 500, 502, 503, 504) and attempt < RETRIES:
+                    time.sleep(2**attempt)
+                    continue
+                raise LettingoError(f"{self.base_url}/{endpoint} answered {error.code}: {body}") from None
+            except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
+                refused = isinstance(getattr(error, "reason", error), ConnectionRefusedError)
+                if attempt < RETRIES and not refused:  # nothing listening: say so at once
+                    time.sleep(2**attempt)
+                    continue
+                reason = getattr(error, "reason", error)
+                raise LettingoError(f"cannot reach {self.base_url}: {reason}") from None
+        raise AssertionError("unreachable")
+
+    def _one(self, request: Request, options: SamplingOptions) -> Generation:
+        common = {"model": self.model, "max_tokens": options.max_tokens, "temperature": options.temperature,
+                  "seed": request.seed}
+        if options.stop:
+            common["stop"] = list(options.stop)[:4]  # the OpenAI API takes at most 4
+        if self.chat:
+            messages = request.prompt if isinstance(request.prompt, list) else [{"role": "user", "content": request.prompt}]
+            answer = self._post("chat/completions", {**common, "messages": messages})
+            choice = answer["choices"][0]
+            text = choice["message"].get("content") or ""
+        else:
+            answer = self._post("completions", {**common, "prompt": request.prompt})
+            choice = answer["choices"][0]
+            text = choice.get("text") or ""
+        text, stopped = cut_at_stop(text, options.stop)
+        n_tokens = int((answer.get("usage") or {}).get("completion_tokens") or 0)
+        return Generation(text=text, n_tokens=n_tokens, finished=stopped or choice.get("finish_reason") == "stop")
+
+    def generate(self, requests: Sequence[Request], options: SamplingOptions) -> Iterator[tuple[int, Generation]]:
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            futures = {pool.submit(self._one, request, options): index for index, request in enumerate(requests)}
+            try:
+                for future in as_completed(futures):
+                    yield futures[future], future.result()
+            finally:
+                for future in futures:
+                    future.cancel()
+
+    def close(self) -> None:
+        pass
