@@ -361,6 +361,172 @@ def gen_command(
     emit(artifact, as_json)
 
 
+# --- score, pair, eval -----------------------------------------------------------------------------------------
+
+PredictorOption = Annotated[
+    str, typer.Option("--predictor", help="llm:BACKEND_SPEC, e.g. llm:gemma-3-270m (default) or llm:gguf:PATH.")
+]
+DEFAULT_PREDICTOR = "llm:gemma-3-270m"
+
+
+def load_predictor(spec: str, store: "Store"):
+    from lettingo_cli.backends import load_backend
+
+    kind, sep, backend_spec = spec.partition(":")
+    if kind != "llm" or not sep:
+        raise UsageError(f"bad predictor {spec!r}: use llm:BACKEND_SPEC, e.g. {DEFAULT_PREDICTOR}")
+    return load_backend(backend_spec, store=store)
+
+
+@app.command("score")
+def score_command(
+    profiles: Annotated[Optional[str], typer.Argument(help="Profiles reference (default: the latest profiles).")] = None,
+    predictor: PredictorOption = DEFAULT_PREDICTOR,
+    targets: Annotated[int, typer.Option(help="Held-out targets per user to score against.")] = 1,
+    name: NameOption = None,
+    force: ForceOption = False,
+    as_json: JsonOption = False,
+    store: StoreOption = DEFAULT_STORE,
+) -> None:
+    """Score every profile: the predictor's label for each held-out target, whether it is right, P(true label)."""
+    from lettingo_cli.score import score_profiles
+    from lettingo_cli.store import check_name
+
+    opened = open_store(store)
+    source = resolve_input(opened, profiles, "profiles")
+    split = opened.get(source.params["split"])
+    backend = load_predictor(predictor, opened)
+    try:
+        artifact = score_profiles(opened, split, backend, source, source.params["users"], targets,
+                                  check_name(name or source.name), force=force)
+    finally:
+        backend.close()
+    rows = list(opened.rows(artifact, "scores"))
+    if rows:
+        log(f"{artifact.ref}: {len(rows)} evaluations, {sum(r['correct'] for r in rows) / len(rows):.1%} right")
+    emit(artifact, as_json)
+
+
+@app.command("pair")
+def pair_command(
+    scores: Annotated[Optional[str], typer.Argument(help="Scores reference (default: the latest scores).")] = None,
+    rule: Annotated[str, typer.Option(help="all (every right x wrong, the paper) | best-worst | margin.")] = "all",
+    margin: Annotated[float, typer.Option(help="Score gap a pair needs under --rule margin.")] = 0.1,
+    max_per_user: Annotated[Optional[int], typer.Option(help="At most this many pairs per user (largest gaps).")] = None,
+    jsonl: Annotated[Optional[Path], typer.Option("--jsonl", help="Also write TRL's preference format here.")] = None,
+    name: NameOption = None,
+    force: ForceOption = False,
+    as_json: JsonOption = False,
+    store: StoreOption = DEFAULT_STORE,
+) -> None:
+    """Turn scored profiles into DPO preference pairs (chosen = helped the predictor, rejected = did not)."""
+    from lettingo_cli.pair import PairOptions, make_pairs
+    from lettingo_cli.store import check_name
+
+    options = PairOptions(rule=rule, margin=margin, max_per_user=max_per_user)
+    options.check()
+    opened = open_store(store)
+    source = resolve_input(opened, scores, "scores")
+    artifact = make_pairs(opened, source, options, check_name(name or source.name), jsonl=jsonl, force=force)
+    counts = artifact.counts
+    log(
+        f"{artifact.ref}: {counts['rows']} pairs from {counts['users_with_pairs']} users; no pairs from "
+        f"{counts['all_right']} all-right, {counts['all_wrong']} all-wrong and {counts['no_pair_other']} other users"
+    )
+    if jsonl:
+        log(f"wrote {counts['rows']} pairs to {jsonl}")
+    emit(artifact, as_json)
+
+
+@app.command("eval")
+def eval_command(
+    profiles: Annotated[Optional[str], typer.Argument(help="Profiles reference (default: the latest profiles).")] = None,
+    no_profile: Annotated[bool, typer.Option("--no-profile", help="The 10H baseline: recent history only.")] = False,
+    split: Annotated[Optional[str], typer.Option("--split", help="Split for --no-profile (default: latest).")] = None,
+    predictor: PredictorOption = DEFAULT_PREDICTOR,
+    users: Annotated[str, typer.Option("--users", help="Which users of the split to evaluate: test | train | all.")] = "test",
+    targets: Annotated[int, typer.Option(help="Held-out targets per user.")] = 1,
+    compare: Annotated[
+        Optional[list[str]], typer.Option("--compare", help="Two eval references: print A, B and A - B (give it twice).")
+    ] = None,
+    name: NameOption = None,
+    force: ForceOption = False,
+    as_json: JsonOption = False,
+    store: StoreOption = DEFAULT_STORE,
+) -> None:
+    """Accuracy, macro and weighted F1 with 95% bootstrap intervals and the confusion matrix."""
+    from lettingo_cli.eval import compare as compare_scores, evaluate
+    from lettingo_cli.score import score_profiles
+    from lettingo_cli.store import check_name
+
+    opened = open_store(store)
+    if compare:
+        if len(compare) != 2:
+            raise UsageError("--compare needs two eval references: --compare A --compare B")
+        first, second = (opened.resolve(ref, kind="eval") for ref in compare)
+        result = compare_scores(opened, opened.get(first.params["scores"]), opened.get(second.params["scores"]))
+        payload = {"a": first.to_json(), "b": second.to_json(), "a_minus_b": result}
+        if as_json:
+            typer.echo(json.dumps(payload))
+            return
+        for label, artifact in (("A", first), ("B", second)):
+            report = artifact.report
+            typer.echo(f"{label} {artifact.ref}: accuracy {report['accuracy']:.3f} {_ci(report, 'accuracy')}, "
+                       f"macro F1 {report['macro_f1']:.3f}, weighted F1 {report['weighted_f1']:.3f}")
+        for metric, value in result.get("difference", {}).items():
+            low, high = result["ci95"][metric]
+            typer.echo(f"A - B {metric}: {value:+.3f} [{low:+.3f}, {high:+.3f}] on {result['users']} users")
+        return
+    if no_profile and profiles:
+        raise UsageError("give either PROFILES or --no-profile, not both")
+    if no_profile:
+        source_split = resolve_input(opened, split, "split")
+        source_profiles = None
+    else:
+        source_profiles = resolve_input(opened, profiles, "profiles")
+        source_split = opened.get(source_profiles.params["split"])
+    from lettingo_cli.gen import select_users
+
+    selected = select_users(opened, source_split, users)
+    if source_profiles is not None:
+        have = set(source_profiles.params["users"])
+        selected = [u for u in selected if u in have]
+        if not selected:
+            raise UsageError(f"{source_profiles.ref} has no profiles of the {users} users")
+    if no_profile:
+        base_name = f"{source_split.name}-10h-{users}"
+    else:
+        base_name = source_profiles.name if users == "test" else f"{source_profiles.name}-{users}"
+    backend = load_predictor(predictor, opened)
+    try:
+        scored = score_profiles(opened, source_split, backend, source_profiles, selected, targets,
+                                check_name(base_name), force=force)
+    finally:
+        backend.close()
+    report = evaluate(opened, scored)
+    eval_name = check_name(name or base_name)
+    with opened.db.atomic():
+        key = opened.run_key("eval", {"scores": scored.id}, {"name": eval_name})
+        cached = None if force else opened.cached(key)
+        if cached is None:
+            run_id = opened.start_run("eval", key, {"scores": scored.id}, {"scores": scored.id})
+            pending = opened.begin("eval", eval_name, {"scores": scored.id, "users": users}, run_id)
+            cached = opened.finalize(pending, counts={"users": report["users"], "rows": report["n"]}, report=report)
+    artifact = cached
+    log(f"{artifact.ref} ({report['users']} users, {report['n']} predictions)")
+    for metric in ("accuracy", "macro_f1", "weighted_f1"):
+        log(f"  {metric:12s} {report[metric]:.3f} {_ci(report, metric)}")
+    log("  confusion (rows: truth, columns: predicted like / neutral / dislike)")
+    for truth, row in report["confusion"].items():
+        log(f"    {truth:8s} " + " ".join(f"{row[p]:5d}" for p in ("like", "neutral", "dislike")))
+    emit(artifact, as_json)
+
+
+def _ci(report: dict, metric: str) -> str:
+    low, high = report["ci95"][metric]
+    return f"[95% CI {low:.3f}, {high:.3f}]"
+
+
 # --- store ---------------------------------------------------------------------------------------------------
 
 

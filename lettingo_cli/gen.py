@@ -171,7 +171,7 @@ def generate_profiles(
         "split": split.id,
         "users": users,
         "generators": [{"label": b.label, "spec": b.spec, "chat": b.chat, **b.details} for b in backends],
-        "templates": {label: t.ref for label, t in templates.items()},
+        "templates": {label: {"ref": t.ref, "name": t.name, "text": t.text} for label, t in templates.items()},
         **asdict(options),
     }
     key_params = {**params, "name": name, "generators": [b.label for b in backends]}
@@ -179,11 +179,8 @@ def generate_profiles(
     if not force and (cached := store.cached(key)) is not None:
         log(f"already generated as {cached.ref} (use --force to generate again)")
         return cached
-    artifact = None if force else store.pending(key)
-    if artifact is None:
-        run_id = store.start_run("gen", key, params, {"split": split.id})
-        artifact = store.begin("profiles", name, params, run_id)
-    else:
+    artifact, resumed = store.begin_or_resume("gen", "profiles", name, params, {"split": split.id}, key, force)
+    if resumed:
         log(f"resuming an interrupted run of {name}")
     done = {
         (row["user_id"], row["generator"])

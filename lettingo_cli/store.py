@@ -350,6 +350,16 @@ class Store:
                     )
         return run_id
 
+    def begin_or_resume(
+        self, stage: str, kind: str, name: str, params: dict, inputs: dict, run_key: str, force: bool = False
+    ) -> tuple[Artifact, bool]:
+        """The pending artifact an interrupted run with this key left (resumed=True), or a new run's one."""
+        artifact = None if force else self.pending(run_key)
+        if artifact is not None:
+            return artifact, True
+        run_id = self.start_run(stage, run_key, params, inputs)
+        return self.begin(kind, name, params, run_id), False
+
     def run(self, run_id: int) -> dict:
         row = self.db["runs"].get(run_id)
         return {**row, "params": json.loads(row["params"]), "stats": json.loads(row["stats"])}

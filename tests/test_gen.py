@@ -42,7 +42,7 @@ def test_gguf_backend_writes_n_profiles_per_user(split_store, store_path, tiny_m
     artifact = Store(store_path).resolve("profiles:ml-test")
     assert artifact.counts["users"] == 5 and artifact.count == 15
     assert set(artifact.report["diversity"][label]) == {"profiles", "distinct_1", "distinct_2", "mean_pairwise_similarity"}
-    assert artifact.params["templates"][label].startswith("profile-completion-v1@")
+    assert artifact.params["templates"][label]["ref"].startswith("profile-completion-v1@")
     assert f"{label}: 15 profiles" in result.stderr
 
 
@@ -142,7 +142,7 @@ def test_custom_prompt_file(split_store, store_path, tiny_model, tmp_path):
                          "--max-tokens", "4", "--prompt", template, "--name", "custom")
     assert result.exit_code == 0, result.stderr
     artifact = Store(store_path).resolve("profiles:custom")
-    assert list(artifact.params["templates"].values())[0].startswith("terse@")
+    assert list(artifact.params["templates"].values())[0]["ref"].startswith("terse@")
     bad = tmp_path / "bad.txt"
     bad.write_text("no placeholder")
     assert split_store("gen", "--prompt", bad, "--generator", f"gguf:{tiny_model.gguf}").exit_code == 2

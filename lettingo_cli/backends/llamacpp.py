@@ -204,6 +204,86 @@ class LlamaCppBackend:
             free.append(sequence)
             yield state["request"], Generation(text=text, n_tokens=state["n_tokens"], finished=finished or stopped)
 
+    # --- label scoring (the predictor) --------------------------------------------------------------------
+
+    def label_logprobs(self, prefix: str, suffixes: Sequence[str], labels: Sequence[str], reuse_prefix: bool = True):
+        """log P(label | prefix + suffix) for each suffix and label, one forward pass per suffix.
+
+        With `reuse_prefix` the shared prefix is decoded once, tagged with one sequence id per suffix, and the
+        suffixes are decoded together in one batch on top of it; without, every prompt is read whole (the naive
+        way, kept for the benchmark). Multi-token labels add one decode per extra token."""
+        import numpy as np
+
+        prefix_tokens = self.tokenize(prefix)
+        suffix_tokens = [self.tokenize(suffix, add_bos=False) for suffix in suffixes]
+        label_tokens = {label: self.tokenize(label, add_bos=False) for label in labels}
+        results = []
+        for group in self._suffix_groups([len(t) for t in suffix_tokens], reuse_prefix):
+            self.llama_cpp.llama_memory_clear(self.memory, True)
+            last = {}
+            if reuse_prefix:
+                self._decode_tokens(prefix_tokens, 0, list(range(len(group))), logits_last=False)
+                self.batch.n_tokens = 0
+                for slot, index in enumerate(group):
+                    for offset, token in enumerate(suffix_tokens[index]):
+                        is_last = offset == len(suffix_tokens[index]) - 1
+                        batch_index = self._add(token, len(prefix_tokens) + offset, [slot], is_last)
+                        if is_last:
+                            last[slot] = batch_index
+                self._decode()
+            else:
+                last[0] = self._decode_tokens(prefix_tokens + suffix_tokens[group[0]], 0, [0], logits_last=True)
+            # read every sequence's first-token log-probs before any further decode overwrites the logits
+            first = {slot: self._log_softmax(last[slot], np) for slot in range(len(group))}
+            for slot, index in enumerate(group):
+                position = len(prefix_tokens) + len(suffix_tokens[index])
+                scores = {}
+                for label, tokens in label_tokens.items():
+                    total = float(first[slot][tokens[0]])
+                    for offset, token in enumerate(tokens[1:]):  # continue a multi-token label on this sequence
+                        self.batch.n_tokens = 0
+                        batch_index = self._add(tokens[offset], position + offset, [slot], True)
+                        self._decode()
+                        total += float(self._log_softmax(batch_index, np)[token])
+                    if len(tokens) > 1:
+                        self.llama_cpp.llama_memory_seq_rm(self.memory, slot, position, -1)
+                    scores[label] = total
+                results.append(scores)
+        self.llama_cpp.llama_memory_clear(self.memory, True)
+        return results
+
+    def _suffix_groups(self, lengths: list[int], together: bool) -> list[list[int]]:
+        """Suffixes decoded in one batch: at most `parallel` of them and `n_batch` tokens in all."""
+        groups, current, tokens = [], [], 0
+        for index, length in enumerate(lengths):
+            if length > self.n_batch:
+                raise LettingoError(f"a {length}-token profile is longer than the {self.n_batch}-token batch")
+            if current and (not together or len(current) == self.parallel or tokens + length > self.n_batch):
+                groups.append(current)
+                current, tokens = [], 0
+            current.append(index)
+            tokens += length
+        return groups + ([current] if current else [])
+
+    def _decode_tokens(self, tokens: list[int], first_position: int, sequences: list[int], logits_last: bool) -> int:
+        """Decode a token run in n_batch chunks; returns the batch index of the last token."""
+        index = -1
+        for start in range(0, len(tokens), self.n_batch):
+            self.batch.n_tokens = 0
+            chunk = tokens[start : start + self.n_batch]
+            for offset, token in enumerate(chunk):
+                is_last = logits_last and start + offset == len(tokens) - 1
+                index = self._add(token, first_position + start + offset, sequences, is_last)
+            self._decode()
+        return index
+
+    def _log_softmax(self, batch_index: int, np):
+        n_vocab = self.llama_cpp.llama_vocab_n_tokens(self.vocab)
+        pointer = self.llama_cpp.llama_get_logits_ith(self.ctx, batch_index)
+        logits = np.ctypeslib.as_array(pointer, shape=(n_vocab,)).astype(np.float64)
+        top = logits.max()
+        return logits - (top + np.log(np.exp(logits - top).sum()))
+
     def close(self) -> None:
         llama_cpp = self.llama_cpp
         if getattr(self, "batch", None) is not None:

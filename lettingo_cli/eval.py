@@ -1,0 +1,92 @@
+"""Stage `eval`: accuracy, macro F1 and weighted F1 of a scored profile set (or of the no-profile 10H
+baseline), with 95% bootstrap intervals over users, the confusion matrix, and paired comparisons.
+
+Every (user, profile, target) prediction counts once; users are the resampling unit, since one user's
+profiles and targets are not independent.
+"""
+
+from __future__ import annotations
+
+import random
+
+from lettingo_cli.split import SENTIMENTS
+from lettingo_cli.store import Artifact, Store
+
+BOOTSTRAP_SAMPLES = 1000
+BOOTSTRAP_SEED = 0
+
+
+def metrics(predictions: list[tuple[str, str]]) -> dict:
+    """accuracy, macro and weighted F1 over (truth, predicted) pairs, and the confusion matrix."""
+    confusion = {truth: dict.fromkeys(SENTIMENTS, 0) for truth in SENTIMENTS}
+    for truth, predicted in predictions:
+        confusion[truth][predicted] += 1
+    total = len(predictions)
+    correct = sum(confusion[label][label] for label in SENTIMENTS)
+    f1s, supports = {}, {}
+    for label in SENTIMENTS:
+        true_positive = confusion[label][label]
+        predicted_as = sum(confusion[truth][label] for truth in SENTIMENTS)
+        support = sum(confusion[label].values())
+        precision = true_positive / predicted_as if predicted_as else 0.0
+        recall = true_positive / support if support else 0.0
+        f1s[label] = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        supports[label] = support
+    return {
+        "n": total,
+        "accuracy": correct / total if total else 0.0,
+        "macro_f1": sum(f1s.values()) / len(f1s),
+        "weighted_f1": sum(f1s[label] * supports[label] for label in SENTIMENTS) / total if total else 0.0,
+        "f1": f1s,
+        "confusion": confusion,
+    }
+
+
+def _by_user(store: Store, scores: Artifact) -> dict[str, list[tuple[str, str]]]:
+    grouped: dict[str, list[tuple[str, str]]] = {}
+    for row in store.rows(scores, "scores"):
+        grouped.setdefault(row["user_id"], []).append((row["truth"], row["predicted"]))
+    return grouped
+
+
+def _interval(values: list[float]) -> tuple[float, float]:
+    ordered = sorted(values)
+    return ordered[int(0.025 * len(ordered))], ordered[min(int(0.975 * len(ordered)), len(ordered) - 1)]
+
+
+def evaluate(store: Store, scores: Artifact) -> dict:
+    grouped = _by_user(store, scores)
+    users = sorted(grouped)
+    result = metrics([p for u in users for p in grouped[u]])
+    rng = random.Random(BOOTSTRAP_SEED)
+    samples = {"accuracy": [], "macro_f1": [], "weighted_f1": []}
+    for _ in range(BOOTSTRAP_SAMPLES):
+        drawn = [p for u in rng.choices(users, k=len(users)) for p in grouped[u]]
+        figures = metrics(drawn)
+        for name in samples:
+            samples[name].append(figures[name])
+    result["ci95"] = {name: _interval(values) for name, values in samples.items()}
+    result["users"] = len(users)
+    return result
+
+
+def compare(store: Store, a: Artifact, b: Artifact) -> dict:
+    """a minus b on the users both scored: the difference of each metric with its paired bootstrap interval."""
+    first, second = _by_user(store, a), _by_user(store, b)
+    users = sorted(set(first) & set(second))
+    if not users:
+        return {"users": 0}
+
+    def figures(chosen):
+        left = metrics([p for u in chosen for p in first[u]])
+        right = metrics([p for u in chosen for p in second[u]])
+        return {name: left[name] - right[name] for name in ("accuracy", "macro_f1", "weighted_f1")}
+
+    rng = random.Random(BOOTSTRAP_SEED)
+    draws = [figures(rng.choices(users, k=len(users))) for _ in range(BOOTSTRAP_SAMPLES)]
+    difference = figures(users)
+    return {
+        "users": len(users),
+        "difference": difference,
+        "ci95": {name: _interval([d[name] for d in draws]) for name in difference},
+    }

@@ -1,0 +1,149 @@
+"""Stage `pair`: preference pairs from scored profiles (chosen = helped the predictor, rejected = did not).
+
+A profile's score is its mean probability of the true label over the user's scored targets; it is *right*
+when most of its targets were predicted correctly, *wrong* when most were not. Rules:
+  all         every right x wrong profile of a user (the paper)
+  best-worst  the best and the worst profile of a user by score, when their scores differ
+  margin      every pair whose score gap is >= --margin
+Flagged profiles (empty, degenerate) are never chosen. The prompt of a pair is exactly the generation
+prompt the generator saw: re-rendered from the split and the template stored with the profiles, and checked
+against the prompt hash stored with each profile.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from lettingo_cli.errors import IntegrityError, UsageError
+from lettingo_cli.gen import load_histories
+from lettingo_cli.prompts import Template, prompt_hash, render
+from lettingo_cli.store import Artifact, Store, log
+
+RULES = ("all", "best-worst", "margin")
+
+
+@dataclass(frozen=True)
+class PairOptions:
+    rule: str = "all"
+    margin: float = 0.1
+    max_per_user: int | None = None
+
+    def check(self) -> None:
+        if self.rule not in RULES:
+            raise UsageError(f"--rule must be one of {', '.join(RULES)}")
+        if self.max_per_user is not None and self.max_per_user < 1:
+            raise UsageError("--max-per-user must be >= 1")
+
+
+def choose_pairs(scored: list[dict], options: PairOptions) -> list[tuple[dict, dict]]:
+    """(chosen, rejected) profile pairs of one user; each profile has `score`, `right` and `flagged`."""
+    if options.rule == "all":
+        pairs = [(a, b) for a in scored if a["right"] is True for b in scored if b["right"] is False]
+    elif options.rule == "best-worst":
+        ranked = sorted(scored, key=lambda p: (-p["score"], p["key"]))
+        pairs = [(ranked[0], ranked[-1])] if len(ranked) > 1 and ranked[0]["score"] > ranked[-1]["score"] else []
+    else:
+        pairs = [(a, b) for a, b in itertools.permutations(scored, 2) if a["score"] - b["score"] >= options.margin]
+    pairs = [(a, b) for a, b in pairs if not a["flagged"]]
+    pairs.sort(key=lambda pair: (-(pair[0]["score"] - pair[1]["score"]), pair[0]["key"], pair[1]["key"]))
+    return pairs[: options.max_per_user] if options.max_per_user else pairs
+
+
+def make_pairs(store: Store, scores: Artifact, options: PairOptions, name: str, jsonl: Path | None = None,
+               force: bool = False) -> Artifact:
+    options.check()
+    if not scores.params.get("profiles"):
+        raise UsageError(f"{scores.ref} scores no profiles (a no-profile baseline): nothing to pair")
+    profiles = store.get(scores.params["profiles"])
+    split = store.get(profiles.params["split"])
+    params = {"scores": scores.id, "profiles": profiles.id, **asdict(options)}
+    key = store.run_key("pair", {"scores": scores.id}, {**params, "name": name})
+    cached = None if force else store.cached(key)
+    if cached is None:
+        cached = _write_pairs(store, scores, profiles, split, options, params, key, name)
+    else:
+        log(f"already paired as {cached.ref} (use --force to pair again)")
+    if jsonl is not None:
+        write_jsonl(store, cached, profiles, jsonl)
+    return cached
+
+
+def _write_pairs(store, scores, profiles, split, options, params, key, name) -> Artifact:
+    by_profile: dict[tuple, list[dict]] = {}
+    for row in store.rows(scores, "scores"):
+        by_profile.setdefault((row["user_id"], row["generator"], row["sample_index"]), []).append(row)
+    texts = {(r["user_id"], r["generator"], r["sample_index"]): r for r in store.rows(profiles, "profiles")}
+    users = sorted({user for user, _, _ in by_profile})
+    templates = {label: Template(t["name"], t["text"]) for label, t in profiles.params["templates"].items()}
+    chat = {g["label"]: g["chat"] for g in profiles.params["generators"]}
+    histories = load_histories(store, split, users, profiles.params["history"])
+
+    rows, outcome = [], {"users_with_pairs": 0, "all_right": 0, "all_wrong": 0, "no_pair_other": 0}
+    for user in users:
+        scored = []
+        for (profile_user, generator, sample), results in sorted(by_profile.items()):
+            if profile_user != user:
+                continue
+            accuracy = sum(r["correct"] for r in results) / len(results)
+            profile = texts[(user, generator, sample)]
+            scored.append({
+                "key": (generator, sample),
+                "generator": generator,
+                "text": profile["text"],
+                "prompt_hash": profile["prompt_hash"],
+                "score": sum(r["p_true"] for r in results) / len(results),
+                "right": True if accuracy > 0.5 else False if accuracy < 0.5 else None,
+                "flagged": any(flag in ("empty", "degenerate") for flag in json.loads(profile["flags"])),
+            })
+        pairs = choose_pairs(scored, options)
+        if not pairs:
+            if all(p["right"] is True for p in scored):
+                outcome["all_right"] += 1
+            elif all(p["right"] is False for p in scored):
+                outcome["all_wrong"] += 1
+            else:
+                outcome["no_pair_other"] += 1
+            continue
+        outcome["users_with_pairs"] += 1
+        for index, (chosen, rejected) in enumerate(pairs):
+            # a pair trains one generator: its prompt is the prompt the chosen profile was written from
+            prompt = render(templates[chosen["generator"]], histories[user], chat[chosen["generator"]])
+            if prompt_hash(prompt) != chosen["prompt_hash"]:
+                raise IntegrityError(f"the re-rendered prompt of user {user} does not match the stored prompt hash")
+            rows.append({
+                "user_id": user,
+                "pair_index": index,
+                "prompt": prompt if isinstance(prompt, str) else json.dumps(prompt),
+                "chosen": chosen["text"],
+                "rejected": rejected["text"],
+                "chosen_score": round(chosen["score"], 6),
+                "rejected_score": round(rejected["score"], 6),
+            })
+    with store.db.atomic():
+        run_id = store.start_run("pair", key, params, {"scores": scores.id})
+        artifact = store.begin("pairs", name, params, run_id)
+        store.insert_rows(artifact, "pairs", rows)
+        return store.finalize(artifact, counts={"users": len(users), **outcome}, report={"outcome": outcome})
+
+
+def write_jsonl(store: Store, pairs: Artifact, profiles: Artifact, path: Path) -> int:
+    """TRL's preference format: prompt / chosen / rejected (conversational for chat-style generators)."""
+    count = 0
+    path = Path(path)
+    tmp = path.with_name(path.name + ".partial")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        for row in store.rows(pairs, "pairs"):
+            prompt = row["prompt"]
+            if prompt.startswith("[{"):
+                record = {"prompt": json.loads(prompt),
+                          "chosen": [{"role": "assistant", "content": row["chosen"]}],
+                          "rejected": [{"role": "assistant", "content": row["rejected"]}]}
+            else:
+                record = {"prompt": prompt, "chosen": " " + row["chosen"], "rejected": " " + row["rejected"]}
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+            count += 1
+    tmp.replace(path)
+    return count

@@ -1,0 +1,159 @@
+"""score, pair and eval: hand-checked arithmetic, and the real stages on the tiny model."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from lettingo_cli.eval import compare, evaluate, metrics
+from lettingo_cli.pair import PairOptions, choose_pairs
+from lettingo_cli.prompts import Template, prompt_hash, render
+from lettingo_cli.score import probabilities
+from lettingo_cli.store import Store
+
+
+def test_metrics_by_hand():
+    predictions = [("like", "like"), ("like", "dislike"), ("neutral", "neutral"), ("dislike", "like"),
+                   ("like", "like"), ("dislike", "dislike")]
+    result = metrics(predictions)
+    assert result["accuracy"] == pytest.approx(4 / 6)
+    # like: TP 2, predicted 3, support 3 -> P 2/3, R 2/3, F1 2/3; neutral: 1, 1, 1 -> 1; dislike: TP 1,
+    # predicted 2, support 2 -> 1/2
+    assert result["f1"] == pytest.approx({"like": 2 / 3, "neutral": 1.0, "dislike": 0.5})
+    assert result["macro_f1"] == pytest.approx((2 / 3 + 1 + 0.5) / 3)
+    assert result["weighted_f1"] == pytest.approx((2 / 3 * 3 + 1 * 1 + 0.5 * 2) / 6)
+    assert result["confusion"]["like"] == {"like": 2, "neutral": 0, "dislike": 1}
+
+
+def test_probabilities_normalise_the_three_labels():
+    distribution = probabilities({" like": math.log(0.2), " neutral": math.log(0.2), " dislike": math.log(0.1)})
+    assert distribution == pytest.approx({"like": 0.4, "neutral": 0.4, "dislike": 0.2})
+
+
+def profile(key, score, right, flagged=False):
+    return {"key": (key, 0), "generator": "g", "text": key, "prompt_hash": "h", "score": score, "right": right,
+            "flagged": flagged}
+
+
+def test_pair_rules_by_hand():
+    a, b, c, d = profile("a", 0.9, True), profile("b", 0.6, True), profile("c", 0.2, False), profile("d", 0.5, None)
+    names = lambda pairs: [(x["text"], y["text"]) for x, y in pairs]  # noqa: E731
+    assert names(choose_pairs([a, b, c, d], PairOptions("all"))) == [("a", "c"), ("b", "c")]
+    assert names(choose_pairs([a, b, c, d], PairOptions("best-worst"))) == [("a", "c")]
+    assert names(choose_pairs([a, b, c, d], PairOptions("margin", margin=0.35))) == [("a", "c"), ("a", "d"), ("b", "c")]
+    assert names(choose_pairs([a, b, c, d], PairOptions("all", max_per_user=1))) == [("a", "c")]
+    assert choose_pairs([profile("x", 0.9, True, flagged=True), c], PairOptions("all")) == []  # never chosen
+    assert choose_pairs([a, b], PairOptions("all")) == []  # all right: no pair
+
+
+def test_eval_bootstrap_and_compare_on_a_known_fixture(store_path):
+    store = Store(store_path)
+
+    def scores(name, right_users):
+        artifact = store.begin("scores", name, {}, None)
+        store.insert_rows(artifact, "scores", [
+            {"user_id": f"u{i}", "generator": "g", "sample_index": 0, "target_position": 0, "truth": "like",
+             "predicted": "like" if i in right_users else "dislike", "correct": int(i in right_users), "p_true": 0.5}
+            for i in range(20)
+        ])
+        return store.finalize(artifact)
+
+    better, worse = scores("better", set(range(15))), scores("worse", set(range(10)))
+    report = evaluate(store, better)
+    assert report["accuracy"] == 0.75 and report["users"] == 20
+    low, high = report["ci95"]["accuracy"]
+    assert low < 0.75 < high and 0.4 < low and high <= 1.0
+    difference = compare(store, better, worse)
+    assert difference["difference"]["accuracy"] == pytest.approx(0.25)
+    low, high = difference["ci95"]["accuracy"]
+    assert 0 < low <= 0.25 <= high  # every user right in `worse` is right in `better`: the gap is never negative
+
+
+@pytest.fixture
+def scored_store(split_store, store_path, tiny_model):
+    gguf = f"gguf:{tiny_model.gguf}"
+    assert split_store("gen", "--users", "train", "--generator", gguf, "--n", "3", "--max-tokens", "10").exit_code == 0
+    result = split_store("score", "--predictor", f"llm:{gguf}")
+    assert result.exit_code == 0, result.stderr
+    return split_store
+
+
+def test_score_rows_and_reuse_matches_the_naive_way(scored_store, store_path, tiny_model):
+    store = Store(store_path)
+    scores = store.resolve("scores:ml-train")
+    rows = list(store.rows(scores, "scores"))
+    assert len(rows) == 10 * 3  # 10 train users x 3 profiles x 1 target
+    assert all(row["correct"] == int(row["predicted"] == row["truth"]) for row in rows)
+    assert all(0 <= row["p_true"] <= 1 for row in rows)
+    assert all(row["p_true"] >= 1 / 3 - 1e-6 for row in rows if row["correct"])  # the argmax of three labels
+    truth = {r["user_id"]: r["sentiment"] for r in store.rows(store.resolve("split:ml"), "split_interactions", "role = 'target'")}
+    assert all(row["truth"] == truth[row["user_id"]] for row in rows)
+
+    from lettingo_cli.backends import load_backend
+
+    backend = load_backend(f"gguf:{tiny_model.gguf}")
+    prefix = "Recent ratings:\n- \"A\": liked (5/5)\nNew item: \"B\"\n"
+    suffixes = [f"Profile: likes {word}\nAnswer:" for word in ("drama", "comedy", "war westerns")]
+    labels = [" like", " neutral", " dislike"]
+    shared = backend.label_logprobs(prefix, suffixes, labels, reuse_prefix=True)
+    naive = backend.label_logprobs(prefix, suffixes, labels, reuse_prefix=False)
+    for fast, slow in zip(shared, naive):
+        assert fast == pytest.approx(slow, abs=1e-3)
+    assert shared[0] != shared[2]  # the profile changes the answer's probabilities
+    backend.close()
+
+
+def test_pair_stage_prompt_is_the_generation_prompt_and_trl_reads_it(scored_store, store_path, tmp_path, tiny_model):
+    out = tmp_path / "pairs.jsonl"
+    result = scored_store("pair", "--rule", "margin", "--margin", "0", "--jsonl", out)
+    assert result.exit_code == 0, result.stderr
+    store = Store(store_path)
+    pairs = store.resolve("pairs:ml-train")
+    rows = list(store.rows(pairs, "pairs"))
+    assert rows and all(row["chosen_score"] >= row["rejected_score"] for row in rows)
+    profiles = store.resolve("profiles:ml-train")
+    template = Template(**{k: v for k, v in next(iter(profiles.params["templates"].values())).items() if k != "ref"})
+    from lettingo_cli.gen import load_histories
+
+    histories = load_histories(store, store.resolve("split:ml"), [rows[0]["user_id"]], 30)
+    assert rows[0]["prompt"] == render(template, histories[rows[0]["user_id"]], False)
+    stored_hashes = {r["prompt_hash"] for r in store.rows(profiles, "profiles", "user_id = ?", [rows[0]["user_id"]])}
+    assert prompt_hash(rows[0]["prompt"]) in stored_hashes
+    assert f"{pairs.count} pairs from" in result.stderr
+
+    import datasets
+
+    dataset = datasets.load_dataset("json", data_files=str(out), split="train")
+    assert dataset.column_names == ["prompt", "chosen", "rejected"] and len(dataset) == len(rows)
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model.hf_dir)
+    tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(tiny_model.hf_dir)
+    config = DPOConfig(output_dir=str(tmp_path / "dpo"), max_steps=1, per_device_train_batch_size=2, report_to=[],
+                       save_strategy="no", logging_steps=1, use_cpu=True, max_length=4096)
+    trainer = DPOTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer)
+    output = trainer.train()
+    assert output.global_step == 1 and math.isfinite(output.training_loss)
+
+
+def test_eval_cli_profiles_no_profile_and_compare(scored_store, store_path, tiny_model):
+    gguf = f"gguf:{tiny_model.gguf}"
+    assert scored_store("gen", "--users", "test", "--generator", gguf, "--n", "2", "--max-tokens", "10").exit_code == 0
+    with_profiles = scored_store("eval", "profiles:ml-test", "--predictor", f"llm:{gguf}", "--json")
+    assert with_profiles.exit_code == 0, with_profiles.stderr
+    report = json.loads(with_profiles.stdout)["report"]
+    assert report["users"] == 5 and report["n"] == 10
+    assert "accuracy" in with_profiles.stderr and "confusion" in with_profiles.stderr
+    baseline = scored_store("eval", "--no-profile", "--predictor", f"llm:{gguf}")
+    assert baseline.exit_code == 0, baseline.stderr
+    assert baseline.stdout == "eval:ml-10h-test@v1\n"
+    compared = scored_store("eval", "--compare", "eval:ml-test", "--compare", "eval:ml-10h-test", "--json")
+    assert compared.exit_code == 0, compared.stderr
+    payload = json.loads(compared.stdout)
+    assert payload["a_minus_b"]["users"] == 5 and "accuracy" in payload["a_minus_b"]["ci95"]
+    assert scored_store("eval", "profiles:ml-test", "--no-profile").exit_code == 2
