@@ -455,16 +455,14 @@ def eval_command(
     store: StoreOption = DEFAULT_STORE,
 ) -> None:
     """Accuracy, macro and weighted F1 with 95% bootstrap intervals and the confusion matrix."""
-    from lettingo_cli.eval import compare as compare_scores, evaluate
-    from lettingo_cli.score import score_profiles
-    from lettingo_cli.store import check_name
+    from lettingo_cli.eval import compare_evals, evaluate_profiles
 
     opened = open_store(store)
     if compare:
         if len(compare) != 2:
             raise UsageError("--compare needs two eval references: --compare A --compare B")
         first, second = (opened.resolve(ref, kind="eval") for ref in compare)
-        result = compare_scores(opened, opened.get(first.params["scores"]), opened.get(second.params["scores"]))
+        result = compare_evals(opened, first, second)
         payload = {"a": first.to_json(), "b": second.to_json(), "a_minus_b": result}
         if as_json:
             typer.echo(json.dumps(payload))
@@ -493,26 +491,13 @@ def eval_command(
         selected = [u for u in selected if u in have]
         if not selected:
             raise UsageError(f"{source_profiles.ref} has no profiles of the {users} users")
-    if no_profile:
-        base_name = f"{source_split.name}-10h-{users}"
-    else:
-        base_name = source_profiles.name if users == "test" else f"{source_profiles.name}-{users}"
     backend = load_predictor(predictor, opened)
     try:
-        scored = score_profiles(opened, source_split, backend, source_profiles, selected, targets,
-                                check_name(base_name), force=force)
+        artifact = evaluate_profiles(opened, source_split, backend, source_profiles, selected, targets, users,
+                                     name=name, force=force)
     finally:
         backend.close()
-    report = evaluate(opened, scored)
-    eval_name = check_name(name or base_name)
-    with opened.db.atomic():
-        key = opened.run_key("eval", {"scores": scored.id}, {"name": eval_name})
-        cached = None if force else opened.cached(key)
-        if cached is None:
-            run_id = opened.start_run("eval", key, {"scores": scored.id}, {"scores": scored.id})
-            pending = opened.begin("eval", eval_name, {"scores": scored.id, "users": users}, run_id)
-            cached = opened.finalize(pending, counts={"users": report["users"], "rows": report["n"]}, report=report)
-    artifact = cached
+    report = artifact.report
     log(f"{artifact.ref} ({report['users']} users, {report['n']} predictions)")
     for metric in ("accuracy", "macro_f1", "weighted_f1"):
         log(f"  {metric:12s} {report[metric]:.3f} {_ci(report, metric)}")

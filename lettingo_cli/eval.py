@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 
 from lettingo_cli.split import SENTIMENTS
-from lettingo_cli.store import Artifact, Store
+from lettingo_cli.store import Artifact, Store, check_name
 
 BOOTSTRAP_SAMPLES = 1000
 BOOTSTRAP_SEED = 0
@@ -90,3 +90,30 @@ def compare(store: Store, a: Artifact, b: Artifact) -> dict:
         "difference": difference,
         "ci95": {name: _interval([d[name] for d in draws]) for name in difference},
     }
+
+
+def evaluate_profiles(store: Store, split: Artifact, predictor, profiles: Artifact | None, users: list[str],
+                      targets: int, selector: str, name: str | None = None, force: bool = False) -> Artifact:
+    """Score `profiles` of `users` (None: the no-profile 10H baseline) and write an eval artifact whose input
+    is that scores artifact. Default names: the profiles' name, or `<split>-10h-<selector>`."""
+    from lettingo_cli.score import score_profiles
+
+    selector = selector if selector in ("all", "train", "test") else "users"
+    if profiles is None:
+        base = f"{split.name}-10h-{selector}"
+    else:
+        base = profiles.name if selector == "test" else f"{profiles.name}-{selector}"
+    scores = score_profiles(store, split, predictor, profiles, users, targets, check_name(base), force=force)
+    eval_name = check_name(name or base)
+    key = store.run_key("eval", {"scores": scores.id}, {"name": eval_name, "bootstrap": BOOTSTRAP_SAMPLES})
+    if not force and (cached := store.cached(key)) is not None:
+        return cached
+    report = evaluate(store, scores)
+    with store.db.atomic():
+        run_id = store.start_run("eval", key, {"scores": scores.id}, {"scores": scores.id})
+        pending = store.begin("eval", eval_name, {"scores": scores.id, "users": selector}, run_id)
+        return store.finalize(pending, counts={"users": report["users"], "rows": report["n"]}, report=report)
+
+
+def compare_evals(store: Store, a: Artifact, b: Artifact) -> dict:
+    return compare(store, store.get(a.params["scores"]), store.get(b.params["scores"]))
