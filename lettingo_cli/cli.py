@@ -367,6 +367,11 @@ PredictorOption = Annotated[
     str, typer.Option("--predictor", help="llm:BACKEND_SPEC, e.g. llm:gemma-3-270m (default) or llm:gguf:PATH.")
 ]
 DEFAULT_PREDICTOR = "llm:gemma-3-270m"
+CalibrateOption = Annotated[
+    bool,
+    typer.Option("--calibrate/--no-calibrate",
+                 help="Divide out the prompt's own label bias, measured on a content-free query (contextual calibration)."),
+]
 
 
 def load_predictor(spec: str, store: "Store"):
@@ -383,6 +388,7 @@ def score_command(
     profiles: Annotated[Optional[str], typer.Argument(help="Profiles reference (default: the latest profiles).")] = None,
     predictor: PredictorOption = DEFAULT_PREDICTOR,
     targets: Annotated[int, typer.Option(help="Held-out targets per user to score against.")] = 1,
+    calibrate: CalibrateOption = False,
     name: NameOption = None,
     force: ForceOption = False,
     as_json: JsonOption = False,
@@ -398,7 +404,7 @@ def score_command(
     backend = load_predictor(predictor, opened)
     try:
         artifact = score_profiles(opened, split, backend, source, source.params["users"], targets,
-                                  check_name(name or source.name), force=force)
+                                  check_name(name or source.name), force=force, calibrate=calibrate)
     finally:
         backend.close()
     rows = list(opened.rows(artifact, "scores"))
@@ -446,6 +452,7 @@ def eval_command(
     predictor: PredictorOption = DEFAULT_PREDICTOR,
     users: Annotated[str, typer.Option("--users", help="Which users of the split to evaluate: test | train | all.")] = "test",
     targets: Annotated[int, typer.Option(help="Held-out targets per user.")] = 1,
+    calibrate: CalibrateOption = False,
     compare: Annotated[
         Optional[list[str]], typer.Option("--compare", help="Two eval references: print A, B and A - B (give it twice).")
     ] = None,
@@ -494,7 +501,7 @@ def eval_command(
     backend = load_predictor(predictor, opened)
     try:
         artifact = evaluate_profiles(opened, source_split, backend, source_profiles, selected, targets, users,
-                                     name=name, force=force)
+                                     name=name, force=force, calibrate=calibrate)
     finally:
         backend.close()
     report = artifact.report

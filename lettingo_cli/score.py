@@ -75,7 +75,7 @@ class WorkedExamples:
     def users(self) -> list[str]:
         return [user for options in self.candidates.values() for user, _ in options]
 
-    def prefix_for(self, user: str) -> str:
+    def prefix_for(self, user: str | None) -> str:
         blocks = []
         for options in self.candidates.values():
             chosen = next((text for example_user, text in options if example_user != user), None)
@@ -94,12 +94,34 @@ def profile_suffix(profile: str) -> str:
     return f"Profile: {clean_field(profile, PROFILE_CHARS) or NO_PROFILE}\nAnswer:"
 
 
-def probabilities(logprobs: dict[str, float]) -> dict[str, float]:
-    """Normalise the three label log-probabilities into a distribution over the labels."""
+def probabilities(logprobs: dict[str, float], calibration: dict[str, float] | None = None) -> dict[str, float]:
+    """Normalise the three label log-probabilities into a distribution over the labels; with `calibration`
+    (the log-probs for a content-free input), divide out the prompt's own label bias first (contextual
+    calibration, Zhao et al. 2021)."""
+    if calibration:
+        logprobs = {token: value - calibration[token] for token, value in logprobs.items()}
     top = max(logprobs.values())
     weights = {LABELS[token]: math.exp(value - top) for token, value in logprobs.items()}
     total = sum(weights.values())
     return {label: weight / total for label, weight in weights.items()}
+
+
+CONTENT_FREE = "N/A"
+
+
+class Calibration:
+    """Label log-probs of a content-free query (recent ratings, item and profile all "N/A") after the same
+    worked examples: the bias the prompt alone puts on each label. Computed once per examples prefix."""
+
+    def __init__(self, predictor, examples: "WorkedExamples"):
+        self.predictor, self.examples, self.cache = predictor, examples, {}
+
+    def for_user(self, user: str) -> dict[str, float]:
+        head = self.examples.prefix_for(user)
+        if head not in self.cache:
+            prefix = head + block([f'- "{CONTENT_FREE}"'], CONTENT_FREE)
+            self.cache[head] = self.predictor.label_logprobs(prefix, [profile_suffix(CONTENT_FREE)], list(LABELS))[0]
+        return self.cache[head]
 
 
 def score_profiles(
@@ -111,6 +133,7 @@ def score_profiles(
     targets: int,
     name: str,
     force: bool = False,
+    calibrate: bool = False,
 ) -> Artifact:
     """Score every profile of `users` in `profiles` (or, with profiles=None, the no-profile 10H baseline)."""
     if not hasattr(predictor, "label_logprobs"):
@@ -118,11 +141,13 @@ def score_profiles(
     if targets < 1:
         raise UsageError("--targets must be >= 1")
     examples = WorkedExamples(store, split)
+    calibration = Calibration(predictor, examples) if calibrate else None
     params = {
         "split": split.id,
         "profiles": profiles.id if profiles else None,
         "predictor": {"label": predictor.label, "spec": predictor.spec, **predictor.details},
         "prompt": PREDICTOR_TEMPLATE,
+        "calibrate": calibrate,
         "example_users": examples.users,
         "targets": targets,
         "users": users,
@@ -160,7 +185,7 @@ def score_profiles(
                     prefix = examples.prefix_for(user) + block(recent[user], target.text)
                     suffixes = [profile_suffix(p["text"]) for p in by_user[user]]
                     for profile, logprobs in zip(by_user[user], predictor.label_logprobs(prefix, suffixes, list(LABELS))):
-                        distribution = probabilities(logprobs)
+                        distribution = probabilities(logprobs, calibration.for_user(user) if calibration else None)
                         predicted = max(distribution, key=distribution.get)
                         rows.append(
                             {

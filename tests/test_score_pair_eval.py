@@ -30,6 +30,11 @@ def test_metrics_by_hand():
 def test_probabilities_normalise_the_three_labels():
     distribution = probabilities({" like": math.log(0.2), " neutral": math.log(0.2), " dislike": math.log(0.1)})
     assert distribution == pytest.approx({"like": 0.4, "neutral": 0.4, "dislike": 0.2})
+    # contextual calibration divides out the content-free query's own preference: here it cancels it exactly
+    biased = {" like": math.log(0.6), " neutral": math.log(0.2), " dislike": math.log(0.2)}
+    assert probabilities(biased, calibration=biased) == pytest.approx(dict.fromkeys(("like", "neutral", "dislike"), 1 / 3))
+    halved = probabilities({" like": math.log(0.3), " neutral": math.log(0.4), " dislike": math.log(0.3)}, calibration=biased)
+    assert halved == pytest.approx({"like": 0.5 / 4, "neutral": 2 / 4, "dislike": 1.5 / 4})  # .3/.6, .4/.2, .3/.2
 
 
 def profile(key, score, right, flagged=False):
