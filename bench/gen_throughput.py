@@ -10,7 +10,6 @@ Run: python bench/gen_throughput.py [--quick]. Writes bench/results/gen_throughp
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import socket
 import subprocess

@@ -634,10 +634,6 @@ class Store:
         return {"removed": [str(p) for p in removed_files], "bytes": freed, "dry_run": dry_run}
 
 
-def open_store(path: Path | str, create: bool = True) -> Store:
-    return Store(path, create=create)
-
-
 def log(message: str) -> None:
     """A line for the user on stderr (stdout carries only results)."""
     print(message, file=sys.stderr)

@@ -16,7 +16,7 @@ import urllib.request
 import pytest
 
 from lettingo_cli.gen import diversity, is_degenerate, profile_flags
-from lettingo_cli.prompts import builtin_template, clean_field, load_template, render
+from lettingo_cli.prompts import builtin_template, clean_field, render
 from lettingo_cli.store import Store
 from tests.conftest import write_ml100k
 

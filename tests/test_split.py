@@ -101,8 +101,6 @@ def test_split_defaults_to_latest_dataset_and_is_cached(lettingo, tmp_path):
 
 
 def test_split_without_a_dataset_says_so(lettingo):
-    from lettingo_cli.store import Store  # an empty store
-
-    result = lettingo("split")
+    result = lettingo("split")  # on an empty store
     assert result.exit_code == 3
     assert "no dataset in" in result.stderr
