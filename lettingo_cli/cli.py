@@ -364,7 +364,7 @@ def gen_command(
 # --- score, pair, eval -----------------------------------------------------------------------------------------
 
 PredictorOption = Annotated[
-    str, typer.Option("--predictor", help="llm:BACKEND_SPEC, e.g. llm:gemma-3-270m (default) or llm:gguf:PATH.")
+    str, typer.Option("--predictor", help="llm:BACKEND_SPEC (llm:gemma-3-270m default, llm:gguf:PATH) or emb:minilm.")
 ]
 DEFAULT_PREDICTOR = "llm:gemma-3-270m"
 CalibrateOption = Annotated[
@@ -372,15 +372,6 @@ CalibrateOption = Annotated[
     typer.Option("--calibrate/--no-calibrate",
                  help="Divide out the prompt's own label bias, measured on a content-free query (contextual calibration)."),
 ]
-
-
-def load_predictor(spec: str, store: "Store"):
-    from lettingo_cli.backends import load_backend
-
-    kind, sep, backend_spec = spec.partition(":")
-    if kind != "llm" or not sep:
-        raise UsageError(f"bad predictor {spec!r}: use llm:BACKEND_SPEC, e.g. {DEFAULT_PREDICTOR}")
-    return load_backend(backend_spec, store=store)
 
 
 @app.command("score")
@@ -395,18 +386,18 @@ def score_command(
     store: StoreOption = DEFAULT_STORE,
 ) -> None:
     """Score every profile: the predictor's label for each held-out target, whether it is right, P(true label)."""
-    from lettingo_cli.score import score_profiles
+    from lettingo_cli.score import make_predictor, score_profiles
     from lettingo_cli.store import check_name
 
     opened = open_store(store)
     source = resolve_input(opened, profiles, "profiles")
     split = opened.get(source.params["split"])
-    backend = load_predictor(predictor, opened)
+    scorer = make_predictor(predictor, opened, split, calibrate)
     try:
-        artifact = score_profiles(opened, split, backend, source, source.params["users"], targets,
-                                  check_name(name or source.name), force=force, calibrate=calibrate)
+        artifact = score_profiles(opened, split, scorer, source, source.params["users"], targets,
+                                  check_name(name or source.name), force=force)
     finally:
-        backend.close()
+        scorer.close()
     rows = list(opened.rows(artifact, "scores"))
     if rows:
         log(f"{artifact.ref}: {len(rows)} evaluations, {sum(r['correct'] for r in rows) / len(rows):.1%} right")
@@ -498,12 +489,14 @@ def eval_command(
         selected = [u for u in selected if u in have]
         if not selected:
             raise UsageError(f"{source_profiles.ref} has no profiles of the {users} users")
-    backend = load_predictor(predictor, opened)
+    from lettingo_cli.score import make_predictor
+
+    scorer = make_predictor(predictor, opened, source_split, calibrate)
     try:
-        artifact = evaluate_profiles(opened, source_split, backend, source_profiles, selected, targets, users,
-                                     name=name, force=force, calibrate=calibrate)
+        artifact = evaluate_profiles(opened, source_split, scorer, source_profiles, selected, targets, users,
+                                     name=name, force=force)
     finally:
-        backend.close()
+        scorer.close()
     report = artifact.report
     log(f"{artifact.ref} ({report['users']} users, {report['n']} predictions)")
     for metric in ("accuracy", "macro_f1", "weighted_f1"):

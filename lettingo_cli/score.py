@@ -37,10 +37,10 @@ class Target:
 
 
 def load_split_rows(store: Store, split: Artifact, users: list[str], targets: int) -> tuple[dict, dict]:
-    """Recent-history lines and the first `targets` held-out targets of each user."""
+    """Recent-history rows (text, sentiment, rating) and the first `targets` held-out targets of each user."""
     dataset = store.get(split.params["dataset"])
     wanted = set(users)
-    recent: dict[str, list[str]] = {u: [] for u in users}
+    recent: dict[str, list[dict]] = {u: [] for u in users}
     held_out: dict[str, list[Target]] = {u: [] for u in users}
     sql = """SELECT s.user_id, s.role, s.position, s.rating, s.sentiment, i.text
              FROM split_interactions s JOIN items i ON i.artifact_id = ? AND i.item_id = s.item_id
@@ -49,7 +49,7 @@ def load_split_rows(store: Store, split: Artifact, users: list[str], targets: in
         if row["user_id"] not in wanted:
             continue
         if row["role"] == "recent":
-            recent[row["user_id"]].append(history_line(row["text"], row["sentiment"], row["rating"]))
+            recent[row["user_id"]].append({k: row[k] for k in ("text", "sentiment", "rating")})
         elif len(held_out[row["user_id"]]) < targets:
             held_out[row["user_id"]].append(Target(row["position"], clean_field(row["text"]), row["sentiment"]))
     return recent, held_out
@@ -84,9 +84,10 @@ class WorkedExamples:
         return PREDICTOR_INTRO + "".join(blocks)
 
 
-def block(recent_lines: list[str], target_text: str, profile: str | None = None) -> str:
+def block(recent_rows: list[dict], target_text: str, profile: str | None = None) -> str:
     """A user's block; without `profile` it stops before the profile line (the shared prefix)."""
-    text = "Recent ratings:\n" + "\n".join(recent_lines) + f'\nNew item: "{target_text}"\n'
+    lines = [history_line(r["text"], r["sentiment"], r["rating"]) for r in recent_rows]
+    text = "Recent ratings:\n" + "\n".join(lines) + f'\nNew item: "{target_text}"\n'
     return text if profile is None else text + profile_suffix(profile)
 
 
@@ -119,9 +120,46 @@ class Calibration:
     def for_user(self, user: str) -> dict[str, float]:
         head = self.examples.prefix_for(user)
         if head not in self.cache:
-            prefix = head + block([f'- "{CONTENT_FREE}"'], CONTENT_FREE)
+            prefix = head + block([{"text": CONTENT_FREE, "sentiment": "neutral", "rating": 3.0}], CONTENT_FREE)
             self.cache[head] = self.predictor.label_logprobs(prefix, [profile_suffix(CONTENT_FREE)], list(LABELS))[0]
         return self.cache[head]
+
+
+class LLMPredictor:
+    """llm:BACKEND_SPEC: a frozen LLM answers like / neutral / dislike; we read the label log-probs."""
+
+    def __init__(self, backend, store: Store, split: Artifact, calibrate: bool = False):
+        if not hasattr(backend, "label_logprobs"):
+            raise UsageError(f"predictor {backend.spec} cannot read label log-probabilities; use a gguf: model")
+        self.backend = backend
+        self.examples = WorkedExamples(store, split)
+        self.calibration = Calibration(backend, self.examples) if calibrate else None
+        self.label = f"llm:{backend.label}" + ("?calibrate" if calibrate else "")
+        self.details = {"spec": backend.spec, "prompt": PREDICTOR_TEMPLATE, "calibrate": calibrate,
+                        "example_users": self.examples.users, **backend.details}
+
+    def predict(self, user: str, recent: list[dict], target: Target, profile_texts: list[str]) -> list[dict]:
+        prefix = self.examples.prefix_for(user) + block(recent, target.text)
+        suffixes = [profile_suffix(text) for text in profile_texts]
+        calibration = self.calibration.for_user(user) if self.calibration else None
+        return [probabilities(lp, calibration) for lp in self.backend.label_logprobs(prefix, suffixes, list(LABELS))]
+
+    def close(self) -> None:
+        self.backend.close()
+
+
+def make_predictor(spec: str, store: Store, split: Artifact, calibrate: bool = False):
+    """`llm:BACKEND_SPEC` (e.g. llm:gemma-3-270m) or `emb:minilm`."""
+    kind, sep, rest = spec.partition(":")
+    if kind == "llm" and sep:
+        from lettingo_cli.backends import load_backend
+
+        return LLMPredictor(load_backend(rest, store=store), store, split, calibrate)
+    if kind == "emb" and rest == "minilm":
+        from lettingo_cli.embedding_predictor import EmbeddingPredictor
+
+        return EmbeddingPredictor(store, split)
+    raise UsageError(f"bad predictor {spec!r}: use llm:BACKEND_SPEC (e.g. llm:gemma-3-270m) or emb:minilm")
 
 
 def score_profiles(
@@ -133,22 +171,14 @@ def score_profiles(
     targets: int,
     name: str,
     force: bool = False,
-    calibrate: bool = False,
 ) -> Artifact:
     """Score every profile of `users` in `profiles` (or, with profiles=None, the no-profile 10H baseline)."""
-    if not hasattr(predictor, "label_logprobs"):
-        raise UsageError(f"predictor {predictor.spec} cannot read label log-probabilities; use a gguf: model")
     if targets < 1:
         raise UsageError("--targets must be >= 1")
-    examples = WorkedExamples(store, split)
-    calibration = Calibration(predictor, examples) if calibrate else None
     params = {
         "split": split.id,
         "profiles": profiles.id if profiles else None,
-        "predictor": {"label": predictor.label, "spec": predictor.spec, **predictor.details},
-        "prompt": PREDICTOR_TEMPLATE,
-        "calibrate": calibrate,
-        "example_users": examples.users,
+        "predictor": {"label": predictor.label, **predictor.details},
         "targets": targets,
         "users": users,
     }
@@ -182,10 +212,8 @@ def score_profiles(
             rows = []
             for user in chunk:
                 for target in held_out[user]:
-                    prefix = examples.prefix_for(user) + block(recent[user], target.text)
-                    suffixes = [profile_suffix(p["text"]) for p in by_user[user]]
-                    for profile, logprobs in zip(by_user[user], predictor.label_logprobs(prefix, suffixes, list(LABELS))):
-                        distribution = probabilities(logprobs, calibration.for_user(user) if calibration else None)
+                    texts = [p["text"] for p in by_user[user]]
+                    for profile, distribution in zip(by_user[user], predictor.predict(user, recent[user], target, texts)):
                         predicted = max(distribution, key=distribution.get)
                         rows.append(
                             {
@@ -199,7 +227,7 @@ def score_profiles(
                                 "p_true": round(distribution[target.sentiment], 6),
                             }
                         )
-                    advance(len(suffixes))
+                    advance(len(texts))
             with store.db.atomic():
                 store.insert_rows(artifact, "scores", rows)
     elapsed = time.perf_counter() - started

