@@ -5,6 +5,12 @@ from __future__ import annotations
 import gzip
 import json
 import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -147,3 +153,33 @@ def split_store(lettingo, tmp_path):
     assert lettingo("ingest", "movielens", folder).exit_code == 0
     assert lettingo("split", "--test-users", "5").exit_code == 0
     return lettingo
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def openai_server(tiny_model):
+    """llama-cpp-python's OpenAI-compatible server on 127.0.0.1, serving the tiny GGUF."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "llama_cpp.server", "--model", str(tiny_model.gguf), "--host", "127.0.0.1",
+         "--port", str(port), "--model_alias", "tiny", "--n_ctx", "2048"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"{url}/models", timeout=1).read()
+            break
+        except OSError:
+            if process.poll() is not None:
+                pytest.fail("llama_cpp.server exited at start")
+            time.sleep(0.2)
+    yield url
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=10)

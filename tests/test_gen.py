@@ -6,19 +6,16 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
-import sys
 import time
-import urllib.request
 
 import pytest
 
 from lettingo_cli.gen import diversity, is_degenerate, profile_flags
 from lettingo_cli.prompts import builtin_template, clean_field, render
 from lettingo_cli.store import Store
-from tests.conftest import write_ml100k
+from tests.conftest import free_port, write_ml100k
 
 
 def profiles(store_path, ref):
@@ -68,36 +65,6 @@ def test_several_generators_and_backends(split_store, store_path, tiny_model):
     generators = {row["generator"] for row in profiles(store_path, payload["ref"])}
     assert generators == {f"hf:{tiny_model.hf_dir.name}", next(g for g in generators if g.startswith("gguf:"))}
     assert len(payload["report"]["diversity"]) == 2
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def openai_server(tiny_model):
-    """llama-cpp-python's OpenAI-compatible server on 127.0.0.1, serving the tiny GGUF."""
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(tiny_model.gguf), "--host", "127.0.0.1",
-         "--port", str(port), "--model_alias", "tiny", "--n_ctx", "2048"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"{url}/models", timeout=1).read()
-            break
-        except OSError:
-            if process.poll() is not None:
-                pytest.fail("llama_cpp.server exited at start")
-            time.sleep(0.2)
-    yield url
-    process.send_signal(signal.SIGTERM)
-    process.wait(timeout=10)
 
 
 def test_openai_backend_against_a_real_server(split_store, store_path, openai_server):

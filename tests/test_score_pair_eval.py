@@ -196,3 +196,55 @@ def test_embedding_predictor_through_eval(scored_store):
     payload = json.loads(result.stdout)
     assert payload["report"]["n"] == 30 and payload["name"] == "ml-train-train"
     assert scored_store("eval", "--predictor", "emb:other").exit_code == 2
+
+
+def test_server_predictor_falls_back_to_greedy_answers(split_store, store_path, tiny_model, openai_server):
+    from lettingo_cli.backends import load_backend
+
+    backend = load_backend(f"openai:tiny@{openai_server}?style=completion")
+    answers = backend.label_logprobs("Recent ratings:\n", ["Profile: x\nAnswer:", "Profile: y\nAnswer:"],
+                                     [" like", " neutral", " dislike"])
+    for answer in answers:  # one label at 0 and the others at the miss value, or all equal
+        assert sorted(answer.values()) in ([-30.0, -30.0, 0.0], [0.0, 0.0, 0.0])
+    assert split_store("gen", "--users", "1", "--generator", f"gguf:{tiny_model.gguf}", "--n", "2",
+                       "--max-tokens", "6", "--name", "served").exit_code == 0
+    result = split_store("score", "profiles:served", "--predictor", f"llm:openai:tiny@{openai_server}?style=completion")
+    assert result.exit_code == 0, result.stderr
+    rows = list(Store(store_path).rows(Store(store_path).resolve("scores:served"), "scores"))
+    assert len(rows) == 2 and all(row["p_true"] in (pytest.approx(1.0), pytest.approx(1 / 3), pytest.approx(0.0, abs=1e-9)) for row in rows)
+
+
+def test_score_resumes_after_an_interruption_with_the_same_result(split_store, store_path, tiny_model, tmp_path):
+    """Ctrl-C (KeyboardInterrupt) after the first chunk keeps it; the rerun finishes with the artifact an
+    uninterrupted run makes."""
+    from lettingo_cli.score import CHUNK_USERS, make_predictor, score_profiles
+
+    gguf = f"gguf:{tiny_model.gguf}"
+    assert split_store("gen", "--users", "all", "--generator", gguf, "--n", "2", "--max-tokens", "6").exit_code == 0
+    store = Store(store_path)
+    profiles = store.resolve("profiles:ml-all")
+    split = store.resolve("split:ml")
+    predictor = make_predictor(f"llm:{gguf}", store, split)
+    reference = score_profiles(store, split, predictor, profiles, profiles.params["users"], 1, "reference")
+
+    calls = {"n": 0}
+    original = predictor.predict
+
+    def interrupted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > CHUNK_USERS:  # the second chunk's first user
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    predictor.predict = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        score_profiles(store, split, predictor, profiles, profiles.params["users"], 1, "resumed")
+    kept = store.db.execute("SELECT COUNT(*) FROM scores s JOIN artifacts a ON a.id = s.artifact_id "
+                            "WHERE a.status = 'pending'").fetchone()[0]
+    assert kept == CHUNK_USERS * 2  # the first chunk: 8 users x 2 profiles
+    predictor.predict = original
+    resumed = score_profiles(store, split, predictor, profiles, profiles.params["users"], 1, "resumed")
+    predictor.close()
+    assert resumed.counts["scores"] == reference.counts["scores"] == 15 * 2
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "p_true"} | {"p": round(r["p_true"], 3)} for r in rows]  # noqa: E731
+    assert strip(store.rows(resumed, "scores")) == strip(store.rows(reference, "scores"))

@@ -20,6 +20,7 @@ from lettingo_cli.backends.base import Generation, Request, SamplingOptions, cut
 from lettingo_cli.errors import LettingoError
 
 RETRIES = 3
+ANSWER_MISS = -30.0  # the log-prob given to the labels a greedy answer did not name
 TIMEOUT_S = 600
 
 
@@ -82,6 +83,20 @@ class OpenAIBackend:
         text, stopped = cut_at_stop(text, options.stop)
         n_tokens = int((answer.get("usage") or {}).get("completion_tokens") or 0)
         return Generation(text=text, n_tokens=n_tokens, finished=stopped or choice.get("finish_reason") == "stop")
+
+    def label_logprobs(self, prefix: str, suffixes: Sequence[str], labels: Sequence[str], reuse_prefix: bool = True):
+        """Servers need not return log-probs, so the predictor falls back to a greedy text answer: the label the
+        answer starts with gets log-prob 0 and the others ANSWER_MISS; an answer naming no label gives every label
+        the same value (P = 1/3 each)."""
+        requests = [Request(prefix + suffix, seed=0) for suffix in suffixes]
+        options = SamplingOptions(max_tokens=4, temperature=0.0, stop=("\n",))
+        answers = dict(self.generate(requests, options))
+        results = []
+        for index in range(len(suffixes)):
+            said = answers[index].text.strip().lower()
+            named = next((label for label in labels if said.startswith(label.strip().lower())), None)
+            results.append({label: 0.0 if named in (None, label) else ANSWER_MISS for label in labels})
+        return results
 
     def generate(self, requests: Sequence[Request], options: SamplingOptions) -> Iterator[tuple[int, Generation]]:
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
