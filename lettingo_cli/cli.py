@@ -512,6 +512,45 @@ def _ci(report: dict, metric: str) -> str:
     return f"[95% CI {low:.3f}, {high:.3f}]"
 
 
+# --- dpo -----------------------------------------------------------------------------------------------------
+
+
+@app.command("dpo")
+def dpo_command(
+    pairs: Annotated[Optional[str], typer.Argument(help="Pairs reference (default: the latest pairs).")] = None,
+    base: Annotated[Optional[str], typer.Option("--base", help="gemma-3-270m (default) or an HF model directory.")] = None,
+    beta: Annotated[float, typer.Option(help="DPO beta.")] = 0.1,
+    lr: Annotated[float, typer.Option(help="Learning rate.")] = 5e-5,
+    epochs: Annotated[float, typer.Option(help="Epochs over the pairs.")] = 1.0,
+    lora_r: Annotated[int, typer.Option(help="LoRA rank.")] = 16,
+    lora_alpha: Annotated[int, typer.Option(help="LoRA alpha.")] = 32,
+    max_length: Annotated[int, typer.Option(help="Most tokens of prompt + profile.")] = 1024,
+    batch_size: Annotated[int, typer.Option(help="Pairs per optimizer step.")] = 2,
+    max_steps: Annotated[int, typer.Option(help="Stop after this many steps (-1: all epochs).")] = -1,
+    seed: Annotated[int, typer.Option(help="Training seed.")] = 0,
+    name: NameOption = None,
+    force: ForceOption = False,
+    as_json: JsonOption = False,
+    store: StoreOption = DEFAULT_STORE,
+) -> None:
+    """LoRA-DPO-train the profile generator on preference pairs (TRL); writes an adapter artifact."""
+    from lettingo_cli.dpo import DPOOptions, resolve_base, train_dpo
+    from lettingo_cli.store import check_name
+
+    options = DPOOptions(beta=beta, lr=lr, epochs=epochs, lora_r=lora_r, lora_alpha=lora_alpha,
+                         max_length=max_length, batch_size=batch_size, seed=seed, max_steps=max_steps)
+    options.check()
+    opened = open_store(store)
+    source = resolve_input(opened, pairs, "pairs")
+    artifact = train_dpo(opened, source, resolve_base(base), options, check_name(name or source.name), force=force)
+    last = list(opened.db.query("SELECT * FROM dpo_steps WHERE run_id = ? ORDER BY step DESC LIMIT 1", [artifact.run_id]))
+    if last:
+        step = last[0]
+        log(f"{artifact.ref}: {artifact.counts['steps']} steps on {artifact.counts['pairs']} pairs; last step loss "
+            f"{step['loss']:.4f}, margin {step['rewards_margins']}, accuracy {step['rewards_accuracies']}")
+    emit(artifact, as_json)
+
+
 # --- store ---------------------------------------------------------------------------------------------------
 
 

@@ -129,21 +129,27 @@ def _write_pairs(store, scores, profiles, split, options, params, key, name) -> 
         return store.finalize(artifact, counts={"users": len(users), **outcome}, report={"outcome": outcome})
 
 
+def preference_records(store: Store, pairs: Artifact) -> list[dict]:
+    """TRL's preference format: prompt / chosen / rejected (conversational for chat-style generators; for
+    completion prompts the texts get back the space that followed "Profile:")."""
+    records = []
+    for row in store.rows(pairs, "pairs"):
+        prompt = row["prompt"]
+        if prompt.startswith("[{"):
+            records.append({"prompt": json.loads(prompt),
+                            "chosen": [{"role": "assistant", "content": row["chosen"]}],
+                            "rejected": [{"role": "assistant", "content": row["rejected"]}]})
+        else:
+            records.append({"prompt": prompt, "chosen": " " + row["chosen"], "rejected": " " + row["rejected"]})
+    return records
+
+
 def write_jsonl(store: Store, pairs: Artifact, profiles: Artifact, path: Path) -> int:
-    """TRL's preference format: prompt / chosen / rejected (conversational for chat-style generators)."""
-    count = 0
     path = Path(path)
     tmp = path.with_name(path.name + ".partial")
+    records = preference_records(store, pairs)
     with open(tmp, "w", encoding="utf-8") as handle:
-        for row in store.rows(pairs, "pairs"):
-            prompt = row["prompt"]
-            if prompt.startswith("[{"):
-                record = {"prompt": json.loads(prompt),
-                          "chosen": [{"role": "assistant", "content": row["chosen"]}],
-                          "rejected": [{"role": "assistant", "content": row["rejected"]}]}
-            else:
-                record = {"prompt": prompt, "chosen": " " + row["chosen"], "rejected": " " + row["rejected"]}
+        for record in records:
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-            count += 1
     tmp.replace(path)
-    return count
+    return len(records)

@@ -1,0 +1,143 @@
+"""Stage `dpo`: LoRA-DPO of the profile generator on a pairs artifact, with TRL; writes an adapter artifact.
+
+Everything TRL-specific is in `_trainer`, so a change of TRL's API touches one function (tested with
+trl 1.16). Every logged step goes into the store's `dpo_steps` table.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from lettingo_cli.errors import LettingoError, UsageError, require
+from lettingo_cli.store import Artifact, Store, canonical_json, log
+
+# LoRA goes on the attention and MLP projections, never on the embeddings or the LM head.
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class DPOOptions:
+    beta: float = 0.1
+    lr: float = 5e-5
+    epochs: float = 1.0
+    lora_r: int = 16
+    lora_alpha: int = 32
+    max_length: int = 1024
+    batch_size: int = 2
+    seed: int = 0
+    max_steps: int = -1  # > 0: stop after this many optimizer steps (smoke runs, benchmarks)
+
+    def check(self) -> None:
+        if self.beta <= 0 or self.lr <= 0 or self.epochs <= 0 or self.lora_r < 1 or self.batch_size < 1:
+            raise UsageError("--beta, --lr, --epochs, --lora-r and --batch-size must be positive")
+
+
+def resolve_base(spec: str | None) -> Path:
+    """The float HF checkpoint to train: the default generator's (built once from its GGUF) or a directory."""
+    from lettingo_cli.models import DEFAULT_GENERATOR, default_hf_dir
+
+    if spec in (None, DEFAULT_GENERATOR, f"hf:{DEFAULT_GENERATOR}"):
+        return default_hf_dir()
+    path = Path(spec.removeprefix("hf:")).expanduser()
+    if not (path / "config.json").exists():
+        raise UsageError(f"--base {spec}: not an HF model directory (no config.json)")
+    return path
+
+
+def train_dpo(store: Store, pairs: Artifact, base: Path, options: DPOOptions, name: str, force: bool = False) -> Artifact:
+    options.check()
+    from lettingo_cli.pair import preference_records
+
+    records = preference_records(store, pairs)
+    if not records:
+        raise LettingoError(f"{pairs.ref} has no pairs: nothing to train on (try another --rule or more profiles)")
+    transformers = require("transformers")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(base)
+    for index, record in enumerate(records):
+        prompt = record["prompt"] if isinstance(record["prompt"], str) else json.dumps(record["prompt"])
+        length = len(tokenizer(prompt)["input_ids"])
+        if length >= options.max_length:
+            raise LettingoError(
+                f"pair {index} of {pairs.ref}: its prompt has {length} tokens, not under --max-length {options.max_length}"
+            )
+    params = {"pairs": pairs.id, "base": str(base), **asdict(options)}
+    key = store.run_key("dpo", {"pairs": pairs.id}, {**params, "name": name})
+    if not force and (cached := store.cached(key)) is not None:
+        log(f"already trained as {cached.ref} (use --force to train again)")
+        return cached
+    run_id = store.start_run("dpo", key, params, {"pairs": pairs.id})
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(dir=store.path.parent) as work:
+        output = Path(work) / "adapter"
+        steps = _trainer(store, run_id, records, base, tokenizer, options, Path(work), output)
+        with store.db.atomic():
+            artifact = store.begin("adapter", name, params, run_id)
+            store.add_dir(artifact, output)
+            stats = {"seconds": round(time.perf_counter() - started, 1), "pairs": len(records), "steps": steps,
+                     "pairs_per_s": round(len(records) * options.epochs / (time.perf_counter() - started), 3)}
+            return store.finalize(artifact, counts={"pairs": len(records), "steps": steps}, stats=stats)
+
+
+def _trainer(store: Store, run_id: int, records: list[dict], base: Path, tokenizer, options: DPOOptions,
+             work: Path, output: Path) -> int:
+    """TRL DPOTrainer with a PEFT LoRA config; returns the number of optimizer steps."""
+    torch = require("torch")
+    transformers = require("transformers")
+    peft = require("peft")
+    datasets = require("datasets")
+    trl = require("trl")
+
+    model = transformers.AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    targets = [t for t in LORA_TARGETS if t in present]
+    if not targets:
+        raise LettingoError(f"no trainable parameter: {base} has none of the LoRA target modules {', '.join(LORA_TARGETS)}")
+    lora = peft.LoraConfig(r=options.lora_r, lora_alpha=options.lora_alpha, lora_dropout=0.0, target_modules=targets,
+                           task_type="CAUSAL_LM")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+
+    class StepsToStore(transformers.TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not logs or "loss" not in logs:
+                return
+            with store.db.atomic():
+                store.db["dpo_steps"].insert({
+                    "run_id": run_id, "step": state.global_step, "epoch": logs.get("epoch"),
+                    "loss": logs.get("loss"), "rewards_chosen": logs.get("rewards/chosen"),
+                    "rewards_rejected": logs.get("rewards/rejected"), "rewards_margins": logs.get("rewards/margins"),
+                    "rewards_accuracies": logs.get("rewards/accuracies"), "logged": canonical_json(logs),
+                }, replace=True)
+
+    config = trl.DPOConfig(
+        output_dir=str(work / "trainer"), beta=options.beta, learning_rate=options.lr,
+        num_train_epochs=options.epochs, max_steps=options.max_steps, per_device_train_batch_size=options.batch_size,
+        max_length=options.max_length, logging_steps=1, save_strategy="no", report_to=[], seed=options.seed,
+        use_cpu=not torch.cuda.is_available(), disable_tqdm=True,
+    )
+    from lettingo_cli.progress import stage_progress
+
+    per_epoch = math.ceil(len(records) / options.batch_size)
+    total = options.max_steps if options.max_steps > 0 else math.ceil(per_epoch * options.epochs)
+    with stage_progress(f"dpo {len(records)} pairs", total, "steps") as advance:
+
+        class Progress(transformers.TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):
+                advance(1)
+
+        trainer = trl.DPOTrainer(model=model, args=config, train_dataset=datasets.Dataset.from_list(records),
+                                 processing_class=tokenizer, peft_config=lora, callbacks=[StepsToStore(), Progress()])
+        for printer in (transformers.PrinterCallback, transformers.ProgressCallback):
+            trainer.remove_callback(printer)  # they print to stdout, which carries only results
+        if not any(p.requires_grad for p in trainer.model.parameters()):
+            raise LettingoError("no trainable parameter in the LoRA model")
+        result = trainer.train()
+    if not math.isfinite(result.training_loss):
+        raise LettingoError(f"training diverged (loss {result.training_loss})")
+    trainer.model.save_pretrained(output)
+    return result.global_step
