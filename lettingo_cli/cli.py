@@ -527,6 +527,8 @@ def dpo_command(
     max_length: Annotated[int, typer.Option(help="Most tokens of prompt + profile.")] = 1024,
     batch_size: Annotated[int, typer.Option(help="Pairs per optimizer step.")] = 2,
     max_steps: Annotated[int, typer.Option(help="Stop after this many steps (-1: all epochs).")] = -1,
+    save_steps: Annotated[int, typer.Option(help="Store a checkpoint every N steps.")] = 50,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint.")] = False,
     seed: Annotated[int, typer.Option(help="Training seed.")] = 0,
     name: NameOption = None,
     force: ForceOption = False,
@@ -538,11 +540,13 @@ def dpo_command(
     from lettingo_cli.store import check_name
 
     options = DPOOptions(beta=beta, lr=lr, epochs=epochs, lora_r=lora_r, lora_alpha=lora_alpha,
-                         max_length=max_length, batch_size=batch_size, seed=seed, max_steps=max_steps)
+                         max_length=max_length, batch_size=batch_size, seed=seed, max_steps=max_steps,
+                         save_steps=save_steps)
     options.check()
     opened = open_store(store)
     source = resolve_input(opened, pairs, "pairs")
-    artifact = train_dpo(opened, source, resolve_base(base), options, check_name(name or source.name), force=force)
+    artifact = train_dpo(opened, source, resolve_base(base), options, check_name(name or source.name), force=force,
+                         resume=resume)
     last = list(opened.db.query("SELECT * FROM dpo_steps WHERE run_id = ? ORDER BY step DESC LIMIT 1", [artifact.run_id]))
     if last:
         step = last[0]

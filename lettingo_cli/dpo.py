@@ -31,10 +31,13 @@ class DPOOptions:
     batch_size: int = 2
     seed: int = 0
     max_steps: int = -1  # > 0: stop after this many optimizer steps (smoke runs, benchmarks)
+    save_steps: int = 50  # a checkpoint (adapter, optimizer, scheduler, RNG) into the store every N steps
 
     def check(self) -> None:
         if self.beta <= 0 or self.lr <= 0 or self.epochs <= 0 or self.lora_r < 1 or self.batch_size < 1:
             raise UsageError("--beta, --lr, --epochs, --lora-r and --batch-size must be positive")
+        if self.save_steps < 1:
+            raise UsageError("--save-steps must be >= 1")
 
 
 def resolve_base(spec: str | None) -> Path:
@@ -49,7 +52,8 @@ def resolve_base(spec: str | None) -> Path:
     return path
 
 
-def train_dpo(store: Store, pairs: Artifact, base: Path, options: DPOOptions, name: str, force: bool = False) -> Artifact:
+def train_dpo(store: Store, pairs: Artifact, base: Path, options: DPOOptions, name: str, force: bool = False,
+              resume: bool = False) -> Artifact:
     options.check()
     from lettingo_cli.pair import preference_records
 
@@ -65,26 +69,53 @@ def train_dpo(store: Store, pairs: Artifact, base: Path, options: DPOOptions, na
             raise LettingoError(
                 f"pair {index} of {pairs.ref}: its prompt has {length} tokens, not under --max-length {options.max_length}"
             )
-    params = {"pairs": pairs.id, "base": str(base), **asdict(options)}
+    params = {"pairs": pairs.id, "base": str(base), **{k: v for k, v in asdict(options).items() if k != "save_steps"}}
     key = store.run_key("dpo", {"pairs": pairs.id}, {**params, "name": name})
     if not force and (cached := store.cached(key)) is not None:
         log(f"already trained as {cached.ref} (use --force to train again)")
         return cached
-    run_id = store.start_run("dpo", key, params, {"pairs": pairs.id})
+    pending = None if force else store.pending(key)
+    if pending is not None and not resume:
+        raise LettingoError(
+            "an interrupted run of this training is in the store: add --resume to continue it, or --force to start over"
+        )
+    artifact, _ = store.begin_or_resume("dpo", "adapter", name, params, {"pairs": pairs.id}, key, force)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(dir=store.path.parent) as work:
-        output = Path(work) / "adapter"
-        steps = _trainer(store, run_id, records, base, tokenizer, options, Path(work), output)
+        work = Path(work)
+        checkpoint = _latest_checkpoint(store, artifact, work / "resume") if resume else None
+        if resume and checkpoint is None:
+            log("no checkpoint to resume from: training from the start")
+        elif checkpoint is not None:
+            log(f"resuming from {checkpoint.name}")
+        output = work / "adapter"
+        steps = _trainer(store, artifact, records, base, tokenizer, options, work, output, checkpoint)
         with store.db.atomic():
-            artifact = store.begin("adapter", name, params, run_id)
+            store.db.execute("DELETE FROM artifact_files WHERE artifact_id = ? AND path LIKE 'checkpoints/%'", [artifact.id])
             store.add_dir(artifact, output)
             stats = {"seconds": round(time.perf_counter() - started, 1), "pairs": len(records), "steps": steps,
                      "pairs_per_s": round(len(records) * options.epochs / (time.perf_counter() - started), 3)}
             return store.finalize(artifact, counts={"pairs": len(records), "steps": steps}, stats=stats)
 
 
-def _trainer(store: Store, run_id: int, records: list[dict], base: Path, tokenizer, options: DPOOptions,
-             work: Path, output: Path) -> int:
+def _latest_checkpoint(store: Store, artifact: Artifact, destination: Path) -> Path | None:
+    """Materialize the newest checkpoint stored with a pending adapter artifact."""
+    steps = sorted({int(f["path"].split("/")[1].split("-")[1]) for f in store.files(artifact)
+                    if f["path"].startswith("checkpoints/")})
+    if not steps:
+        return None
+    prefix = f"checkpoints/checkpoint-{steps[-1]}/"
+    folder = destination / f"checkpoint-{steps[-1]}"
+    for entry in store.files(artifact):
+        if entry["path"].startswith(prefix):
+            target = folder / entry["path"].removeprefix(prefix)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(store.blob_path(entry["blob_hash"]).read_bytes())
+    return folder
+
+
+def _trainer(store: Store, artifact: Artifact, records: list[dict], base: Path, tokenizer, options: DPOOptions,
+             work: Path, output: Path, checkpoint: Path | None) -> int:
     """TRL DPOTrainer with a PEFT LoRA config; returns the number of optimizer steps."""
     torch = require("torch")
     transformers = require("transformers")
@@ -102,6 +133,8 @@ def _trainer(store: Store, run_id: int, records: list[dict], base: Path, tokeniz
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
 
+    run_id = artifact.run_id
+
     class StepsToStore(transformers.TrainerCallback):
         def on_log(self, args, state, control, logs=None, **kwargs):
             if not logs or "loss" not in logs:
@@ -114,10 +147,19 @@ def _trainer(store: Store, run_id: int, records: list[dict], base: Path, tokeniz
                     "rewards_accuracies": logs.get("rewards/accuracies"), "logged": canonical_json(logs),
                 }, replace=True)
 
+        def on_save(self, args, state, control, **kwargs):
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            with store.db.atomic():  # the newest checkpoint replaces the older ones in the store
+                store.db.execute("DELETE FROM artifact_files WHERE artifact_id = ? AND path LIKE 'checkpoints/%'",
+                                 [artifact.id])
+                for file in sorted(p for p in folder.rglob("*") if p.is_file()):
+                    store.add_file(artifact, file, f"checkpoints/{folder.name}/{file.relative_to(folder).as_posix()}")
+
     config = trl.DPOConfig(
         output_dir=str(work / "trainer"), beta=options.beta, learning_rate=options.lr,
         num_train_epochs=options.epochs, max_steps=options.max_steps, per_device_train_batch_size=options.batch_size,
-        max_length=options.max_length, logging_steps=1, save_strategy="no", report_to=[], seed=options.seed,
+        max_length=options.max_length, logging_steps=1, save_strategy="steps", save_steps=options.save_steps,
+        save_total_limit=1, report_to=[], seed=options.seed,
         use_cpu=not torch.cuda.is_available(), disable_tqdm=True,
     )
     from lettingo_cli.progress import stage_progress
@@ -136,7 +178,7 @@ def _trainer(store: Store, run_id: int, records: list[dict], base: Path, tokeniz
             trainer.remove_callback(printer)  # they print to stdout, which carries only results
         if not any(p.requires_grad for p in trainer.model.parameters()):
             raise LettingoError("no trainable parameter in the LoRA model")
-        result = trainer.train()
+        result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     if not math.isfinite(result.training_loss):
         raise LettingoError(f"training diverged (loss {result.training_loss})")
     trainer.model.save_pretrained(output)

@@ -49,3 +49,45 @@ def test_dpo_refusals(lettingo, store_path, tiny_model):
     assert long.exit_code == 1 and "not under --max-length 8" in long.stderr
     assert lettingo("dpo", "pairs:long", "--base", "/no/such/dir").exit_code == 2
     assert lettingo("dpo", "pairs:long", "--beta", "0").exit_code == 2
+
+
+def test_kill_9_then_resume_reaches_the_same_step_count(tmp_path, tiny_model):
+    import os
+    import signal
+    import sqlite3
+    import subprocess
+    import time
+
+    store_path = tmp_path / "lettingo.db"
+    write_pairs(store_path, "many", 16)
+    command = ["lettingo", "dpo", "pairs:many", "--base", str(tiny_model.hf_dir), "--max-steps", "40",
+               "--save-steps", "4", "--batch-size", "2", "--lora-r", "4", "--store", str(store_path)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and process.poll() is None:
+        conn = sqlite3.connect(store_path, timeout=30)
+        saved = conn.execute("SELECT COUNT(*) FROM artifact_files WHERE path LIKE 'checkpoints/%'").fetchone()[0]
+        conn.close()
+        if saved:
+            break
+        time.sleep(0.01)
+    assert process.poll() is None, "training finished before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    store = Store(store_path)
+    assert store.list(kind="adapter") == [] and store.verify()["ok"]
+    logged = store.db.execute("SELECT MAX(step) FROM dpo_steps").fetchone()[0]
+    assert logged < 40
+    store.close()
+
+    without = subprocess.run(command, capture_output=True, text=True)
+    assert without.returncode == 1 and "--resume" in without.stderr
+    resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming from checkpoint-" in resumed.stderr
+    store = Store(store_path)
+    adapter = store.resolve(resumed.stdout.strip())
+    assert adapter.counts["steps"] == 40
+    assert not any(f["path"].startswith("checkpoints/") for f in store.files(adapter))
+    steps = [row[0] for row in store.db.execute("SELECT step FROM dpo_steps WHERE run_id = ? ORDER BY step", [adapter.run_id])]
+    assert steps == list(range(1, 41))
