@@ -528,6 +528,10 @@ def dpo_command(
     batch_size: Annotated[int, typer.Option(help="Pairs per optimizer step.")] = 2,
     max_steps: Annotated[int, typer.Option(help="Stop after this many steps (-1: all epochs).")] = -1,
     save_steps: Annotated[int, typer.Option(help="Store a checkpoint every N steps.")] = 50,
+    precision: Annotated[str, typer.Option(help="bf16 (default; faster on CPUs with bf16 units) or fp32.")] = "bf16",
+    precompute_ref: Annotated[
+        bool, typer.Option("--precompute-ref/--no-precompute-ref", help="Reference log-probs once, before training.")
+    ] = True,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint.")] = False,
     seed: Annotated[int, typer.Option(help="Training seed.")] = 0,
     name: NameOption = None,
@@ -541,7 +545,7 @@ def dpo_command(
 
     options = DPOOptions(beta=beta, lr=lr, epochs=epochs, lora_r=lora_r, lora_alpha=lora_alpha,
                          max_length=max_length, batch_size=batch_size, seed=seed, max_steps=max_steps,
-                         save_steps=save_steps)
+                         save_steps=save_steps, precision=precision, precompute_ref=precompute_ref)
     options.check()
     opened = open_store(store)
     source = resolve_input(opened, pairs, "pairs")

@@ -32,12 +32,16 @@ class DPOOptions:
     seed: int = 0
     max_steps: int = -1  # > 0: stop after this many optimizer steps (smoke runs, benchmarks)
     save_steps: int = 50  # a checkpoint (adapter, optimizer, scheduler, RNG) into the store every N steps
+    precision: str = "bf16"  # bf16 matrix work runs ~6x faster than fp32 on these CPUs (pitfalls.md)
+    precompute_ref: bool = True  # the frozen reference's log-probs once, before training, not at every step
 
     def check(self) -> None:
         if self.beta <= 0 or self.lr <= 0 or self.epochs <= 0 or self.lora_r < 1 or self.batch_size < 1:
             raise UsageError("--beta, --lr, --epochs, --lora-r and --batch-size must be positive")
         if self.save_steps < 1:
             raise UsageError("--save-steps must be >= 1")
+        if self.precision not in ("bf16", "fp32"):
+            raise UsageError("--precision must be bf16 or fp32")
 
 
 def resolve_base(spec: str | None) -> Path:
@@ -159,7 +163,8 @@ def _trainer(store: Store, artifact: Artifact, records: list[dict], base: Path, 
         output_dir=str(work / "trainer"), beta=options.beta, learning_rate=options.lr,
         num_train_epochs=options.epochs, max_steps=options.max_steps, per_device_train_batch_size=options.batch_size,
         max_length=options.max_length, logging_steps=1, save_strategy="steps", save_steps=options.save_steps,
-        save_total_limit=1, report_to=[], seed=options.seed,
+        save_total_limit=1, report_to=[], seed=options.seed, bf16=options.precision == "bf16",
+        precompute_ref_log_probs=options.precompute_ref,
         use_cpu=not torch.cuda.is_available(), disable_tqdm=True,
     )
     from lettingo_cli.progress import stage_progress
