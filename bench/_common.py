@@ -9,6 +9,23 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
+MOVIELENS_100K = Path(__file__).resolve().parents[2] / "shared" / "data" / "movielens-100k"
+
+
+def movielens_split(folder: Path):
+    """A store in `folder` with MovieLens 100K ingested and split with the defaults: (store, split)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from lettingo_cli.ingest import read_movielens, write_dataset
+    from lettingo_cli.split import SplitOptions, split_dataset
+    from lettingo_cli.store import Store
+
+    if not MOVIELENS_100K.exists():
+        sys.exit(f"{MOVIELENS_100K} is not present: this benchmark needs MovieLens 100K")
+    store = Store(Path(folder) / "lettingo.db")
+    dataset = write_dataset(store, read_movielens(MOVIELENS_100K), "movielens-100k", {})
+    return store, split_dataset(store, dataset, "movielens-100k", SplitOptions())
 
 
 def machine() -> dict:

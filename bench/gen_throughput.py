@@ -21,18 +21,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from _common import print_table, write_result  # noqa: E402
+from _common import movielens_split, print_table, write_result  # noqa: E402
 
 from lettingo_cli.backends import load_backend  # noqa: E402
 from lettingo_cli.backends.base import Request, SamplingOptions  # noqa: E402
 from lettingo_cli.gen import load_histories, profile_seed, select_users  # noqa: E402
-from lettingo_cli.ingest import read_movielens, write_dataset  # noqa: E402
 from lettingo_cli.models import default_gguf, default_hf_dir  # noqa: E402
 from lettingo_cli.prompts import COMPLETION_STOPS, builtin_template, render  # noqa: E402
-from lettingo_cli.split import SplitOptions, split_dataset  # noqa: E402
-from lettingo_cli.store import Store  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "movielens-100k"
 
 
 def free_port() -> int:
@@ -86,13 +82,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer users per row (a smoke run)")
     parser.add_argument("--max-tokens", type=int, default=200)
     args = parser.parse_args()
-    if not DATA.exists():
-        sys.exit(f"{DATA} is not present: this benchmark needs MovieLens 100K")
     scale = 1 if args.quick else 2
     with tempfile.TemporaryDirectory() as tmp:
-        store = Store(Path(tmp) / "lettingo.db")
-        dataset = write_dataset(store, read_movielens(DATA), "movielens-100k", {})
-        split = split_dataset(store, dataset, "movielens-100k", SplitOptions())
+        store, split = movielens_split(Path(tmp))
         users = select_users(store, split, "test")[: 16 * scale]
         histories = load_histories(store, split, users, 30)
         hf_dir = default_hf_dir()

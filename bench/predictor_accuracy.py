@@ -18,9 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from _common import print_table, write_result  # noqa: E402
+from _common import MOVIELENS_100K as DATA, print_table, write_result  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "movielens-100k"
 
 
 PREDICTORS = {

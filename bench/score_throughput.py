@@ -17,16 +17,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from _common import print_table, write_result  # noqa: E402
+from _common import movielens_split, print_table, write_result  # noqa: E402
 
 from lettingo_cli.backends import load_backend  # noqa: E402
 from lettingo_cli.gen import load_histories, select_users  # noqa: E402
-from lettingo_cli.ingest import read_movielens, write_dataset  # noqa: E402
 from lettingo_cli.score import LABELS, WorkedExamples, block, load_split_rows, profile_suffix  # noqa: E402
-from lettingo_cli.split import SplitOptions, split_dataset  # noqa: E402
-from lettingo_cli.store import Store  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "movielens-100k"
 STYLES = ("Prefers", "Mostly watches", "Keeps returning to", "Rates highly")
 
 
@@ -46,12 +42,8 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=8)
     parser.add_argument("--n", type=int, default=4)
     args = parser.parse_args()
-    if not DATA.exists():
-        sys.exit(f"{DATA} is not present")
     with tempfile.TemporaryDirectory() as tmp:
-        store = Store(Path(tmp) / "lettingo.db")
-        dataset = write_dataset(store, read_movielens(DATA), "movielens-100k", {})
-        split = split_dataset(store, dataset, "movielens-100k", SplitOptions())
+        store, split = movielens_split(Path(tmp))
         users = select_users(store, split, "test")[: args.users]
         histories = load_histories(store, split, users, 30)
         recent, held_out = load_split_rows(store, split, users, 1)
