@@ -1,0 +1,75 @@
+"""Benchmark: DPO pairs/s on the default model, lettingo's defaults (bf16, reference log-probs precomputed)
+against naive TRL (fp32, reference recomputed every step), same pairs, same run. Goal: >= 1 pair/s.
+
+Pairs: real generation prompts of MovieLens 100K users (the profile-completion-v1 template, 30 ratings) with
+two ~100-token profiles each, written here (this measures speed, not learning).
+Run: python bench/dpo_speed.py [--pairs 8] [--steps 4]. Writes bench/results/dpo_speed.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import movielens_split, print_table, write_result  # noqa: E402
+
+from lettingo_cli.dpo import DPOOptions, resolve_base, train_dpo  # noqa: E402
+from lettingo_cli.gen import load_histories, select_users  # noqa: E402
+from lettingo_cli.prompts import builtin_template, render  # noqa: E402
+
+CHOSEN = ("Enjoys tense crime thrillers, war films and fast action from the eighties and nineties, and rates them "
+          "generously when the story is tight. Finds period romances and musicals dull and scores them low. ") * 2
+REJECTED = ("Likes movies. Watches many movies and gives them ratings. Some movies are good and some movies are "
+            "not good, and the user rates the good ones higher than the ones that are not good. ") * 2
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--pairs", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=4)
+    args = parser.parse_args()
+    base = resolve_base(None)
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        store, split = movielens_split(Path(tmp))
+        users = select_users(store, split, "train")[: args.pairs]
+        histories = load_histories(store, split, users, 30)
+        pairs = store.begin("pairs", "bench", {}, None)
+        template = builtin_template(False)
+        store.insert_rows(pairs, "pairs", [
+            {"user_id": u, "pair_index": 0, "prompt": render(template, histories[u], False), "chosen": CHOSEN,
+             "rejected": REJECTED} for u in users
+        ])
+        pairs = store.finalize(pairs)
+        configs = {
+            "naive TRL (fp32, reference every step)": DPOOptions(precision="fp32", precompute_ref=False, max_steps=args.steps),
+            "lettingo defaults (bf16, reference precomputed)": DPOOptions(max_steps=args.steps),
+        }
+        for number, (label, options) in enumerate(configs.items()):
+            print(f"measuring {label} ...", file=sys.stderr)
+            start = time.perf_counter()
+            adapter = train_dpo(store, pairs, base, options, f"bench{number}")
+            seconds = time.perf_counter() - start
+            first = store.db.execute("SELECT loss FROM dpo_steps WHERE run_id = ? ORDER BY step LIMIT 1",
+                                     [adapter.run_id]).fetchone()[0]
+            trained = args.steps * options.batch_size
+            results[label] = {"pairs_trained": trained, "seconds": round(seconds, 1),
+                              "seconds_per_pair": round(seconds / trained, 2), "pairs_per_s": round(trained / seconds, 4),
+                              "first_step_loss": first}
+    naive, fast = results.values()
+    ratio = round(fast["pairs_per_s"] / naive["pairs_per_s"], 2)
+    print_table(["configuration", "pairs", "s", "s/pair", "pairs/s", "first-step loss"],
+                [[k, r["pairs_trained"], r["seconds"], r["seconds_per_pair"], r["pairs_per_s"], round(r["first_step_loss"], 4)]
+                 for k, r in results.items()])
+    print(f"\nspeed-up {ratio}x; goal >= 1 pair/s: {'met' if fast['pairs_per_s'] >= 1 else 'NOT met'}; first-step losses "
+          f"differ by {abs(fast['first_step_loss'] - naive['first_step_loss']):.4f}")
+    print(f"wrote {write_result('dpo_speed', {'results': results, 'speedup': ratio, 'goal_pairs_per_s': 1, 'goal_met': fast['pairs_per_s'] >= 1, 'note': 'wall time includes model loading and, for the precomputed reference, the reference pass'})}")
+
+
+if __name__ == "__main__":
+    main()
