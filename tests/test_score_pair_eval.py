@@ -248,3 +248,26 @@ def test_score_resumes_after_an_interruption_with_the_same_result(split_store, s
     assert resumed.counts["scores"] == reference.counts["scores"] == 15 * 2
     strip = lambda rows: [{k: v for k, v in r.items() if k != "p_true"} | {"p": round(r["p_true"], 3)} for r in rows]  # noqa: E731
     assert strip(store.rows(resumed, "scores")) == strip(store.rows(reference, "scores"))
+
+
+def test_the_documented_shell_chain(tmp_path, tiny_model):
+    """`lettingo pair $(lettingo score $(lettingo gen --users test))`: stdout carries only references."""
+    import os
+    import subprocess
+
+    from tests.conftest import write_ml100k
+
+    write_ml100k(tmp_path / "ml", n_users=12)
+    model = f"gguf:{tiny_model.gguf}"
+    script = (
+        "set -e; lettingo ingest movielens ml >/dev/null; lettingo split >/dev/null; "
+        f"lettingo pair $(lettingo score $(lettingo gen --users test --generator {model} --n 3 --max-tokens 8) "
+        f"--predictor llm:{model}) --rule margin --margin 0"
+    )
+    env = {**os.environ, "LETTINGO_STORE": str(tmp_path / "chain.db")}
+    result = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "pairs:ml-test@v1\n"
+    lineage = subprocess.run(["lettingo", "store", "lineage", "pairs:ml-test"], env=env, capture_output=True, text=True)
+    kinds = [line.split(": ")[-1].split(":")[0].strip() for line in lineage.stdout.splitlines()]
+    assert kinds == ["pairs", "scores", "profiles", "split", "dataset"]
