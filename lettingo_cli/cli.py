@@ -517,7 +517,11 @@ def _ci(report: dict, metric: str) -> str:
 
 @app.command("dpo")
 def dpo_command(
+    ctx: typer.Context,
     pairs: Annotated[Optional[str], typer.Argument(help="Pairs reference (default: the latest pairs).")] = None,
+    config: Annotated[
+        Optional[Path], typer.Option("--config", help="YAML of training options (beta, lr, lora_r, ...); flags given win.")
+    ] = None,
     base: Annotated[Optional[str], typer.Option("--base", help="gemma-3-270m (default) or an HF model directory.")] = None,
     beta: Annotated[float, typer.Option(help="DPO beta.")] = 0.1,
     lr: Annotated[float, typer.Option(help="Learning rate.")] = 5e-5,
@@ -543,9 +547,14 @@ def dpo_command(
     from lettingo_cli.dpo import DPOOptions, resolve_base, train_dpo
     from lettingo_cli.store import check_name
 
-    options = DPOOptions(beta=beta, lr=lr, epochs=epochs, lora_r=lora_r, lora_alpha=lora_alpha,
-                         max_length=max_length, batch_size=batch_size, seed=seed, max_steps=max_steps,
-                         save_steps=save_steps, precision=precision, precompute_ref=precompute_ref)
+    from lettingo_cli.dpo import options_from_yaml
+
+    given = {"beta": beta, "lr": lr, "epochs": epochs, "lora_r": lora_r, "lora_alpha": lora_alpha,
+             "max_length": max_length, "batch_size": batch_size, "seed": seed, "max_steps": max_steps,
+             "save_steps": save_steps, "precision": precision, "precompute_ref": precompute_ref}
+    from_file = options_from_yaml(config) if config else {}
+    on_command_line = {key for key in given if ctx.get_parameter_source(key).name == "COMMANDLINE"}
+    options = DPOOptions(**{**given, **{k: v for k, v in from_file.items() if k not in on_command_line}})
     options.check()
     opened = open_store(store)
     source = resolve_input(opened, pairs, "pairs")

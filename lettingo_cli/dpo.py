@@ -6,6 +6,7 @@ trl 1.16). Every logged step goes into the store's `dpo_steps` table.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import tempfile
@@ -42,6 +43,25 @@ class DPOOptions:
             raise UsageError("--save-steps must be >= 1")
         if self.precision not in ("bf16", "fp32"):
             raise UsageError("--precision must be bf16 or fp32")
+
+
+def options_from_yaml(path: Path) -> dict:
+    """Training options from a YAML mapping whose keys are DPOOptions fields (e.g. `lora_r: 8`)."""
+    yaml = require("yaml", "pyyaml")
+    path = Path(path)
+    if not path.exists():
+        raise UsageError(f"--config {path}: no such file")
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as error:
+        raise UsageError(f"--config {path}: not valid YAML ({str(error).splitlines()[0]})") from None
+    if not isinstance(loaded, dict):
+        raise UsageError(f"--config {path}: expected a mapping of option: value")
+    fields = {field.name: field.type for field in dataclasses.fields(DPOOptions)}
+    unknown = sorted(set(loaded) - set(fields))
+    if unknown:
+        raise UsageError(f"--config {path}: unknown option(s) {', '.join(unknown)}; known: {', '.join(fields)}")
+    return loaded
 
 
 def resolve_base(spec: str | None) -> Path:

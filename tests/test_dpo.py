@@ -91,3 +91,23 @@ def test_kill_9_then_resume_reaches_the_same_step_count(tmp_path, tiny_model):
     assert not any(f["path"].startswith("checkpoints/") for f in store.files(adapter))
     steps = [row[0] for row in store.db.execute("SELECT step FROM dpo_steps WHERE run_id = ? ORDER BY step", [adapter.run_id])]
     assert steps == list(range(1, 41))
+
+
+def test_config_file_sets_options_and_flags_win(lettingo, store_path, tiny_model, tmp_path):
+    import json
+
+    write_pairs(store_path, "configured", 4)
+    config = tmp_path / "dpo.yaml"
+    config.write_text("lora_r: 4\nlora_alpha: 8\nmax_steps: 2\nbatch_size: 2\nprecision: fp32\n")
+    result = lettingo("dpo", "pairs:configured", "--base", tiny_model.hf_dir, "--config", config, "--max-steps", "1")
+    assert result.exit_code == 0, result.stderr
+    store = Store(store_path)
+    adapter = store.resolve(result.stdout.strip())
+    assert adapter.counts["steps"] == 1  # the flag beat the file's max_steps: 2
+    assert adapter.params["lora_r"] == 4 and adapter.params["precision"] == "fp32"
+    folder = store.materialize(adapter, tmp_path / "adapter")
+    assert json.loads((folder / "adapter_config.json").read_text())["r"] == 4
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("lora_rank: 4\n")
+    wrong = lettingo("dpo", "pairs:configured", "--base", tiny_model.hf_dir, "--config", bad)
+    assert wrong.exit_code == 2 and "unknown option(s) lora_rank" in wrong.stderr
