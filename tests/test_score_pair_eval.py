@@ -271,3 +271,19 @@ def test_the_documented_shell_chain(tmp_path, tiny_model):
     lineage = subprocess.run(["lettingo", "store", "lineage", "pairs:ml-test"], env=env, capture_output=True, text=True)
     kinds = [line.split(": ")[-1].split(":")[0].strip() for line in lineage.stdout.splitlines()]
     assert kinds == ["pairs", "scores", "profiles", "split", "dataset"]
+
+
+def test_transformers_predictor_scores_labels(split_store, store_path, tiny_model):
+    from lettingo_cli.backends import load_backend
+
+    backend = load_backend(f"hf:{tiny_model.hf_dir}")
+    prefix = "Recent ratings:\n- \"A\": liked (5/5)\nNew item: \"B\"\n"
+    results = backend.label_logprobs(prefix, ["Profile: likes drama\nAnswer:", "Profile: war westerns\nAnswer:"],
+                                     [" like", " neutral", " dislike"])
+    assert all(value < 0 for scores in results for value in scores.values())  # log-probabilities
+    assert results[0] != results[1]  # the profile changes them
+    gguf = f"gguf:{tiny_model.gguf}"
+    assert split_store("gen", "--users", "2", "--generator", gguf, "--n", "2", "--max-tokens", "6", "--name", "few").exit_code == 0
+    result = split_store("score", "profiles:few", "--predictor", f"llm:hf:{tiny_model.hf_dir}")
+    assert result.exit_code == 0, result.stderr
+    assert Store(store_path).resolve("scores:few").count == 4

@@ -66,6 +66,28 @@ class TransformersBackend:
                 n_tokens = len(self.tokenizer(text, add_special_tokens=False)["input_ids"]) if stopped else len(row)
                 yield start + offset, Generation(text=text, n_tokens=n_tokens, finished=ended or stopped)
 
+    def label_logprobs(self, prefix: str, suffixes: Sequence[str], labels: Sequence[str], reuse_prefix: bool = True):
+        """log P(label | prefix + suffix): one batched forward pass of the three label continuations per suffix
+        (no prefix reuse here; the llama.cpp backend is the fast predictor)."""
+        torch, tokenizer = self.torch, self.tokenizer
+        prefix_ids = tokenizer(prefix, add_special_tokens=True)["input_ids"]
+        label_ids = {label: tokenizer(label, add_special_tokens=False)["input_ids"] for label in labels}
+        results = []
+        for suffix in suffixes:
+            context = prefix_ids + tokenizer(suffix, add_special_tokens=False)["input_ids"]
+            rows = [context + label_ids[label] for label in labels]
+            width = max(len(row) for row in rows)
+            input_ids = torch.tensor([row + [tokenizer.pad_token_id] * (width - len(row)) for row in rows], device=self.device)
+            mask = torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in rows], device=self.device)
+            with torch.inference_mode():
+                logprobs = torch.log_softmax(self.model(input_ids=input_ids, attention_mask=mask).logits.float(), dim=-1)
+            scores = {}
+            for row, label in enumerate(labels):
+                positions = range(len(context) - 1, len(context) - 1 + len(label_ids[label]))
+                scores[label] = float(sum(logprobs[row, p, t] for p, t in zip(positions, label_ids[label])))
+            results.append(scores)
+        return results
+
     def _stop_criteria(self, prompt_length: int, stops: Sequence[str]):
         """Stop each sequence at a stop string (transformers' own stop_strings fails on some tokenizers)."""
         transformers = require("transformers")
