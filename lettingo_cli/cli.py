@@ -123,7 +123,8 @@ def read_refs(refs: list[str]) -> list[str]:
         for line in sys.stdin.read().splitlines():
             line = line.strip()
             if line.startswith("{"):
-                expanded.append(str(json.loads(line).get("ref") or json.loads(line)["id"]))
+                record = json.loads(line)
+                expanded.append(str(record.get("ref") or record["id"]))
             elif line:
                 expanded.extend(line.split())
     if not expanded:
@@ -367,6 +368,7 @@ PredictorOption = Annotated[
     str, typer.Option("--predictor", help="llm:BACKEND_SPEC (llm:gemma-3-270m default, llm:gguf:PATH) or emb:minilm.")
 ]
 DEFAULT_PREDICTOR = "llm:gemma-3-270m"
+TargetsOption = Annotated[int, typer.Option("--targets", help="Held-out targets per user to score against.")]
 CalibrateOption = Annotated[
     bool,
     typer.Option("--calibrate/--no-calibrate",
@@ -378,7 +380,7 @@ CalibrateOption = Annotated[
 def score_command(
     profiles: Annotated[Optional[str], typer.Argument(help="Profiles reference (default: the latest profiles).")] = None,
     predictor: PredictorOption = DEFAULT_PREDICTOR,
-    targets: Annotated[int, typer.Option(help="Held-out targets per user to score against.")] = 1,
+    targets: TargetsOption = 1,
     calibrate: CalibrateOption = False,
     name: NameOption = None,
     force: ForceOption = False,
@@ -442,7 +444,7 @@ def eval_command(
     split: Annotated[Optional[str], typer.Option("--split", help="Split for --no-profile (default: latest).")] = None,
     predictor: PredictorOption = DEFAULT_PREDICTOR,
     users: Annotated[str, typer.Option("--users", help="Which users of the split to evaluate: test | train | all.")] = "test",
-    targets: Annotated[int, typer.Option(help="Held-out targets per user.")] = 1,
+    targets: TargetsOption = 1,
     calibrate: CalibrateOption = False,
     compare: Annotated[
         Optional[list[str]], typer.Option("--compare", help="Two eval references: print A, B and A - B (give it twice).")

@@ -386,11 +386,6 @@ def _item_order(item_id: str):
     return (0, int(item_id), "") if item_id.isdigit() else (1, 0, item_id)
 
 
-def ingest_key(store: Store, parsed_sources: list[Path], name: str, options: dict) -> str:
-    sources = [{"file": Path(p).name, "sha256": sha256_file(Path(p))} for p in parsed_sources]
-    return store.run_key("ingest", {}, {"name": name, "sources": sources, **options})
-
-
 def write_dataset(store: Store, parsed: ParsedDataset, name: str, options: dict, force: bool = False) -> Artifact:
     """Write a parsed data set as one dataset artifact, in one transaction (all or nothing).
 
@@ -398,13 +393,15 @@ def write_dataset(store: Store, parsed: ParsedDataset, name: str, options: dict,
     content under the same name returns the existing version either way."""
     if not parsed.interactions:
         raise InputError(parsed.sources[0], "no interactions found")
-    key = ingest_key(store, parsed.sources, name, options)
+    # each source file hashed once: its sha256 names the content in the run key and is recorded in the params
+    sources = [{"path": str(Path(p).resolve()), "sha256": sha256_file(Path(p))} for p in parsed.sources]
+    key_sources = [{"file": Path(source["path"]).name, "sha256": source["sha256"]} for source in sources]
+    key = store.run_key("ingest", {}, {"name": name, "sources": key_sources, **options})
     if not force and (cached := store.cached(key)) is not None:
         log(f"already ingested as {cached.ref} (use --force to ingest again)")
         return cached
     for note in parsed.notes:
         log(note)
-    sources = [{"path": str(Path(p).resolve()), "sha256": sha256_file(Path(p))} for p in parsed.sources]
     params = {"format": parsed.source_format, "sources": sources, **options}
 
     by_user: dict[str, list[tuple[int, Interaction]]] = {}

@@ -67,7 +67,7 @@ def make_pairs(store: Store, scores: Artifact, options: PairOptions, name: str, 
     else:
         log(f"already paired as {cached.ref} (use --force to pair again)")
     if jsonl is not None:
-        write_jsonl(store, cached, profiles, jsonl)
+        write_jsonl(store, cached, jsonl)
     return cached
 
 
@@ -144,7 +144,7 @@ def preference_records(store: Store, pairs: Artifact) -> list[dict]:
     return records
 
 
-def write_jsonl(store: Store, pairs: Artifact, profiles: Artifact, path: Path) -> int:
+def write_jsonl(store: Store, pairs: Artifact, path: Path) -> int:
     path = Path(path)
     tmp = path.with_name(path.name + ".partial")
     records = preference_records(store, pairs)

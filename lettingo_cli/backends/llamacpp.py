@@ -154,13 +154,7 @@ class LlamaCppBackend:
                             f"{self.context_per_sequence}-token context per sequence; lower --history or --max-tokens"
                         )
                     sequences = [free.pop() for _ in members]
-                    for start in range(0, len(tokens), self.n_batch):
-                        self.batch.n_tokens = 0
-                        chunk = tokens[start : start + self.n_batch]
-                        for offset, token in enumerate(chunk):
-                            last = start + offset == len(tokens) - 1
-                            logits_index = self._add(token, start + offset, sequences, last)
-                        self._decode()
+                    logits_index = self._decode_tokens(tokens, 0, sequences, logits_last=True)
                     for sequence, request_index in zip(sequences, members):
                         state = {
                             "request": request_index,
