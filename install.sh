@@ -12,8 +12,8 @@ pip install "torch==2.13.0"
 
 # 2. llama-cpp-python compiles llama.cpp (~7 min on 2 cores). A default -march=native build uses AMX tile
 #    instructions that these VMs refuse (SIGILL), so build without AMX, enabling the AVX-512 extensions this
-#    CPU reports (AVX512_BF16 makes bf16 models ~15% faster here). pip's cached wheel is never reused: its
-#    cache key ignores CMAKE_ARGS.
+#    CPU reports (AVX512_BF16 made bf16 decoding ~15% faster in one manual comparison here). pip's cached
+#    wheel is never reused: its cache key ignores CMAKE_ARGS.
 cpu_flags=$(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null || true)
 has() { [[ " $cpu_flags " == *" $1 "* ]]; }
 cmake_args="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"

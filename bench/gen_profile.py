@@ -1,0 +1,76 @@
+"""Profile: where llama.cpp batched generation spends its time (prompt reads, decode steps, sampling).
+
+Default model (bf16 copy), 16 parallel sequences, 4 MovieLens 100K users x 4 samples, real prompts, up to
+200 new tokens. Run: python bench/gen_profile.py. Writes bench/results/gen_profile.json.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import movielens_split, print_table, write_result  # noqa: E402
+
+from lettingo_cli.backends import load_backend  # noqa: E402
+from lettingo_cli.backends.base import Request, SamplingOptions  # noqa: E402
+from lettingo_cli.gen import load_histories, profile_seed, select_users  # noqa: E402
+from lettingo_cli.prompts import COMPLETION_STOPS, builtin_template, render  # noqa: E402
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        store, split = movielens_split(Path(tmp))
+        users = select_users(store, split, "test")[:4]
+        histories = load_histories(store, split, users, 30)
+    backend = load_backend("gemma-3-270m?parallel=16")
+    llama_cpp = backend.llama_cpp
+    timings = {"prompt_decode_s": 0.0, "step_decode_s": 0.0, "sampling_s": 0.0, "steps": 0, "prompt_tokens": 0}
+    decode_tokens, decode, sample = backend._decode_tokens, backend._decode, llama_cpp.llama_sampler_sample
+
+    def timed_decode_tokens(tokens, *args, **kwargs):
+        start = time.perf_counter()
+        result = decode_tokens(tokens, *args, **kwargs)
+        timings["prompt_decode_s"] += time.perf_counter() - start
+        timings["prompt_tokens"] += len(tokens)
+        return result
+
+    def timed_decode():
+        start = time.perf_counter()
+        decode()
+        timings["step_decode_s"] += time.perf_counter() - start
+        timings["steps"] += 1
+
+    def timed_sample(*args):
+        start = time.perf_counter()
+        token = sample(*args)
+        timings["sampling_s"] += time.perf_counter() - start
+        return token
+
+    backend._decode_tokens, llama_cpp.llama_sampler_sample = timed_decode_tokens, timed_sample
+    template = builtin_template(False)
+    requests = [Request(render(template, histories[u], False), profile_seed(0, u, backend.label, s)) for u in users for s in range(4)]
+    start = time.perf_counter()
+    backend._decode = timed_decode  # after the prompt reads, which call the original through _decode_tokens
+    tokens = sum(g.n_tokens for _, g in backend.generate(requests, SamplingOptions(200, 1.0, COMPLETION_STOPS)))
+    total = time.perf_counter() - start
+    llama_cpp.llama_sampler_sample = sample
+    backend.close()
+    # prompt reads go through _decode too; take them out of the step time
+    timings["step_decode_s"] -= timings["prompt_decode_s"]
+    results = {
+        "profiles": len(requests), "new_tokens": tokens, "seconds": round(total, 2), "tokens_per_s": round(tokens / total, 1),
+        "prompt_tokens_read": timings["prompt_tokens"], "prompt_read_s": round(timings["prompt_decode_s"], 2),
+        "prompt_read_per_user_s": round(timings["prompt_decode_s"] / len(users), 2),
+        "decode_steps": timings["steps"], "mean_step_ms": round(timings["step_decode_s"] / max(timings["steps"], 1) * 1000, 1),
+        "sampling_ms_per_token": round(timings["sampling_s"] / max(tokens, 1) * 1000, 2),
+    }
+    print_table(["measure", "value"], [[k, v] for k, v in results.items()])
+    print(f"wrote {write_result('gen_profile', results)}")
+
+
+if __name__ == "__main__":
+    main()
