@@ -3,7 +3,7 @@ against naive TRL (fp32, reference recomputed every step), same pairs, same run.
 
 Pairs: real generation prompts of MovieLens 100K users (the profile-completion-v1 template, 30 ratings) with
 two ~100-token profiles each, written here (this measures speed, not learning).
-Run: python bench/dpo_speed.py [--pairs 8] [--steps 4]. Writes bench/results/dpo_speed.json.
+Run: python bench/dpo_speed.py [--pairs 4] [--steps 2]. Writes bench/results/dpo_speed.json.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ REJECTED = ("Likes movies. Watches many movies and gives them ratings. Some movi
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--pairs", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--pairs", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=2)
     args = parser.parse_args()
     base = resolve_base(None)
     results = {}
@@ -47,8 +47,11 @@ def main() -> None:
         ])
         pairs = store.finalize(pairs)
         configs = {
-            "naive TRL (fp32, reference every step)": DPOOptions(precision="fp32", precompute_ref=False, max_steps=args.steps),
-            "lettingo defaults (bf16, reference precomputed)": DPOOptions(max_steps=args.steps),
+            "naive TRL (fp32, reference every step)": DPOOptions(precision="fp32", precompute_ref=False,
+                                                                profile_only_head=False, max_steps=args.steps),
+            "bf16, reference precomputed, LM head on every position": DPOOptions(profile_only_head=False,
+                                                                                 max_steps=args.steps),
+            "lettingo defaults (bf16, reference precomputed, LM head on profile tokens)": DPOOptions(max_steps=args.steps),
         }
         for number, (label, options) in enumerate(configs.items()):
             print(f"measuring {label} ...", file=sys.stderr)
@@ -61,7 +64,7 @@ def main() -> None:
             results[label] = {"pairs_trained": trained, "seconds": round(seconds, 1),
                               "seconds_per_pair": round(seconds / trained, 2), "pairs_per_s": round(trained / seconds, 4),
                               "first_step_loss": first}
-    naive, fast = results.values()
+    naive, _, fast = results.values()
     ratio = round(fast["pairs_per_s"] / naive["pairs_per_s"], 2)
     print_table(["configuration", "pairs", "s", "s/pair", "pairs/s", "first-step loss"],
                 [[k, r["pairs_trained"], r["seconds"], r["seconds_per_pair"], r["pairs_per_s"], round(r["first_step_loss"], 4)]

@@ -538,6 +538,10 @@ def dpo_command(
     precompute_ref: Annotated[
         bool, typer.Option("--precompute-ref/--no-precompute-ref", help="Reference log-probs once, before training.")
     ] = True,
+    profile_only_head: Annotated[
+        bool, typer.Option("--profile-only-head/--full-head",
+                           help="LM head only on the profile tokens (default), or on every position as TRL does on CPUs.")
+    ] = True,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint.")] = False,
     seed: Annotated[int, typer.Option(help="Training seed.")] = 0,
     name: NameOption = None,
@@ -553,7 +557,8 @@ def dpo_command(
 
     given = {"beta": beta, "lr": lr, "epochs": epochs, "lora_r": lora_r, "lora_alpha": lora_alpha,
              "max_length": max_length, "batch_size": batch_size, "seed": seed, "max_steps": max_steps,
-             "save_steps": save_steps, "precision": precision, "precompute_ref": precompute_ref}
+             "save_steps": save_steps, "precision": precision, "precompute_ref": precompute_ref,
+             "profile_only_head": profile_only_head}
     from_file = options_from_yaml(config) if config else {}
     on_command_line = {key for key in given if ctx.get_parameter_source(key).name == "COMMANDLINE"}
     options = DPOOptions(**{**given, **{k: v for k, v in from_file.items() if k not in on_command_line}})
@@ -562,12 +567,40 @@ def dpo_command(
     source = resolve_input(opened, pairs, "pairs")
     artifact = train_dpo(opened, source, resolve_base(base), options, check_name(name or source.name), force=force,
                          resume=resume)
+    if artifact is None:  # a worker rank under `accelerate launch`: rank 0 reports
+        return
     last = list(opened.db.query("SELECT * FROM dpo_steps WHERE run_id = ? ORDER BY step DESC LIMIT 1", [artifact.run_id]))
     if last:
         step = last[0]
         log(f"{artifact.ref}: {artifact.counts['steps']} steps on {artifact.counts['pairs']} pairs; last step loss "
             f"{step['loss']:.4f}, margin {step['rewards_margins']}, accuracy {step['rewards_accuracies']}")
     emit(artifact, as_json)
+
+
+# --- export --------------------------------------------------------------------------------------------------
+
+
+@app.command("export")
+def export_command(
+    adapter: Annotated[Optional[str], typer.Argument(help="Adapter reference (default: the latest adapter).")] = None,
+    quant: Annotated[str, typer.Option("--quant", help="Comma-separated GGUF types: q8_0, q4_k_m, f16.")] = "q8_0,q4_k_m",
+    out: Annotated[Optional[Path], typer.Option("--out", help="Also copy the GGUF files and report here.")] = None,
+    lora_only: Annotated[bool, typer.Option("--lora-only", help="A GGUF LoRA over the base GGUF instead of a merge.")] = False,
+    name: NameOption = None,
+    force: ForceOption = False,
+    as_json: JsonOption = False,
+    store: StoreOption = DEFAULT_STORE,
+) -> None:
+    """Merge an adapter into its base, convert to GGUF, quantize and verify; writes an export artifact."""
+    from lettingo_cli.export import ExportOptions, check_dependencies, export_adapter
+    from lettingo_cli.store import check_name
+
+    check_dependencies()
+    options = ExportOptions(quants=tuple(q.strip().lower() for q in quant.split(",") if q.strip()), lora_only=lora_only)
+    options.check()
+    opened = open_store(store)
+    source = resolve_input(opened, adapter, "adapter")
+    emit(export_adapter(opened, source, options, check_name(name or source.name), out=out, force=force), as_json)
 
 
 # --- store ---------------------------------------------------------------------------------------------------

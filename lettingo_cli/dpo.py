@@ -6,9 +6,11 @@ trl 1.16). Every logged step goes into the store's `dpo_steps` table.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
+import os
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -35,6 +37,7 @@ class DPOOptions:
     save_steps: int = 50  # a checkpoint (adapter, optimizer, scheduler, RNG) into the store every N steps
     precision: str = "bf16"  # bf16 matrix work runs ~6x faster than fp32 on these CPUs (pitfalls.md)
     precompute_ref: bool = True  # the frozen reference's log-probs once, before training, not at every step
+    profile_only_head: bool = True  # the 262k-row LM head only on the profile tokens, not on every prompt position
 
     def check(self) -> None:
         if self.beta <= 0 or self.lr <= 0 or self.epochs <= 0 or self.lora_r < 1 or self.batch_size < 1:
@@ -77,7 +80,8 @@ def resolve_base(spec: str | None) -> Path:
 
 
 def train_dpo(store: Store, pairs: Artifact, base: Path, options: DPOOptions, name: str, force: bool = False,
-              resume: bool = False) -> Artifact:
+              resume: bool = False) -> Artifact | None:
+    """Train and record the adapter; returns it, or None on a worker rank of a multi-process launch."""
     options.check()
     from lettingo_cli.pair import preference_records
 
@@ -98,6 +102,8 @@ def train_dpo(store: Store, pairs: Artifact, base: Path, options: DPOOptions, na
     if not force and (cached := store.cached(key)) is not None:
         log(f"already trained as {cached.ref} (use --force to train again)")
         return cached
+    if not is_main_process():  # under `accelerate launch`: only rank 0 writes to the store
+        return _train_on_worker_rank(store, key, records, base, tokenizer, options, resume)
     pending = None if force else store.pending(key)
     if pending is not None and not resume:
         raise LettingoError(
@@ -122,6 +128,22 @@ def train_dpo(store: Store, pairs: Artifact, base: Path, options: DPOOptions, na
             return store.finalize(artifact, counts={"pairs": len(records), "steps": steps}, stats=stats)
 
 
+def is_main_process() -> bool:
+    """True unless this is a worker (rank > 0) of a multi-process launch (`accelerate launch`, torchrun)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _train_on_worker_rank(store: Store, key: str, records: list[dict], base: Path, tokenizer, options: DPOOptions,
+                          resume: bool) -> None:
+    """A rank > 0 trains its shard of every batch and writes nothing: rank 0 records steps, checkpoints and the adapter."""
+    pending = store.pending(key) if resume else None
+    with tempfile.TemporaryDirectory(dir=store.path.parent) as work:
+        work = Path(work)
+        checkpoint = _latest_checkpoint(store, pending, work / "resume") if pending is not None else None
+        _trainer(store, None, records, base, tokenizer, options, work, work / "adapter", checkpoint)
+    return None
+
+
 def _latest_checkpoint(store: Store, artifact: Artifact, destination: Path) -> Path | None:
     """Materialize the newest checkpoint stored with a pending adapter artifact."""
     steps = sorted({int(f["path"].split("/")[1].split("-")[1]) for f in store.files(artifact)
@@ -138,7 +160,29 @@ def _latest_checkpoint(store: Store, artifact: Artifact, destination: Path) -> P
     return folder
 
 
-def _trainer(store: Store, artifact: Artifact, records: list[dict], base: Path, tokenizer, options: DPOOptions,
+@contextlib.contextmanager
+def _lm_head_on_profile_tokens(enabled: bool):
+    """Make TRL's fused LM head score only the labelled (profile) positions on every device.
+
+    TRL 1.16 does this on CUDA/XPU only; on a CPU it projects every position, prompt included, through the
+    262k-row head and then masks (`trl.trainer.utils._use_triton` decides). Log-probs are the same either way.
+    """
+    import trl.trainer.utils as trl_utils
+
+    original = getattr(trl_utils, "_use_triton", None)
+    if not enabled or original is None:
+        if enabled:
+            log("warning: this TRL has no trl.trainer.utils._use_triton; the LM head runs on every position")
+        yield
+        return
+    trl_utils._use_triton = lambda device: True  # only read there to choose compact positions
+    try:
+        yield
+    finally:
+        trl_utils._use_triton = original
+
+
+def _trainer(store: Store, artifact: Artifact | None, records: list[dict], base: Path, tokenizer, options: DPOOptions,
              work: Path, output: Path, checkpoint: Path | None) -> int:
     """TRL DPOTrainer with a PEFT LoRA config; returns the number of optimizer steps."""
     torch = require("torch")
@@ -157,11 +201,11 @@ def _trainer(store: Store, artifact: Artifact, records: list[dict], base: Path, 
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
 
-    run_id = artifact.run_id
+    run_id = artifact.run_id if artifact is not None else None  # None: a worker rank, which records nothing
 
     class StepsToStore(transformers.TrainerCallback):
         def on_log(self, args, state, control, logs=None, **kwargs):
-            if not logs or "loss" not in logs:
+            if run_id is None or not logs or "loss" not in logs:
                 return
             with store.db.atomic():
                 store.db["dpo_steps"].insert({
@@ -172,6 +216,8 @@ def _trainer(store: Store, artifact: Artifact, records: list[dict], base: Path, 
                 }, replace=True)
 
         def on_save(self, args, state, control, **kwargs):
+            if run_id is None:
+                return
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             with store.db.atomic():  # the newest checkpoint replaces the older ones in the store
                 store.db.execute("DELETE FROM artifact_files WHERE artifact_id = ? AND path LIKE 'checkpoints/%'",
@@ -197,14 +243,19 @@ def _trainer(store: Store, artifact: Artifact, records: list[dict], base: Path, 
             def on_step_end(self, args, state, control, **kwargs):
                 advance(1)
 
-        trainer = trl.DPOTrainer(model=model, args=config, train_dataset=datasets.Dataset.from_list(records),
-                                 processing_class=tokenizer, peft_config=lora, callbacks=[StepsToStore(), Progress()])
-        for printer in (transformers.PrinterCallback, transformers.ProgressCallback):
-            trainer.remove_callback(printer)  # they print to stdout, which carries only results
-        if not any(p.requires_grad for p in trainer.model.parameters()):
-            raise LettingoError("no trainable parameter in the LoRA model")
-        result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        with _lm_head_on_profile_tokens(options.profile_only_head):  # the reference pass runs in the constructor
+            trainer = trl.DPOTrainer(model=model, args=config, train_dataset=datasets.Dataset.from_list(records),
+                                     processing_class=tokenizer, peft_config=lora, callbacks=[StepsToStore(), Progress()])
+            for printer in (transformers.PrinterCallback, transformers.ProgressCallback):
+                trainer.remove_callback(printer)  # they print to stdout, which carries only results
+            if not any(p.requires_grad for p in trainer.model.parameters()):
+                raise LettingoError("no trainable parameter in the LoRA model")
+            state = trainer.accelerator.state
+            log(f"training on {trainer.accelerator.device} ({options.precision}, {state.num_processes} process(es), "
+                f"{state.distributed_type})")
+            result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     if not math.isfinite(result.training_loss):
         raise LettingoError(f"training diverged (loss {result.training_loss})")
-    trainer.model.save_pretrained(output)
+    if artifact is not None:
+        trainer.model.save_pretrained(output)
     return result.global_step

@@ -62,11 +62,16 @@ def default_gguf_bf16() -> Path:
     return target
 
 
+def default_hf_dir_path() -> Path:
+    """Where `default_hf_dir` builds the default model's float checkpoint (it may not exist yet)."""
+    return cache_dir() / "gemma-3-270m-hf"
+
+
 def default_hf_dir() -> Path:
     """The default model as a float transformers checkpoint (for hf: generation and DPO), built once from the
     GGUF. transformers loads a GGUF dequantized but refuses to save it ("quantized with gguf"), so the state
     dict goes into a fresh model built from the config (docs/pitfalls.md). Takes ~2 minutes the first time."""
-    target = cache_dir() / "gemma-3-270m-hf"
+    target = default_hf_dir_path()
     if (target / "config.json").exists() and (target / "model.safetensors").exists():
         return target
     torch = require("torch")

@@ -38,12 +38,13 @@ def build_tiny_model(folder: Path, layers: int = 2, hidden: int = 64, seed: int 
     spm.SentencePieceTrainer.train(
         input=str(corpus), model_prefix=str(folder / "tokenizer"), vocab_size=384, model_type="unigram",
         byte_fallback=True, character_coverage=1.0, unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
-        num_threads=1, minloglevel=2,
+        num_threads=1, minloglevel=2, remove_extra_whitespaces=False,  # as Llama's and Gemma's tokenizers
     )
     corpus.unlink()
     (folder / "tokenizer.vocab").unlink()
     vocab_size = spm.SentencePieceProcessor(model_file=str(folder / "tokenizer.model")).vocab_size()
-    tokenizer = LlamaTokenizer.from_pretrained(folder)  # converts tokenizer.model to a tokenizers tokenizer
+    # converts tokenizer.model to a tokenizers tokenizer; BOS first, as llama.cpp does for this vocabulary
+    tokenizer = LlamaTokenizer.from_pretrained(folder, add_bos_token=True)
     tokenizer.save_pretrained(folder)
     config = LlamaConfig(
         vocab_size=vocab_size, hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=layers,

@@ -7,7 +7,8 @@
 
 Options: style=chat|completion (default: chat when the model has a chat template; chat for openai),
 parallel=N and ctx=N (llama.cpp), batch=N (transformers), concurrency=N and key_env=VAR (openai), and for
-the default model dtype=bf16 (default; its Q4_K_M weights stored as bf16, faster here) or dtype=q4_k_m.
+the default model dtype=bf16 (default; its Q4_K_M weights stored as bf16, faster here) or dtype=q4_k_m, and
+for an export artifact quant=q8_0|q4_k_m|f16 (default: the first of these it has).
 Performance options do not change the stored generator label; style does.
 """
 
@@ -131,12 +132,14 @@ def _gguf_path(spec: BackendSpec, store) -> tuple[Path, dict]:
             artifact = store.resolve(spec.target, kind="export")
         except ArtifactNotFound:
             raise UsageError(f"{spec.text}: no such GGUF file, and no export artifact {spec.target!r}") from None
-        ggufs = [entry for entry in store.files(artifact) if entry["path"].endswith(".gguf")]
-        if not ggufs:
-            raise UsageError(f"{spec.text}: {artifact.ref} has no .gguf file")
-        entry = ggufs[0]
+        ggufs = {entry["path"].removeprefix("model-").removesuffix(".gguf"): entry
+                 for entry in store.files(artifact) if entry["path"].endswith(".gguf")}
+        quant = spec.options.get("quant") or next((q for q in ("q8_0", "q4_k_m", "f16") if q in ggufs), None)
+        if quant not in ggufs:
+            raise UsageError(f"{spec.text}: {artifact.ref} has no {quant or '.gguf'} file (it has: {', '.join(ggufs) or 'none'})")
+        entry = ggufs[quant]
         return store.blob_path(entry["blob_hash"]), {
-            "model": f"{artifact.name}-v{artifact.version}",
+            "model": f"{artifact.name}-v{artifact.version}-{quant}",
             "artifact": artifact.id,
             "sha256": entry["blob_hash"],
         }

@@ -271,6 +271,21 @@ class LlamaCppBackend:
             self._decode()
         return index
 
+    def last_logprobs(self, tokens: list[int], count: int):
+        """Log-probs of the next token after each of the last `count` positions of `tokens` (one sequence,
+        decoded from an empty cache): an array (count, vocabulary). Used to compare a GGUF with its source."""
+        np = require("numpy")
+        self.llama_cpp.llama_memory_clear(self.memory, True)
+        rows = []
+        for start in range(0, len(tokens), self.n_batch):
+            self.batch.n_tokens = 0
+            indices = [self._add(token, start + offset, [0], start + offset >= len(tokens) - count)
+                       for offset, token in enumerate(tokens[start : start + self.n_batch])]
+            self._decode()
+            rows += [self._log_softmax(index, np) for offset, index in enumerate(indices)
+                     if start + offset >= len(tokens) - count]
+        return np.stack(rows)
+
     def _log_softmax(self, batch_index: int, np):
         n_vocab = self.llama_cpp.llama_vocab_n_tokens(self.vocab)
         pointer = self.llama_cpp.llama_get_logits_ith(self.ctx, batch_index)

@@ -1,0 +1,92 @@
+"""export on the tiny model: merge, GGUF, quantize, verification, provenance, and the exported generator runs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+from lettingo_cli.store import Store
+from tests.test_dpo import write_pairs
+
+
+def train(lettingo, store_path, base, name="obvious"):
+    write_pairs(store_path, name, 4)
+    result = lettingo("dpo", f"pairs:{name}", "--base", base, "--max-steps", "2", "--lora-r", "4", "--lr", "5e-3")
+    assert result.exit_code == 0, result.stderr
+    return Store(store_path).resolve(f"adapter:{name}")
+
+
+def test_export_round_trip_verifies_and_the_gguf_generates(split_store, store_path, tiny_model, tmp_path):
+    adapter = train(split_store, store_path, tiny_model.hf_dir)
+    out = tmp_path / "laptop"
+    result = split_store("export", "adapter:obvious", "--quant", "q8_0,q4_k_m", "--out", out, "--json")
+    assert result.exit_code == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert (record["kind"], record["name"], record["version"]) == ("export", "obvious", 1)
+
+    store = Store(store_path)
+    export = store.resolve("export:obvious")
+    report = export.report
+    assert report["passed"] and report["failures"] == []
+    assert set(report["files"]) == {"f16", "q8_0", "q4_k_m"}  # f16 is verified too, though not kept
+    for quant in ("q8_0", "q4_k_m"):
+        facts = report["files"][quant]
+        assert facts["tokenizer_parity"] == f"{report['texts']}/{report['texts']}"
+        assert facts["eos_token_id"] == 2 and facts["tokenizer_model"] == "llama"
+        assert facts["provenance"]["lettingo.adapter.id"] == str(adapter.id)
+        assert facts["provenance"]["lettingo.adapter.hash"] == adapter.content_hash
+        assert facts["provenance"]["lettingo.pairs.ref"] == "pairs:obvious@v1"
+    assert report["files"]["q8_0"]["agreement"] >= 0.9
+    assert report["files"]["q8_0"]["tensor_types"].get("Q8_0", 0) > 0
+    # hidden size 64 is not a multiple of 256: the k-quant falls back, and the report says so
+    assert "Q4_K" not in report["files"]["q4_k_m"]["tensor_types"]
+    stored = {entry["path"] for entry in store.files(export)}
+    assert {"model-q8_0.gguf", "model-q4_k_m.gguf", "report.json", "hf/config.json", "hf/tokenizer.model"} <= stored
+    assert sorted(p.name for p in out.iterdir()) == ["model-q4_k_m.gguf", "model-q8_0.gguf", "report.json"]
+
+    # a laptop: one file, plain llama-cpp-python
+    code = ("from llama_cpp import Llama; m = Llama(model_path='%s', verbose=False); "
+            "print(repr(m('Profile:', max_tokens=5, temperature=0)['choices'][0]['text']))" % (out / "model-q4_k_m.gguf"))
+    bare = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert bare.returncode == 0, bare.stderr
+
+    # the exported model is a generator like any other
+    gen = split_store("gen", "--users", "test", "--generator", "gguf:export:obvious?quant=q4_k_m", "--n", "1",
+                      "--max-tokens", "8")
+    assert gen.exit_code == 0, gen.stderr
+    rows = list(store.rows(store.resolve(gen.stdout.strip()), "profiles"))
+    assert len(rows) == 5 and rows[0]["generator"].startswith("gguf:obvious-v1-q4_k_m")
+
+    again = split_store("export", "adapter:obvious", "--quant", "q8_0,q4_k_m")
+    assert again.exit_code == 0 and again.stdout == "export:obvious@v1\n" and "already exported" in again.stderr
+
+
+def test_a_broken_tokenizer_fails_the_parity_check(lettingo, store_path, tiny_model, tmp_path):
+    base = tmp_path / "broken"
+    shutil.copytree(tiny_model.hf_dir, base)
+    tokenizer = json.loads((base / "tokenizer.json").read_text(encoding="utf-8"))
+    vocab = tokenizer["model"]["vocab"]  # piece -> id
+    from transformers import AutoTokenizer
+
+    used = AutoTokenizer.from_pretrained(base)("Profile: likes films")["input_ids"][1:3]  # two pieces every prompt has
+    first, second = (next(piece for piece, index in vocab.items() if index == token) for token in used)
+    vocab[first], vocab[second] = vocab[second], vocab[first]  # the HF side now disagrees with tokenizer.model
+    (base / "tokenizer.json").write_text(json.dumps(tokenizer), encoding="utf-8")
+    train(lettingo, store_path, base, "broken")
+    result = lettingo("export", "adapter:broken")
+    assert result.exit_code == 4, result.stderr
+    assert "tokenizer differ" in result.stderr and "Traceback" not in result.stderr
+    assert Store(store_path).list(kind="export") == []
+
+
+def test_missing_llama_cpp_python_exits_5(tmp_path, store_path):
+    hidden = tmp_path / "hide" / "llama_cpp"
+    hidden.mkdir(parents=True)
+    (hidden / "__init__.py").write_text("raise ImportError('No module named llama_cpp')\n")
+    env = {**__import__("os").environ, "PYTHONPATH": str(hidden.parent)}
+    result = subprocess.run([sys.executable, "-m", "lettingo_cli", "export", "--store", str(store_path)],
+                            capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 5
+    assert result.stderr.strip().count("\n") == 0 and "llama-cpp-python" in result.stderr
