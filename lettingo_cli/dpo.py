@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import math
 import os
+import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -160,6 +162,31 @@ def _latest_checkpoint(store: Store, artifact: Artifact, destination: Path) -> P
     return folder
 
 
+def _shared_dataset_dir(store: Store, records: list[dict]) -> Path:
+    digest = hashlib.sha256(canonical_json(records).encode()).hexdigest()[:16]
+    return store.path.parent / ".lettingo-work" / f"dpo-pairs-{digest}"
+
+
+def _dataset(datasets, records: list[dict], store: Store, work: Path):
+    """The pairs as a datasets.Dataset. Under a multi-process launch it is saved once, by rank 0, where every rank
+    reads it: TRL caches the precomputed reference log-probs beside a dataset's files, and an in-memory dataset's
+    cache goes to a per-process temporary folder the other ranks cannot see."""
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        return datasets.Dataset.from_list(records)
+    shared = _shared_dataset_dir(store, records)
+    if is_main_process() and not shared.exists():
+        partial = work / "pairs-dataset"
+        datasets.Dataset.from_list(records).save_to_disk(str(partial))
+        shared.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(partial), str(shared))
+    deadline = time.monotonic() + 600
+    while not (shared / "state.json").exists():
+        if time.monotonic() > deadline:
+            raise LettingoError(f"rank {os.environ.get('RANK')}: rank 0 did not write {shared} within 10 minutes")
+        time.sleep(0.5)
+    return datasets.load_from_disk(str(shared))
+
+
 @contextlib.contextmanager
 def _lm_head_on_profile_tokens(enabled: bool):
     """Make TRL's fused LM head score only the labelled (profile) positions on every device.
@@ -244,7 +271,7 @@ def _trainer(store: Store, artifact: Artifact | None, records: list[dict], base:
                 advance(1)
 
         with _lm_head_on_profile_tokens(options.profile_only_head):  # the reference pass runs in the constructor
-            trainer = trl.DPOTrainer(model=model, args=config, train_dataset=datasets.Dataset.from_list(records),
+            trainer = trl.DPOTrainer(model=model, args=config, train_dataset=_dataset(datasets, records, store, work),
                                      processing_class=tokenizer, peft_config=lora, callbacks=[StepsToStore(), Progress()])
             for printer in (transformers.PrinterCallback, transformers.ProgressCallback):
                 trainer.remove_callback(printer)  # they print to stdout, which carries only results
@@ -258,4 +285,5 @@ def _trainer(store: Store, artifact: Artifact | None, records: list[dict], base:
         raise LettingoError(f"training diverged (loss {result.training_loss})")
     if artifact is not None:
         trainer.model.save_pretrained(output)
+        shutil.rmtree(_shared_dataset_dir(store, records), ignore_errors=True)  # only there under a multi-process launch
     return result.global_step

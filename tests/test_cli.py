@@ -137,3 +137,14 @@ def test_version(lettingo):
     from lettingo_cli import __version__
 
     assert lettingo("--version").stdout == f"lettingo {__version__}\n"
+
+
+def test_every_subpackage_is_listed_for_installation():
+    """A non-editable install ships only the packages pyproject.toml lists (a missing one broke a GPU run)."""
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(root).parts) for p in (root / "lettingo_cli").rglob("__init__.py")}
+    assert found <= listed, f"missing from [tool.setuptools] packages: {sorted(found - listed)}"

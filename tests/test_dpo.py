@@ -111,3 +111,28 @@ def test_config_file_sets_options_and_flags_win(lettingo, store_path, tiny_model
     bad.write_text("lora_rank: 4\n")
     wrong = lettingo("dpo", "pairs:configured", "--base", tiny_model.hf_dir, "--config", bad)
     assert wrong.exit_code == 2 and "unknown option(s) lora_rank" in wrong.stderr
+
+
+def test_two_processes_under_torchrun_record_one_adapter(tmp_path, tiny_model):
+    """The multi-process path of `accelerate launch` on several GPUs, here as two CPU ranks (gloo)."""
+    import shutil
+    import subprocess
+
+    torchrun = shutil.which("torchrun")
+    assert torchrun, "torch installs torchrun"
+    store_path = tmp_path / "lettingo.db"
+    write_pairs(store_path, "ranks", 8)
+    result = subprocess.run(
+        [torchrun, "--nproc_per_node", "2", "-m", "lettingo_cli", "dpo", "pairs:ranks", "--base", str(tiny_model.hf_dir),
+         "--max-steps", "4", "--batch-size", "2", "--save-steps", "2", "--lora-r", "4", "--store", str(store_path)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout == "adapter:ranks@v1\n"  # rank 1 prints nothing
+    assert "2 process(es)" in result.stderr
+    store = Store(store_path)
+    adapter = store.resolve("adapter:ranks")
+    assert [a.id for a in store.list(kind="adapter")] == [adapter.id]
+    steps = [row[0] for row in store.db.execute("SELECT step FROM dpo_steps WHERE run_id = ? ORDER BY step", [adapter.run_id])]
+    assert steps == [1, 2, 3, 4]
+    assert not (tmp_path / ".lettingo-work").exists() or not any((tmp_path / ".lettingo-work").iterdir())
