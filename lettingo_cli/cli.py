@@ -139,6 +139,8 @@ def resolve_input(store: "Store", ref: Optional[str], kind: str) -> "Artifact":
         if latest is None:
             raise ArtifactNotFound(f"no {kind} in {store.path}; create one first or name one")
         return latest
+    if not ref.strip():  # an empty "$(...)" in a script must not silently mean "the latest"
+        raise UsageError(f"empty {kind} reference")
     refs = read_refs([ref])
     if len(refs) != 1:
         raise UsageError(f"expected one {kind} reference, got {len(refs)}: {' '.join(refs)}")

@@ -1,0 +1,57 @@
+"""Benchmark: `export` of the default model (Gemma 3 270M): merge + convert + quantize (Q8_0, Q4_K_M) + verify.
+
+A one-step adapter is trained first on two real MovieLens prompts (the adapter's content does not matter for the
+time; the verification uses its pairs' prompts). Goal: < 60 s. Also records the verification figures: tokenizer
+parity, greedy agreement and mean |log-prob difference| per quant type, the real tensor types and file sizes.
+Run: python bench/export_time.py. Writes bench/results/export_time.json.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import movielens_split, print_table, write_result  # noqa: E402
+from dpo_speed import CHOSEN, REJECTED  # noqa: E402
+
+from lettingo_cli.dpo import DPOOptions, resolve_base, train_dpo  # noqa: E402
+from lettingo_cli.export import ExportOptions, export_adapter  # noqa: E402
+from lettingo_cli.gen import load_histories, select_users  # noqa: E402
+from lettingo_cli.prompts import builtin_template, render  # noqa: E402
+
+
+def main() -> None:
+    base = resolve_base(None)
+    with tempfile.TemporaryDirectory() as tmp:
+        store, split = movielens_split(Path(tmp))
+        users = select_users(store, split, "train")[:4]
+        histories = load_histories(store, split, users, 30)
+        pairs = store.begin("pairs", "bench", {}, None)
+        template = builtin_template(False)
+        store.insert_rows(pairs, "pairs", [
+            {"user_id": u, "pair_index": 0, "prompt": render(template, histories[u], False), "chosen": CHOSEN,
+             "rejected": REJECTED} for u in users
+        ])
+        pairs = store.finalize(pairs)
+        adapter = train_dpo(store, pairs, base, DPOOptions(max_steps=1), "bench")
+        started = time.perf_counter()
+        export = export_adapter(store, adapter, ExportOptions(), "bench")
+        wall = round(time.perf_counter() - started, 1)
+        stats = store.run(export.run_id)["stats"]
+        report = export.report
+    files = {q: {k: v for k, v in f.items() if k not in ("tensors", "provenance")} for q, f in report["files"].items()}
+    print_table(["step", "s"], [[k, v] for k, v in stats.items()] + [["wall (with loading)", wall]])
+    print()
+    print_table(["file", "MB", "tokenizer parity", "agreement", "mean |dlogp|", "tensor types"],
+                [[q, f["mb"], f["tokenizer_parity"], f["agreement"], f["mean_abs_logprob_diff"], f["tensor_types"]]
+                 for q, f in files.items()])
+    print(f"\ngoal < 60 s: {'met' if wall < 60 else 'NOT met'} ({wall} s)")
+    print(f"wrote {write_result('export_time', {'stages_s': stats, 'wall_s': wall, 'goal_s': 60, 'goal_met': wall < 60, 'files': files, 'prompts': report['prompts'], 'texts': report['texts']})}")
+
+
+if __name__ == "__main__":
+    main()
