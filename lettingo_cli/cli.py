@@ -526,7 +526,9 @@ def dpo_command(
     config: Annotated[
         Optional[Path], typer.Option("--config", help="YAML of training options (beta, lr, lora_r, ...); flags given win.")
     ] = None,
-    base: Annotated[Optional[str], typer.Option("--base", help="gemma-3-270m (default) or an HF model directory.")] = None,
+    base: Annotated[
+        Optional[str], typer.Option("--base", help="gemma-3-270m (default), an HF model directory, or export:NAME (another round).")
+    ] = None,
     beta: Annotated[float, typer.Option(help="DPO beta.")] = 0.1,
     lr: Annotated[float, typer.Option(help="Learning rate.")] = 5e-5,
     epochs: Annotated[float, typer.Option(help="Epochs over the pairs.")] = 1.0,
@@ -567,7 +569,7 @@ def dpo_command(
     options.check()
     opened = open_store(store)
     source = resolve_input(opened, pairs, "pairs")
-    artifact = train_dpo(opened, source, resolve_base(base), options, check_name(name or source.name), force=force,
+    artifact = train_dpo(opened, source, resolve_base(base, opened), options, check_name(name or source.name), force=force,
                          resume=resume)
     if artifact is None:  # a worker rank under `accelerate launch`: rank 0 reports
         return

@@ -69,16 +69,42 @@ def options_from_yaml(path: Path) -> dict:
     return loaded
 
 
-def resolve_base(spec: str | None) -> Path:
-    """The float HF checkpoint to train: the default generator's (built once from its GGUF) or a directory."""
-    from lettingo_cli.models import DEFAULT_GENERATOR, default_hf_dir
+def resolve_base(spec: str | None, store: Store | None = None) -> Path:
+    """The float HF checkpoint to train: the default generator's (built once from its GGUF), a directory, or a
+    previous export's merged checkpoint (`export:NAME`, for another round), unpacked once into the model cache."""
+    from lettingo_cli.models import DEFAULT_GENERATOR, cache_dir, default_hf_dir
 
     if spec in (None, DEFAULT_GENERATOR, f"hf:{DEFAULT_GENERATOR}"):
         return default_hf_dir()
     path = Path(spec.removeprefix("hf:")).expanduser()
-    if not (path / "config.json").exists():
-        raise UsageError(f"--base {spec}: not an HF model directory (no config.json)")
-    return path
+    if (path / "config.json").exists():
+        return path
+    if store is not None and not path.exists():
+        from lettingo_cli.errors import ArtifactNotFound
+
+        try:
+            export = store.resolve(spec, kind="export")
+        except ArtifactNotFound:
+            export = None
+        if export is not None:
+            files = [f for f in store.files(export) if f["path"].startswith("hf/")]
+            if not files:
+                raise UsageError(f"--base {spec}: {export.ref} has no merged checkpoint (a --lora-only export)")
+            target = cache_dir() / "exports" / f"{export.name}-v{export.version}-{export.content_hash[:12]}"
+            if not (target / "config.json").exists():
+                partial = target.with_name(target.name + ".partial")
+                shutil.rmtree(partial, ignore_errors=True)
+                for entry in files:
+                    destination = partial / entry["path"].removeprefix("hf/")
+                    destination.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(store.blob_path(entry["blob_hash"]), destination)
+                tokenizer_from = next(iter(export.report.get("files", {}).values()), {}).get("provenance", {}).get(
+                    "lettingo.base.tokenizer_from")
+                if tokenizer_from:  # the next export takes its GGUF tokenizer from the same file
+                    (partial / "lettingo-tokenizer-gguf.txt").write_text(tokenizer_from + "\n", encoding="utf-8")
+                partial.replace(target)
+            return target
+    raise UsageError(f"--base {spec}: not an HF model directory (no config.json) nor an export artifact")
 
 
 def train_dpo(store: Store, pairs: Artifact, base: Path, options: DPOOptions, name: str, force: bool = False,

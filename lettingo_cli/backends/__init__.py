@@ -87,6 +87,7 @@ def load_backend(text: str | None, store=None):
             context_per_sequence=spec.int_option("ctx", 2048),
             threads=spec.options.get("threads") and spec.int_option("threads", 0),
             chat=spec.style,
+            lora=details.get("lora_path"),
         )
     if spec.kind == "hf":
         from lettingo_cli.backends.hf import TransformersBackend
@@ -134,6 +135,15 @@ def _gguf_path(spec: BackendSpec, store) -> tuple[Path, dict]:
             raise UsageError(f"{spec.text}: no such GGUF file, and no export artifact {spec.target!r}") from None
         ggufs = {entry["path"].removeprefix("model-").removesuffix(".gguf"): entry
                  for entry in store.files(artifact) if entry["path"].endswith(".gguf")}
+        if "adapter-lora" in ggufs:  # export --lora-only: the LoRA over its base (shipped, or the default model)
+            from lettingo_cli.models import default_gguf_bf16
+
+            base = ggufs.get("base-f16")
+            lora = store.blob_path(ggufs["adapter-lora"]["blob_hash"])
+            return (store.blob_path(base["blob_hash"]) if base else default_gguf_bf16()), {
+                "model": f"{artifact.name}-v{artifact.version}-lora", "artifact": artifact.id,
+                "sha256": ggufs["adapter-lora"]["blob_hash"], "lora_path": str(lora),
+            }
         quant = spec.options.get("quant") or next((q for q in ("q8_0", "q4_k_m", "f16") if q in ggufs), None)
         if quant not in ggufs:
             raise UsageError(f"{spec.text}: {artifact.ref} has no {quant or '.gguf'} file (it has: {', '.join(ggufs) or 'none'})")

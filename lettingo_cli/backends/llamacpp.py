@@ -39,6 +39,7 @@ class LlamaCppBackend:
         context_per_sequence: int = 2048,
         threads: int | None = None,
         chat: bool | None = None,
+        lora: Path | None = None,
     ):
         self.llama_cpp = llama_cpp = require("llama_cpp", "llama-cpp-python")
         quiet_llama_cpp(llama_cpp)
@@ -67,6 +68,12 @@ class LlamaCppBackend:
         self.ctx = llama_cpp.llama_init_from_model(self.model, context_params)
         if not self.ctx:
             raise LettingoError(f"llama.cpp could not create a context for {self.path}")
+        self.lora = None
+        if lora is not None:  # a GGUF LoRA (export --lora-only) applied at run time over this base
+            self.lora = llama_cpp.llama_adapter_lora_init(self.model, str(lora).encode())
+            adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(self.lora)
+            if not self.lora or llama_cpp.llama_set_adapters_lora(self.ctx, adapters, 1, (ctypes.c_float * 1)(1.0)) != 0:
+                raise LettingoError(f"llama.cpp could not apply the LoRA {lora} to {self.path}")
         self.memory = llama_cpp.llama_get_memory(self.ctx)
         self.n_batch = context_params.n_batch
         self.batch = llama_cpp.llama_batch_init(self.n_batch, 0, parallel)
@@ -301,6 +308,9 @@ class LlamaCppBackend:
         if getattr(self, "ctx", None):
             llama_cpp.llama_free(self.ctx)
             self.ctx = None
+        if getattr(self, "lora", None):
+            llama_cpp.llama_adapter_lora_free(self.lora)
+            self.lora = None
         if getattr(self, "model", None):
             llama_cpp.llama_model_free(self.model)
             self.model = None
