@@ -7,7 +7,9 @@
 # Knobs (environment variables; defaults run the full experiment on MovieLens 100K, about an hour on 2 cores):
 #   DATA        MovieLens 100K folder                 (../shared/data/movielens-100k)
 #   STORE       the store for this run                (bench/results/paper-store/lettingo.db)
-#   TAG         name of the results files             (paper -> $RESULTS/paper.json and paper.md)
+#   NAME        name of this experiment's artifacts   (paper: split:paper, adapter:paper, ...)
+#   TAG         name of the results files             ($NAME -> $RESULTS/$TAG.json and $TAG.md); give each
+#               try its own TAG and keep NAME: stages whose inputs did not change are reused from the store
 #   RESULTS     where they go                         (bench/results)
 #   USERS       train users that get profiles         (120)
 #   TEST_USERS  held-out test users                   (100)
@@ -26,7 +28,8 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 DATA="${DATA:-$here/../../shared/data/movielens-100k}"
 STORE="${STORE:-$here/results/paper-store/lettingo.db}"
-TAG="${TAG:-paper}"
+NAME="${NAME:-paper}"
+TAG="${TAG:-$NAME}"
 RESULTS="${RESULTS:-$here/results}"
 USERS="${USERS:-120}"
 TEST_USERS="${TEST_USERS:-100}"
@@ -59,27 +62,27 @@ stage() {
 echo "== ingest and split" >&2
 dataset=$(stage ingest lettingo ingest movielens "$DATA")
 split=$(stage split lettingo split "$dataset" --targets 1 --recent 10 --history 30 \
-  --test-users "$TEST_USERS" --train-users "$USERS" --name "$TAG")
+  --test-users "$TEST_USERS" --train-users "$USERS" --name "$NAME")
 
 echo "== profiles of the train users, scored and paired" >&2
 train_profiles=$(stage gen_train lettingo gen --split "$split" --users train --generator "$GENERATOR" --n "$N" \
-  --max-tokens "$MAX_TOKENS" --name "$TAG-train")
+  --max-tokens "$MAX_TOKENS" --name "$NAME-train")
 scores=$(stage score lettingo score "$train_profiles" --predictor "$PREDICTOR")
 pairs=$(stage pair lettingo pair "$scores" --rule "$RULE" --max-per-user "$MAX_PAIRS")
 
 echo "== alignment: dpo, export" >&2
 # shellcheck disable=SC2086  # DPO_ARGS is a list of flags
-adapter=$(stage dpo lettingo dpo "$pairs" --base "$BASE" $DPO_ARGS --name "$TAG")
-export_ref=$(stage export lettingo export "$adapter" --quant q8_0,q4_k_m --name "$TAG")
+adapter=$(stage dpo lettingo dpo "$pairs" --base "$BASE" $DPO_ARGS --name "$NAME")
+export_ref=$(stage export lettingo export "$adapter" --quant q8_0,q4_k_m --name "$NAME")
 
 echo "== test users: base and aligned profiles, evaluated with the same predictor" >&2
 base_profiles=$(stage gen_test_base lettingo gen --split "$split" --users test --generator "$GENERATOR" \
-  --n "$N_TEST" --max-tokens "$MAX_TOKENS" --name "$TAG-test-base")
+  --n "$N_TEST" --max-tokens "$MAX_TOKENS" --name "$NAME-test-base")
 aligned_profiles=$(stage gen_test_aligned lettingo gen --split "$split" --users test \
-  --generator "gguf:$export_ref?quant=$QUANT" --n "$N_TEST" --max-tokens "$MAX_TOKENS" --name "$TAG-test-aligned")
-eval_10h=$(stage eval_10h lettingo eval --no-profile --split "$split" --predictor "$PREDICTOR" --name "$TAG-10h")
-eval_base=$(stage eval_base lettingo eval "$base_profiles" --predictor "$PREDICTOR" --name "$TAG-base")
-eval_aligned=$(stage eval_aligned lettingo eval "$aligned_profiles" --predictor "$PREDICTOR" --name "$TAG-aligned")
+  --generator "gguf:$export_ref?quant=$QUANT" --n "$N_TEST" --max-tokens "$MAX_TOKENS" --name "$NAME-test-aligned")
+eval_10h=$(stage eval_10h lettingo eval --no-profile --split "$split" --predictor "$PREDICTOR" --name "$NAME-10h")
+eval_base=$(stage eval_base lettingo eval "$base_profiles" --predictor "$PREDICTOR" --name "$NAME-base")
+eval_aligned=$(stage eval_aligned lettingo eval "$aligned_profiles" --predictor "$PREDICTOR" --name "$NAME-aligned")
 lettingo eval --compare "$eval_aligned" --compare "$eval_base"
 
 python3 "$here/paper_report.py" --tag "$TAG" --times "$times" --results "$RESULTS" \

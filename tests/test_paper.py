@@ -16,7 +16,7 @@ def test_paper_script_runs_the_whole_chain_and_writes_its_results(tmp_path, tiny
     data = write_ml100k(tmp_path / "ml", n_users=14, n_items=60, per_user=45)
     results = tmp_path / "results"
     env = {
-        **os.environ, "DATA": str(data), "STORE": str(tmp_path / "store" / "lettingo.db"), "TAG": "paper-ci",
+        **os.environ, "DATA": str(data), "STORE": str(tmp_path / "store" / "lettingo.db"), "NAME": "paper-ci",
         "RESULTS": str(results), "USERS": "8", "TEST_USERS": "4", "N": "3", "N_TEST": "1", "MAX_TOKENS": "12",
         "GENERATOR": f"gguf:{tiny_model.gguf}", "BASE": str(tiny_model.hf_dir),
         "PREDICTOR": "emb:minilm",  # the tiny LLM saturates its label probabilities: no score differences, no pairs
