@@ -28,6 +28,30 @@ def movielens_split(folder: Path):
     return store, split_dataset(store, dataset, "movielens-100k", SplitOptions())
 
 
+CHOSEN = ("Enjoys tense crime thrillers, war films and fast action from the eighties and nineties, and rates them "
+          "generously when the story is tight. Finds period romances and musicals dull and scores them low. ") * 2
+REJECTED = ("Likes movies. Watches many movies and gives them ratings. Some movies are good and some movies are "
+            "not good, and the user rates the good ones higher than the ones that are not good. ") * 2
+
+
+def movielens_pairs(folder: Path, count: int):
+    """A store with MovieLens 100K split and a pairs artifact of `count` train users: their real generation
+    prompts (profile-completion-v1, 30 ratings) with two fixed ~100-token profiles (for speed, not learning)."""
+    from lettingo_cli.gen import load_histories, select_users
+    from lettingo_cli.prompts import builtin_template, render
+
+    store, split = movielens_split(folder)
+    users = select_users(store, split, "train")[:count]
+    histories = load_histories(store, split, users, 30)
+    pairs = store.begin("pairs", "bench", {}, None)
+    template = builtin_template(False)
+    store.insert_rows(pairs, "pairs", [
+        {"user_id": u, "pair_index": 0, "prompt": render(template, histories[u], False), "chosen": CHOSEN,
+         "rejected": REJECTED} for u in users
+    ])
+    return store, store.finalize(pairs)
+
+
 def machine() -> dict:
     return {
         "cpus": os.cpu_count(),

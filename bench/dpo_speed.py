@@ -16,16 +16,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from _common import movielens_split, print_table, write_result  # noqa: E402
+from _common import movielens_pairs, print_table, write_result  # noqa: E402
 
 from lettingo_cli.dpo import DPOOptions, resolve_base, train_dpo  # noqa: E402
-from lettingo_cli.gen import load_histories, select_users  # noqa: E402
-from lettingo_cli.prompts import builtin_template, render  # noqa: E402
-
-CHOSEN = ("Enjoys tense crime thrillers, war films and fast action from the eighties and nineties, and rates them "
-          "generously when the story is tight. Finds period romances and musicals dull and scores them low. ") * 2
-REJECTED = ("Likes movies. Watches many movies and gives them ratings. Some movies are good and some movies are "
-            "not good, and the user rates the good ones higher than the ones that are not good. ") * 2
 
 
 def main() -> None:
@@ -36,16 +29,7 @@ def main() -> None:
     base = resolve_base(None)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        store, split = movielens_split(Path(tmp))
-        users = select_users(store, split, "train")[: args.pairs]
-        histories = load_histories(store, split, users, 30)
-        pairs = store.begin("pairs", "bench", {}, None)
-        template = builtin_template(False)
-        store.insert_rows(pairs, "pairs", [
-            {"user_id": u, "pair_index": 0, "prompt": render(template, histories[u], False), "chosen": CHOSEN,
-             "rejected": REJECTED} for u in users
-        ])
-        pairs = store.finalize(pairs)
+        store, pairs = movielens_pairs(Path(tmp), args.pairs)
         configs = {
             "naive TRL (fp32, reference every step)": DPOOptions(precision="fp32", precompute_ref=False,
                                                                 profile_only_head=False, max_steps=args.steps),

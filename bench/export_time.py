@@ -15,28 +15,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from _common import movielens_split, print_table, write_result  # noqa: E402
-from dpo_speed import CHOSEN, REJECTED  # noqa: E402
+from _common import movielens_pairs, print_table, write_result  # noqa: E402
 
 from lettingo_cli.dpo import DPOOptions, resolve_base, train_dpo  # noqa: E402
 from lettingo_cli.export import ExportOptions, export_adapter  # noqa: E402
-from lettingo_cli.gen import load_histories, select_users  # noqa: E402
-from lettingo_cli.prompts import builtin_template, render  # noqa: E402
 
 
 def main() -> None:
     base = resolve_base(None)
     with tempfile.TemporaryDirectory() as tmp:
-        store, split = movielens_split(Path(tmp))
-        users = select_users(store, split, "train")[:4]
-        histories = load_histories(store, split, users, 30)
-        pairs = store.begin("pairs", "bench", {}, None)
-        template = builtin_template(False)
-        store.insert_rows(pairs, "pairs", [
-            {"user_id": u, "pair_index": 0, "prompt": render(template, histories[u], False), "chosen": CHOSEN,
-             "rejected": REJECTED} for u in users
-        ])
-        pairs = store.finalize(pairs)
+        store, pairs = movielens_pairs(Path(tmp), 4)
         adapter = train_dpo(store, pairs, base, DPOOptions(max_steps=1), "bench")
         started = time.perf_counter()
         export = export_adapter(store, adapter, ExportOptions(), "bench")

@@ -9,7 +9,6 @@ Run: python bench/gpu_dpo_check.py [--processes 1] [--steps 30]
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
