@@ -86,7 +86,10 @@ eval_aligned=$(stage eval_aligned lettingo eval "$aligned_profiles" --predictor 
 lettingo eval --compare "$eval_aligned" --compare "$eval_base"
 
 python3 "$here/paper_report.py" --tag "$TAG" --times "$times" --results "$RESULTS" \
-  --settings "users=$USERS test_users=$TEST_USERS n=$N n_test=$N_TEST max_tokens=$MAX_TOKENS generator=$GENERATOR base=$BASE predictor=$PREDICTOR rule=$RULE max_pairs=$MAX_PAIRS quant=$QUANT dpo_args=$DPO_ARGS" \
+  --setting "users=$USERS" --setting "test_users=$TEST_USERS" --setting "n=$N" --setting "n_test=$N_TEST" \
+  --setting "max_tokens=$MAX_TOKENS" --setting "generator=$GENERATOR" --setting "base=$BASE" \
+  --setting "predictor=$PREDICTOR" --setting "rule=$RULE" --setting "max_pairs=$MAX_PAIRS" --setting "quant=$QUANT" \
+  --setting "dpo_args=$DPO_ARGS" \
   dataset="$dataset" split="$split" train_profiles="$train_profiles" scores="$scores" pairs="$pairs" \
   adapter="$adapter" export="$export_ref" base_profiles="$base_profiles" aligned_profiles="$aligned_profiles" \
   eval_10h="$eval_10h" eval_base="$eval_base" eval_aligned="$eval_aligned"

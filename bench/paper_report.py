@@ -45,7 +45,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tag", default="paper")
     parser.add_argument("--times", type=Path, required=True)
-    parser.add_argument("--settings", default="")
+    parser.add_argument("--setting", action="append", default=[], help="KEY=VALUE, recorded as given")
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("refs", nargs="+", help="ROLE=REF")
     args = parser.parse_args()
@@ -73,8 +73,7 @@ def main() -> None:
     steps = list(store.db.query("SELECT * FROM dpo_steps WHERE run_id = ? ORDER BY step", [artifacts["adapter"].run_id]))
     last = steps[-5:]
     payload = {
-        "settings": dict(item.split("=", 1) for item in args.settings.split(" ") if "=" in item) | (
-            {"dpo_args": args.settings.split("dpo_args=", 1)[1]} if "dpo_args=" in args.settings else {}),
+        "settings": dict(item.split("=", 1) for item in args.setting),
         "arms": arms,
         "10h": arms["10h"], "base": arms["base"], "aligned": arms["aligned"],
         "aligned_minus_base": aligned_minus_base,

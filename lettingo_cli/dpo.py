@@ -87,17 +87,13 @@ def resolve_base(spec: str | None, store: Store | None = None) -> Path:
         except ArtifactNotFound:
             export = None
         if export is not None:
-            files = [f for f in store.files(export) if f["path"].startswith("hf/")]
-            if not files:
+            if not any(f["path"] == "hf/config.json" for f in store.files(export)):
                 raise UsageError(f"--base {spec}: {export.ref} has no merged checkpoint (a --lora-only export)")
             target = cache_dir() / "exports" / f"{export.name}-v{export.version}-{export.content_hash[:12]}"
             if not (target / "config.json").exists():
                 partial = target.with_name(target.name + ".partial")
                 shutil.rmtree(partial, ignore_errors=True)
-                for entry in files:
-                    destination = partial / entry["path"].removeprefix("hf/")
-                    destination.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copyfile(store.blob_path(entry["blob_hash"]), destination)
+                store.materialize(export, partial, prefix="hf/")
                 tokenizer_from = next(iter(export.report.get("files", {}).values()), {}).get("provenance", {}).get(
                     "lettingo.base.tokenizer_from")
                 if tokenizer_from:  # the next export takes its GGUF tokenizer from the same file
@@ -178,14 +174,8 @@ def _latest_checkpoint(store: Store, artifact: Artifact, destination: Path) -> P
                     if f["path"].startswith("checkpoints/")})
     if not steps:
         return None
-    prefix = f"checkpoints/checkpoint-{steps[-1]}/"
-    folder = destination / f"checkpoint-{steps[-1]}"
-    for entry in store.files(artifact):
-        if entry["path"].startswith(prefix):
-            target = folder / entry["path"].removeprefix(prefix)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(store.blob_path(entry["blob_hash"]).read_bytes())
-    return folder
+    return store.materialize(artifact, destination / f"checkpoint-{steps[-1]}",
+                             prefix=f"checkpoints/checkpoint-{steps[-1]}/")
 
 
 def _shared_dataset_dir(store: Store, records: list[dict]) -> Path:

@@ -8,6 +8,7 @@ verification. Nothing is recorded unless every check passes; the report is store
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -63,7 +64,7 @@ def export_adapter(store: Store, adapter: Artifact, options: ExportOptions, name
                    force: bool = False) -> Artifact:
     options.check()
     check_dependencies()
-    llama_cpp = require("llama_cpp", "llama-cpp-python")
+    llama_cpp = require("llama_cpp")
     run = store.run(adapter.run_id) if adapter.run_id is not None else None
     if run is None or "base" not in run["params"]:
         raise LettingoError(f"{adapter.ref} was not written by dpo: no base model on record")
@@ -150,9 +151,7 @@ def _merge(store: Store, adapter: Artifact, base: Path, work: Path) -> Path:
     transformers = require("transformers")
     peft = require("peft")
 
-    adapter_dir = store.materialize(adapter, work / "adapter")
-    for checkpoint in adapter_dir.glob("checkpoints"):
-        shutil.rmtree(checkpoint)
+    adapter_dir = store.materialize(adapter, work / "adapter")  # a finished adapter keeps no checkpoints
     model = transformers.AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     merged = peft.PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
     target = work / "hf"
@@ -189,7 +188,7 @@ def _source_gguf(base: Path) -> Path | None:
 
 
 def _weights_hash(model_dir: Path) -> str:
-    digest = __import__("hashlib").sha256()
+    digest = hashlib.sha256()
     for file in sorted(model_dir.glob("*.safetensors")) + [model_dir / "config.json"]:
         digest.update(file.name.encode() + b"\0" + sha256_file(file).encode())
     return digest.hexdigest()

@@ -551,11 +551,14 @@ class Store:
             )
         )
 
-    def materialize(self, artifact: Artifact, destination: Path) -> Path:
-        """Copy an artifact's files out of the blob folder into `destination` (a directory)."""
+    def materialize(self, artifact: Artifact, destination: Path, prefix: str = "") -> Path:
+        """Copy an artifact's files out of the blob folder into `destination` (a directory); with `prefix`,
+        only the files under it, the prefix removed from their paths."""
         destination = Path(destination)
         for entry in self.files(artifact):
-            target = destination / entry["path"]
+            if not entry["path"].startswith(prefix):
+                continue
+            target = destination / entry["path"].removeprefix(prefix)
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(self.blob_path(entry["blob_hash"]), target)
         return destination
