@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -28,27 +28,41 @@ def movielens_split(folder: Path):
     return store, split_dataset(store, dataset, "movielens-100k", SplitOptions())
 
 
-CHOSEN = ("Enjoys tense crime thrillers, war films and fast action from the eighties and nineties, and rates them "
-          "generously when the story is tight. Finds period romances and musicals dull and scores them low. ") * 2
-REJECTED = ("Likes movies. Watches many movies and gives them ratings. Some movies are good and some movies are "
-            "not good, and the user rates the good ones higher than the ones that are not good. ") * 2
+CHOSEN = (
+    "Enjoys tense crime thrillers, war films and fast action from the eighties and nineties, and rates them "
+    "generously when the story is tight. Finds period romances and musicals dull and scores them low. "
+) * 2
+REJECTED = (
+    "Likes movies. Watches many movies and gives them ratings. Some movies are good and some movies are "
+    "not good, and the user rates the good ones higher than the ones that are not good. "
+) * 2
 
 
 def movielens_pairs(folder: Path, count: int):
     """A store with MovieLens 100K split and a pairs artifact of `count` train users: their real generation
     prompts (profile-completion-v1, 30 ratings) with two fixed ~100-token profiles (for speed, not learning)."""
-    from lettingo_cli.gen import load_histories, select_users
     from lettingo_cli.prompts import builtin_template, render
+    from lettingo_cli.split import load_histories, select_users
 
     store, split = movielens_split(folder)
     users = select_users(store, split, "train")[:count]
     histories = load_histories(store, split, users, 30)
     pairs = store.begin("pairs", "bench", {}, None)
     template = builtin_template(False)
-    store.insert_rows(pairs, "pairs", [
-        {"user_id": u, "pair_index": 0, "prompt": render(template, histories[u], False), "chosen": CHOSEN,
-         "rejected": REJECTED} for u in users
-    ])
+    store.insert_rows(
+        pairs,
+        "pairs",
+        [
+            {
+                "user_id": u,
+                "pair_index": 0,
+                "prompt": render(template, histories[u], False),
+                "chosen": CHOSEN,
+                "rejected": REJECTED,
+            }
+            for u in users
+        ],
+    )
     return store, store.finalize(pairs)
 
 
@@ -57,7 +71,7 @@ def machine() -> dict:
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
 

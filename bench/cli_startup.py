@@ -35,8 +35,26 @@ def main() -> None:
         store = str(Path(tmp) / "lettingo.db")
         small = Path(tmp) / "r.csv"
         small.write_text("u,i,r,t\na,x,5,1\n")
-        subprocess.run(["lettingo", "ingest", "csv", str(small), "--user", "u", "--item", "i", "--rating", "r",
-                        "--time", "t", "--store", store], check=True, capture_output=True)
+        subprocess.run(
+            [
+                "lettingo",
+                "ingest",
+                "csv",
+                str(small),
+                "--user",
+                "u",
+                "--item",
+                "i",
+                "--rating",
+                "r",
+                "--time",
+                "t",
+                "--store",
+                store,
+            ],
+            check=True,
+            capture_output=True,
+        )
         commands = {
             "python -c pass (interpreter floor)": [sys.executable, "-c", "pass"],
             "lettingo --help": ["lettingo", "--help"],
@@ -45,7 +63,12 @@ def main() -> None:
         results = {}
         for label, args in commands.items():
             times = time_command(args, runs)
-            results[label] = {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "runs": runs}
+            results[label] = {
+                "median_s": statistics.median(times),
+                "min_s": min(times),
+                "max_s": max(times),
+                "runs": runs,
+            }
     rows = [[label, f"{r['median_s']:.3f}", f"{r['min_s']:.3f}", f"{r['max_s']:.3f}"] for label, r in results.items()]
     print_table(["command", "median s", "min s", "max s"], rows)
     goal_met = results["lettingo --help"]["median_s"] < 0.5

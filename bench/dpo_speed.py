@@ -31,31 +31,60 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         store, pairs = movielens_pairs(Path(tmp), args.pairs)
         configs = {
-            "naive TRL (fp32, reference every step)": DPOOptions(precision="fp32", precompute_ref=False,
-                                                                profile_only_head=False, max_steps=args.steps),
-            "bf16, reference precomputed, LM head on every position": DPOOptions(profile_only_head=False,
-                                                                                 max_steps=args.steps),
-            "lettingo defaults (bf16, reference precomputed, LM head on profile tokens)": DPOOptions(max_steps=args.steps),
+            "naive TRL (fp32, reference every step)": DPOOptions(
+                precision="fp32", precompute_ref=False, profile_only_head=False, max_steps=args.steps
+            ),
+            "bf16, reference precomputed, LM head on every position": DPOOptions(
+                profile_only_head=False, max_steps=args.steps
+            ),
+            "lettingo defaults (bf16, reference precomputed, LM head on profile tokens)": DPOOptions(
+                max_steps=args.steps
+            ),
         }
         for number, (label, options) in enumerate(configs.items()):
             print(f"measuring {label} ...", file=sys.stderr)
             start = time.perf_counter()
             adapter = train_dpo(store, pairs, base, options, f"bench{number}")
             seconds = time.perf_counter() - start
-            first = store.db.execute("SELECT loss FROM dpo_steps WHERE run_id = ? ORDER BY step LIMIT 1",
-                                     [adapter.run_id]).fetchone()[0]
+            first = store.db.execute(
+                "SELECT loss FROM dpo_steps WHERE run_id = ? ORDER BY step LIMIT 1", [adapter.run_id]
+            ).fetchone()[0]
             trained = args.steps * options.batch_size
-            results[label] = {"pairs_trained": trained, "seconds": round(seconds, 1),
-                              "seconds_per_pair": round(seconds / trained, 2), "pairs_per_s": round(trained / seconds, 4),
-                              "first_step_loss": first}
+            results[label] = {
+                "pairs_trained": trained,
+                "seconds": round(seconds, 1),
+                "seconds_per_pair": round(seconds / trained, 2),
+                "pairs_per_s": round(trained / seconds, 4),
+                "first_step_loss": first,
+            }
     naive, _, fast = results.values()
     ratio = round(fast["pairs_per_s"] / naive["pairs_per_s"], 2)
-    print_table(["configuration", "pairs", "s", "s/pair", "pairs/s", "first-step loss"],
-                [[k, r["pairs_trained"], r["seconds"], r["seconds_per_pair"], r["pairs_per_s"], round(r["first_step_loss"], 4)]
-                 for k, r in results.items()])
-    print(f"\nspeed-up {ratio}x; goal >= 1 pair/s: {'met' if fast['pairs_per_s'] >= 1 else 'NOT met'}; first-step losses "
-          f"differ by {abs(fast['first_step_loss'] - naive['first_step_loss']):.4f}")
-    print(f"wrote {write_result('dpo_speed', {'results': results, 'speedup': ratio, 'goal_pairs_per_s': 1, 'goal_met': fast['pairs_per_s'] >= 1, 'note': 'wall time includes model loading and, for the precomputed reference, the reference pass'})}")
+    print_table(
+        ["configuration", "pairs", "s", "s/pair", "pairs/s", "first-step loss"],
+        [
+            [
+                k,
+                r["pairs_trained"],
+                r["seconds"],
+                r["seconds_per_pair"],
+                r["pairs_per_s"],
+                round(r["first_step_loss"], 4),
+            ]
+            for k, r in results.items()
+        ],
+    )
+    print(
+        f"\nspeed-up {ratio}x; goal >= 1 pair/s: {'met' if fast['pairs_per_s'] >= 1 else 'NOT met'}; first-step losses "
+        f"differ by {abs(fast['first_step_loss'] - naive['first_step_loss']):.4f}"
+    )
+    payload = {
+        "results": results,
+        "speedup": ratio,
+        "goal_pairs_per_s": 1,
+        "goal_met": fast["pairs_per_s"] >= 1,
+        "note": "wall time includes model loading and, for the precomputed reference, the reference pass",
+    }
+    print(f"wrote {write_result('dpo_speed', payload)}")
 
 
 if __name__ == "__main__":

@@ -34,11 +34,24 @@ def main() -> None:
     files = {q: {k: v for k, v in f.items() if k not in ("tensors", "provenance")} for q, f in report["files"].items()}
     print_table(["step", "s"], [[k, v] for k, v in stats.items()] + [["wall (with loading)", wall]])
     print()
-    print_table(["file", "MB", "tokenizer parity", "agreement", "mean |dlogp|", "tensor types"],
-                [[q, f["mb"], f["tokenizer_parity"], f["agreement"], f["mean_abs_logprob_diff"], f["tensor_types"]]
-                 for q, f in files.items()])
+    print_table(
+        ["file", "MB", "tokenizer parity", "agreement", "mean |dlogp|", "tensor types"],
+        [
+            [q, f["mb"], f["tokenizer_parity"], f["agreement"], f["mean_abs_logprob_diff"], f["tensor_types"]]
+            for q, f in files.items()
+        ],
+    )
     print(f"\ngoal < 60 s: {'met' if wall < 60 else 'NOT met'} ({wall} s)")
-    print(f"wrote {write_result('export_time', {'stages_s': stats, 'wall_s': wall, 'goal_s': 60, 'goal_met': wall < 60, 'files': files, 'prompts': report['prompts'], 'texts': report['texts']})}")
+    payload = {
+        "stages_s": stats,
+        "wall_s": wall,
+        "goal_s": 60,
+        "goal_met": wall < 60,
+        "files": files,
+        "prompts": report["prompts"],
+        "texts": report["texts"],
+    }
+    print(f"wrote {write_result('export_time', payload)}")
 
 
 if __name__ == "__main__":

@@ -17,8 +17,9 @@ from _common import movielens_split, print_table, write_result  # noqa: E402
 
 from lettingo_cli.backends import load_backend  # noqa: E402
 from lettingo_cli.backends.base import Request, SamplingOptions  # noqa: E402
-from lettingo_cli.gen import load_histories, profile_seed, select_users  # noqa: E402
+from lettingo_cli.gen import profile_seed  # noqa: E402
 from lettingo_cli.prompts import COMPLETION_STOPS, builtin_template, render  # noqa: E402
+from lettingo_cli.split import load_histories, select_users  # noqa: E402
 
 
 def main() -> None:
@@ -52,7 +53,11 @@ def main() -> None:
 
     backend._decode_tokens, llama_cpp.llama_sampler_sample = timed_decode_tokens, timed_sample
     template = builtin_template(False)
-    requests = [Request(render(template, histories[u], False), profile_seed(0, u, backend.label, s)) for u in users for s in range(4)]
+    requests = [
+        Request(render(template, histories[u], False), profile_seed(0, u, backend.label, s))
+        for u in users
+        for s in range(4)
+    ]
     start = time.perf_counter()
     backend._decode = timed_decode  # after the prompt reads, which call the original through _decode_tokens
     tokens = sum(g.n_tokens for _, g in backend.generate(requests, SamplingOptions(200, 1.0, COMPLETION_STOPS)))
@@ -62,10 +67,15 @@ def main() -> None:
     # prompt reads go through _decode too; take them out of the step time
     timings["step_decode_s"] -= timings["prompt_decode_s"]
     results = {
-        "profiles": len(requests), "new_tokens": tokens, "seconds": round(total, 2), "tokens_per_s": round(tokens / total, 1),
-        "prompt_tokens_read": timings["prompt_tokens"], "prompt_read_s": round(timings["prompt_decode_s"], 2),
+        "profiles": len(requests),
+        "new_tokens": tokens,
+        "seconds": round(total, 2),
+        "tokens_per_s": round(tokens / total, 1),
+        "prompt_tokens_read": timings["prompt_tokens"],
+        "prompt_read_s": round(timings["prompt_decode_s"], 2),
         "prompt_read_per_user_s": round(timings["prompt_decode_s"] / len(users), 2),
-        "decode_steps": timings["steps"], "mean_step_ms": round(timings["step_decode_s"] / max(timings["steps"], 1) * 1000, 1),
+        "decode_steps": timings["steps"],
+        "mean_step_ms": round(timings["step_decode_s"] / max(timings["steps"], 1) * 1000, 1),
         "sampling_ms_per_token": round(timings["sampling_s"] / max(tokens, 1) * 1000, 2),
     }
     print_table(["measure", "value"], [[k, v] for k, v in results.items()])

@@ -25,10 +25,10 @@ from _common import movielens_split, print_table, write_result  # noqa: E402
 
 from lettingo_cli.backends import load_backend  # noqa: E402
 from lettingo_cli.backends.base import Request, SamplingOptions  # noqa: E402
-from lettingo_cli.gen import load_histories, profile_seed, select_users  # noqa: E402
+from lettingo_cli.gen import profile_seed  # noqa: E402
 from lettingo_cli.models import default_gguf, default_hf_dir  # noqa: E402
 from lettingo_cli.prompts import COMPLETION_STOPS, builtin_template, render  # noqa: E402
-
+from lettingo_cli.split import load_histories, select_users  # noqa: E402
 
 
 def free_port() -> int:
@@ -40,9 +40,23 @@ def free_port() -> int:
 def start_server(model: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1", "--port", str(port),
-         "--model_alias", "gemma", "--n_ctx", "4096"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(model),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--model_alias",
+            "gemma",
+            "--n_ctx",
+            "4096",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}/v1"
     for _ in range(300):
@@ -60,7 +74,8 @@ def measure(spec: str, users: list[str], histories: dict, n: int, max_tokens: in
     template = builtin_template(backend.chat)
     requests = [
         Request(render(template, histories[user], backend.chat), profile_seed(0, user, backend.label, sample))
-        for user in users for sample in range(n)
+        for user in users
+        for sample in range(n)
     ]
     options = SamplingOptions(max_tokens, 1.0, () if backend.chat else COMPLETION_STOPS)
     start = time.perf_counter()
@@ -91,14 +106,23 @@ def main() -> None:
         server, url = start_server(default_gguf())
         try:
             rows = [
-                ("llama.cpp single stream, Q4_K_M (baseline)", "gemma-3-270m?dtype=q4_k_m&parallel=1", users[: 2 * scale], 2),
+                (
+                    "llama.cpp single stream, Q4_K_M (baseline)",
+                    "gemma-3-270m?dtype=q4_k_m&parallel=1",
+                    users[: 2 * scale],
+                    2,
+                ),
                 ("llama.cpp batched x16, Q4_K_M", "gemma-3-270m?dtype=q4_k_m&parallel=16", users[: 4 * scale], 4),
                 ("llama.cpp batched x16, bf16 (default)", "gemma-3-270m?parallel=16", users[: 4 * scale], 4),
                 ("llama.cpp batched x32, bf16", "gemma-3-270m?parallel=32", users[: 8 * scale], 4),
                 ("llama.cpp batched x32, bf16, 16 samples/user", "gemma-3-270m?parallel=32", users[: 2 * scale], 16),
                 ("transformers bf16, batch 16", f"hf:{hf_dir}?batch=16&style=completion", users[: 4 * scale], 4),
-                ("OpenAI-compatible (llama-cpp-python server, Q4_K_M)", f"openai:gemma@{url}?style=completion&concurrency=2",
-                 users[: 2 * scale], 2),
+                (
+                    "OpenAI-compatible (llama-cpp-python server, Q4_K_M)",
+                    f"openai:gemma@{url}?style=completion&concurrency=2",
+                    users[: 2 * scale],
+                    2,
+                ),
             ]
             results = {}
             for label, spec, chosen, n in rows:
@@ -111,14 +135,31 @@ def main() -> None:
     for figures in results.values():
         figures["speedup_vs_baseline"] = round(figures["tokens_per_s"] / baseline, 2)
     table = [
-        [label, r["profiles"], r["new_tokens"], r["seconds"], r["tokens_per_s"], r["profiles_per_min"], f"{r['speedup_vs_baseline']}x"]
+        [
+            label,
+            r["profiles"],
+            r["new_tokens"],
+            r["seconds"],
+            r["tokens_per_s"],
+            r["profiles_per_min"],
+            f"{r['speedup_vs_baseline']}x",
+        ]
         for label, r in results.items()
     ]
     print_table(["backend", "profiles", "tokens", "s", "tok/s", "profiles/min", "vs baseline"], table)
     best = max(r["tokens_per_s"] for r in results.values())
     print(f"\nbest aggregate {best} tok/s; goal >= 300 tok/s: {'met' if best >= 300 else 'NOT met'}")
-    path = write_result("gen_throughput", {"max_tokens": args.max_tokens, "temperature": 1.0, "history": 30,
-                                            "results": results, "goal_tokens_per_s": 300, "goal_met": best >= 300})
+    path = write_result(
+        "gen_throughput",
+        {
+            "max_tokens": args.max_tokens,
+            "temperature": 1.0,
+            "history": 30,
+            "results": results,
+            "goal_tokens_per_s": 300,
+            "goal_met": best >= 300,
+        },
+    )
     print(f"wrote {path}")
 
 

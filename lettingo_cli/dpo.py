@@ -7,7 +7,6 @@ trl 1.16). Every logged step goes into the store's `dpo_steps` table.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import json
 import math
@@ -18,55 +17,50 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from lettingo_cli.console import log, stage_progress
+from lettingo_cli.digest import canonical_json
 from lettingo_cli.errors import LettingoError, UsageError, require
-from lettingo_cli.store import Artifact, Store, canonical_json, log
+from lettingo_cli.options import option
+from lettingo_cli.store import Artifact, Store
 
 # LoRA goes on the attention and MLP projections, never on the embeddings or the LM head.
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+RANK_WAIT_S = 600  # how long a worker rank waits for rank 0 to write the shared pairs dataset
+CHECKPOINTS = "checkpoints/"  # where a pending adapter keeps its newest checkpoint in the store
 
 
 @dataclass(frozen=True)
 class DPOOptions:
-    beta: float = 0.1
-    lr: float = 5e-5
-    epochs: float = 1.0
-    lora_r: int = 16
-    lora_alpha: int = 32
-    max_length: int = 1024
-    batch_size: int = 2
-    seed: int = 0
-    max_steps: int = -1  # > 0: stop after this many optimizer steps (smoke runs, benchmarks)
-    save_steps: int = 50  # a checkpoint (adapter, optimizer, scheduler, RNG) into the store every N steps
-    precision: str = "bf16"  # bf16 matrix work runs ~6x faster than fp32 on these CPUs (pitfalls.md)
-    precompute_ref: bool = True  # the frozen reference's log-probs once, before training, not at every step
-    profile_only_head: bool = True  # the 262k-row LM head only on the profile tokens, not on every prompt position
+    """The training options of `lettingo dpo` (each field is also its flag and a key of its --config YAML)."""
 
-    def check(self) -> None:
+    beta: float = option(0.1, "DPO beta.")
+    lr: float = option(5e-5, "Learning rate.")
+    epochs: float = option(1.0, "Epochs over the pairs.")
+    lora_r: int = option(16, "LoRA rank.")
+    lora_alpha: int = option(32, "LoRA alpha.")
+    max_length: int = option(1024, "Most tokens of prompt + profile.")
+    batch_size: int = option(2, "Pairs per optimizer step.")
+    seed: int = option(0, "Training seed.")
+    max_steps: int = option(-1, "Stop after this many steps (-1: all epochs).")
+    save_steps: int = option(50, "Store a checkpoint (adapter, optimizer, scheduler, RNG) every N steps.")
+    # bf16 matrix work runs ~6x faster than fp32 on these CPUs (docs/pitfalls.md)
+    precision: str = option("bf16", "bf16 (default; faster on CPUs with bf16 units) or fp32.")
+    precompute_ref: bool = option(
+        True, "Reference log-probs once, before training (not at every step).", "--precompute-ref/--no-precompute-ref"
+    )
+    profile_only_head: bool = option(
+        True,
+        "LM head only on the profile tokens (default), or on every position as TRL does on CPUs.",
+        "--profile-only-head/--full-head",
+    )
+
+    def __post_init__(self) -> None:
         if self.beta <= 0 or self.lr <= 0 or self.epochs <= 0 or self.lora_r < 1 or self.batch_size < 1:
             raise UsageError("--beta, --lr, --epochs, --lora-r and --batch-size must be positive")
         if self.save_steps < 1:
             raise UsageError("--save-steps must be >= 1")
         if self.precision not in ("bf16", "fp32"):
             raise UsageError("--precision must be bf16 or fp32")
-
-
-def options_from_yaml(path: Path) -> dict:
-    """Training options from a YAML mapping whose keys are DPOOptions fields (e.g. `lora_r: 8`)."""
-    yaml = require("yaml", "pyyaml")
-    path = Path(path)
-    if not path.exists():
-        raise UsageError(f"--config {path}: no such file")
-    try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as error:
-        raise UsageError(f"--config {path}: not valid YAML ({str(error).splitlines()[0]})") from None
-    if not isinstance(loaded, dict):
-        raise UsageError(f"--config {path}: expected a mapping of option: value")
-    fields = {field.name: field.type for field in dataclasses.fields(DPOOptions)}
-    unknown = sorted(set(loaded) - set(fields))
-    if unknown:
-        raise UsageError(f"--config {path}: unknown option(s) {', '.join(unknown)}; known: {', '.join(fields)}")
-    return loaded
 
 
 def resolve_base(spec: str | None, store: Store | None = None) -> Path:
@@ -94,8 +88,11 @@ def resolve_base(spec: str | None, store: Store | None = None) -> Path:
                 partial = target.with_name(target.name + ".partial")
                 shutil.rmtree(partial, ignore_errors=True)
                 store.materialize(export, partial, prefix="hf/")
-                tokenizer_from = next(iter(export.report.get("files", {}).values()), {}).get("provenance", {}).get(
-                    "lettingo.base.tokenizer_from")
+                tokenizer_from = (
+                    next(iter(export.report.get("files", {}).values()), {})
+                    .get("provenance", {})
+                    .get("lettingo.base.tokenizer_from")
+                )
                 if tokenizer_from:  # the next export takes its GGUF tokenizer from the same file
                     (partial / "lettingo-tokenizer-gguf.txt").write_text(tokenizer_from + "\n", encoding="utf-8")
                 partial.replace(target)
@@ -103,10 +100,16 @@ def resolve_base(spec: str | None, store: Store | None = None) -> Path:
     raise UsageError(f"--base {spec}: not an HF model directory (no config.json) nor an export artifact")
 
 
-def train_dpo(store: Store, pairs: Artifact, base: Path, options: DPOOptions, name: str, force: bool = False,
-              resume: bool = False) -> Artifact | None:
+def train_dpo(
+    store: Store,
+    pairs: Artifact,
+    base: Path,
+    options: DPOOptions,
+    name: str,
+    force: bool = False,
+    resume: bool = False,
+) -> Artifact | None:
     """Train and record the adapter; returns it, or None on a worker rank of a multi-process launch."""
-    options.check()
     from lettingo_cli.pair import preference_records
 
     records = preference_records(store, pairs)
@@ -119,37 +122,45 @@ def train_dpo(store: Store, pairs: Artifact, base: Path, options: DPOOptions, na
         length = len(tokenizer(prompt)["input_ids"])
         if length >= options.max_length:
             raise LettingoError(
-                f"pair {index} of {pairs.ref}: its prompt has {length} tokens, not under --max-length {options.max_length}"
+                f"pair {index} of {pairs.ref}: its prompt has {length} tokens, not under --max-length "
+                f"{options.max_length}"
             )
     params = {"pairs": pairs.id, "base": str(base), **{k: v for k, v in asdict(options).items() if k != "save_steps"}}
-    key = store.run_key("dpo", {"pairs": pairs.id}, {**params, "name": name})
-    if not force and (cached := store.cached(key)) is not None:
-        log(f"already trained as {cached.ref} (use --force to train again)")
-        return cached
+    run = store.stage("dpo", "adapter", name, params, {"pairs": pairs.id}, force=force, resumable=True)
+    if run.cached:
+        return run.cached
     if not is_main_process():  # under `accelerate launch`: only rank 0 writes to the store
-        return _train_on_worker_rank(store, key, records, base, tokenizer, options, resume)
-    pending = None if force else store.pending(key)
-    if pending is not None and not resume:
+        return _train_on_worker_rank(store, run.pending if resume else None, records, base, tokenizer, options)
+    if run.pending is not None and not resume:
         raise LettingoError(
             "an interrupted run of this training is in the store: add --resume to continue it, or --force to start over"
         )
-    artifact, _ = store.begin_or_resume("dpo", "adapter", name, params, {"pairs": pairs.id}, key, force)
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(dir=store.path.parent) as work:
+    with run, tempfile.TemporaryDirectory(dir=store.path.parent) as work:
         work = Path(work)
-        checkpoint = _latest_checkpoint(store, artifact, work / "resume") if resume else None
+        checkpoint = _latest_checkpoint(store, run.artifact, work / "resume") if resume else None
         if resume and checkpoint is None:
             log("no checkpoint to resume from: training from the start")
         elif checkpoint is not None:
             log(f"resuming from {checkpoint.name}")
         output = work / "adapter"
-        steps = _trainer(store, artifact, records, base, tokenizer, options, work, output, checkpoint)
-        with store.db.atomic():
-            store.db.execute("DELETE FROM artifact_files WHERE artifact_id = ? AND path LIKE 'checkpoints/%'", [artifact.id])
-            store.add_dir(artifact, output)
-            stats = {"seconds": round(time.perf_counter() - started, 1), "pairs": len(records), "steps": steps,
-                     "pairs_per_s": round(len(records) * options.epochs / (time.perf_counter() - started), 3)}
-            return store.finalize(artifact, counts={"pairs": len(records), "steps": steps}, stats=stats)
+        steps = _trainer(store, run.artifact, records, base, tokenizer, options, work, output, checkpoint)
+        with store.transaction():
+            store.remove_files(run.artifact, CHECKPOINTS)
+            store.add_dir(run.artifact, output)
+            seconds = time.perf_counter() - started
+            stats = {
+                "seconds": round(seconds, 1),
+                "pairs": len(records),
+                "steps": steps,
+                "pairs_per_s": round(len(records) * options.epochs / seconds, 3),
+            }
+            return run.finish(counts={"pairs": len(records), "steps": steps}, stats=stats)
+
+
+def last_step(store: Store, adapter: Artifact) -> dict | None:
+    """The last logged training step of the run that made an adapter (loss, reward margin, reward accuracy)."""
+    return store.last_dpo_step(adapter.run_id) if adapter.run_id is not None else None
 
 
 def is_main_process() -> bool:
@@ -157,10 +168,11 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def _train_on_worker_rank(store: Store, key: str, records: list[dict], base: Path, tokenizer, options: DPOOptions,
-                          resume: bool) -> None:
-    """A rank > 0 trains its shard of every batch and writes nothing: rank 0 records steps, checkpoints and the adapter."""
-    pending = store.pending(key) if resume else None
+def _train_on_worker_rank(
+    store: Store, pending: Artifact | None, records: list[dict], base: Path, tokenizer, options: DPOOptions
+) -> None:
+    """A rank > 0 trains its shard of every batch and writes nothing: rank 0 records steps, checkpoints and the
+    adapter. `pending`: the interrupted run to resume (its checkpoint), if any."""
     with tempfile.TemporaryDirectory(dir=store.path.parent) as work:
         work = Path(work)
         checkpoint = _latest_checkpoint(store, pending, work / "resume") if pending is not None else None
@@ -170,12 +182,13 @@ def _train_on_worker_rank(store: Store, key: str, records: list[dict], base: Pat
 
 def _latest_checkpoint(store: Store, artifact: Artifact, destination: Path) -> Path | None:
     """Materialize the newest checkpoint stored with a pending adapter artifact."""
-    steps = sorted({int(f["path"].split("/")[1].split("-")[1]) for f in store.files(artifact)
-                    if f["path"].startswith("checkpoints/")})
+    steps = sorted(
+        {int(f["path"].split("/")[1].split("-")[1]) for f in store.files(artifact) if f["path"].startswith(CHECKPOINTS)}
+    )
     if not steps:
         return None
-    return store.materialize(artifact, destination / f"checkpoint-{steps[-1]}",
-                             prefix=f"checkpoints/checkpoint-{steps[-1]}/")
+    newest = f"checkpoint-{steps[-1]}"
+    return store.materialize(artifact, destination / newest, prefix=f"{CHECKPOINTS}{newest}/")
 
 
 def _shared_dataset_dir(store: Store, records: list[dict]) -> Path:
@@ -195,10 +208,10 @@ def _dataset(datasets, records: list[dict], store: Store, work: Path):
         datasets.Dataset.from_list(records).save_to_disk(str(partial))
         shared.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(partial), str(shared))
-    deadline = time.monotonic() + 600
+    deadline = time.monotonic() + RANK_WAIT_S
     while not (shared / "state.json").exists():
         if time.monotonic() > deadline:
-            raise LettingoError(f"rank {os.environ.get('RANK')}: rank 0 did not write {shared} within 10 minutes")
+            raise LettingoError(f"rank {os.environ.get('RANK')}: rank 0 did not write {shared} within {RANK_WAIT_S} s")
         time.sleep(0.5)
     return datasets.load_from_disk(str(shared))
 
@@ -225,8 +238,17 @@ def _lm_head_on_profile_tokens(enabled: bool):
         trl_utils._use_triton = original
 
 
-def _trainer(store: Store, artifact: Artifact | None, records: list[dict], base: Path, tokenizer, options: DPOOptions,
-             work: Path, output: Path, checkpoint: Path | None) -> int:
+def _trainer(
+    store: Store,
+    artifact: Artifact | None,
+    records: list[dict],
+    base: Path,
+    tokenizer,
+    options: DPOOptions,
+    work: Path,
+    output: Path,
+    checkpoint: Path | None,
+) -> int:
     """TRL DPOTrainer with a PEFT LoRA config; returns the number of optimizer steps."""
     torch = require("torch")
     transformers = require("transformers")
@@ -238,9 +260,12 @@ def _trainer(store: Store, artifact: Artifact | None, records: list[dict], base:
     present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
     targets = [t for t in LORA_TARGETS if t in present]
     if not targets:
-        raise LettingoError(f"no trainable parameter: {base} has none of the LoRA target modules {', '.join(LORA_TARGETS)}")
-    lora = peft.LoraConfig(r=options.lora_r, lora_alpha=options.lora_alpha, lora_dropout=0.0, target_modules=targets,
-                           task_type="CAUSAL_LM")
+        raise LettingoError(
+            f"no trainable parameter: {base} has none of the LoRA target modules {', '.join(LORA_TARGETS)}"
+        )
+    lora = peft.LoraConfig(
+        r=options.lora_r, lora_alpha=options.lora_alpha, lora_dropout=0.0, target_modules=targets, task_type="CAUSAL_LM"
+    )
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
 
@@ -250,34 +275,45 @@ def _trainer(store: Store, artifact: Artifact | None, records: list[dict], base:
         def on_log(self, args, state, control, logs=None, **kwargs):
             if run_id is None or not logs or "loss" not in logs:
                 return
-            with store.db.atomic():
-                store.db["dpo_steps"].insert({
-                    "run_id": run_id, "step": state.global_step, "epoch": logs.get("epoch"),
-                    "loss": logs.get("loss"), "rewards_chosen": logs.get("rewards/chosen"),
-                    "rewards_rejected": logs.get("rewards/rejected"), "rewards_margins": logs.get("rewards/margins"),
-                    "rewards_accuracies": logs.get("rewards/accuracies"), "logged": canonical_json(logs),
-                }, replace=True)
+            step = {
+                "step": state.global_step,
+                "epoch": logs.get("epoch"),
+                "loss": logs.get("loss"),
+                "rewards_chosen": logs.get("rewards/chosen"),
+                "rewards_rejected": logs.get("rewards/rejected"),
+                "rewards_margins": logs.get("rewards/margins"),
+                "rewards_accuracies": logs.get("rewards/accuracies"),
+                "logged": canonical_json(logs),
+            }
+            store.record_dpo_step(run_id, step)
 
         def on_save(self, args, state, control, **kwargs):
             if run_id is None:
                 return
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            with store.db.atomic():  # the newest checkpoint replaces the older ones in the store
-                store.db.execute("DELETE FROM artifact_files WHERE artifact_id = ? AND path LIKE 'checkpoints/%'",
-                                 [artifact.id])
-                for file in sorted(p for p in folder.rglob("*") if p.is_file()):
-                    store.add_file(artifact, file, f"checkpoints/{folder.name}/{file.relative_to(folder).as_posix()}")
+            with store.transaction():  # the newest checkpoint replaces the older ones in the store
+                store.remove_files(artifact, CHECKPOINTS)
+                store.add_dir(artifact, folder, prefix=f"{CHECKPOINTS}{folder.name}/")
 
     config = trl.DPOConfig(
-        output_dir=str(work / "trainer"), beta=options.beta, learning_rate=options.lr,
-        num_train_epochs=options.epochs, max_steps=options.max_steps, per_device_train_batch_size=options.batch_size,
-        max_length=options.max_length, logging_steps=1, save_strategy="steps", save_steps=options.save_steps,
-        save_total_limit=1, report_to=[], seed=options.seed, bf16=options.precision == "bf16",
+        output_dir=str(work / "trainer"),
+        beta=options.beta,
+        learning_rate=options.lr,
+        num_train_epochs=options.epochs,
+        max_steps=options.max_steps,
+        per_device_train_batch_size=options.batch_size,
+        max_length=options.max_length,
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=options.save_steps,
+        save_total_limit=1,
+        report_to=[],
+        seed=options.seed,
+        bf16=options.precision == "bf16",
         precompute_ref_log_probs=options.precompute_ref,
-        use_cpu=not torch.cuda.is_available(), disable_tqdm=True,
+        use_cpu=not torch.cuda.is_available(),
+        disable_tqdm=True,
     )
-    from lettingo_cli.progress import stage_progress
-
     per_epoch = math.ceil(len(records) / options.batch_size)
     total = options.max_steps if options.max_steps > 0 else math.ceil(per_epoch * options.epochs)
     with stage_progress(f"dpo {len(records)} pairs", total, "steps") as advance:
@@ -287,19 +323,29 @@ def _trainer(store: Store, artifact: Artifact | None, records: list[dict], base:
                 advance(1)
 
         with _lm_head_on_profile_tokens(options.profile_only_head):  # the reference pass runs in the constructor
-            trainer = trl.DPOTrainer(model=model, args=config, train_dataset=_dataset(datasets, records, store, work),
-                                     processing_class=tokenizer, peft_config=lora, callbacks=[StepsToStore(), Progress()])
+            trainer = trl.DPOTrainer(
+                model=model,
+                args=config,
+                train_dataset=_dataset(datasets, records, store, work),
+                processing_class=tokenizer,
+                peft_config=lora,
+                callbacks=[StepsToStore(), Progress()],
+            )
             for printer in (transformers.PrinterCallback, transformers.ProgressCallback):
                 trainer.remove_callback(printer)  # they print to stdout, which carries only results
             if not any(p.requires_grad for p in trainer.model.parameters()):
                 raise LettingoError("no trainable parameter in the LoRA model")
             state = trainer.accelerator.state
-            log(f"training on {trainer.accelerator.device} ({options.precision}, {state.num_processes} process(es), "
-                f"{state.distributed_type})")
+            log(
+                f"training on {trainer.accelerator.device} ({options.precision}, {state.num_processes} process(es), "
+                f"{state.distributed_type})"
+            )
             result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     if not math.isfinite(result.training_loss):
         raise LettingoError(f"training diverged (loss {result.training_loss})")
     if artifact is not None:
         trainer.model.save_pretrained(output)
-        shutil.rmtree(_shared_dataset_dir(store, records), ignore_errors=True)  # only there under a multi-process launch
+        shutil.rmtree(
+            _shared_dataset_dir(store, records), ignore_errors=True
+        )  # only there under a multi-process launch
     return result.global_step

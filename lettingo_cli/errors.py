@@ -3,7 +3,6 @@
 The CLI turns any of these into one line on stderr and the exit code; nothing else is printed.
 """
 
-EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_MISSING_ARTIFACT = 3

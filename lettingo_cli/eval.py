@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import random
 
-from lettingo_cli.split import SENTIMENTS
+from lettingo_cli.errors import UsageError
+from lettingo_cli.split import SENTIMENTS, select_users
 from lettingo_cli.store import Artifact, Store, check_name
 
-BOOTSTRAP_SAMPLES = 1000
+BOOTSTRAP_SAMPLES = 1000  # resamples of the users for each 95% interval
 BOOTSTRAP_SEED = 0
+METRICS = ("accuracy", "macro_f1", "weighted_f1")
 
 
 def metrics(predictions: list[tuple[str, str]]) -> dict:
@@ -59,7 +61,7 @@ def evaluate(store: Store, scores: Artifact) -> dict:
     users = sorted(grouped)
     result = metrics([p for u in users for p in grouped[u]])
     rng = random.Random(BOOTSTRAP_SEED)
-    samples = {"accuracy": [], "macro_f1": [], "weighted_f1": []}
+    samples = {name: [] for name in METRICS}
     for _ in range(BOOTSTRAP_SAMPLES):
         drawn = [p for u in rng.choices(users, k=len(users)) for p in grouped[u]]
         figures = metrics(drawn)
@@ -80,7 +82,7 @@ def compare(store: Store, a: Artifact, b: Artifact) -> dict:
     def figures(chosen):
         left = metrics([p for u in chosen for p in first[u]])
         right = metrics([p for u in chosen for p in second[u]])
-        return {name: left[name] - right[name] for name in ("accuracy", "macro_f1", "weighted_f1")}
+        return {name: left[name] - right[name] for name in METRICS}
 
     rng = random.Random(BOOTSTRAP_SEED)
     draws = [figures(rng.choices(users, k=len(users))) for _ in range(BOOTSTRAP_SAMPLES)]
@@ -92,8 +94,47 @@ def compare(store: Store, a: Artifact, b: Artifact) -> dict:
     }
 
 
-def evaluate_profiles(store: Store, split: Artifact, predictor, profiles: Artifact | None, users: list[str],
-                      targets: int, selector: str, name: str | None = None, force: bool = False) -> Artifact:
+def run_eval(
+    store: Store,
+    profiles: Artifact | None,
+    split: Artifact | None,
+    predictor_spec: str,
+    selector: str,
+    targets: int,
+    calibrate: bool = False,
+    name: str | None = None,
+    force: bool = False,
+) -> Artifact:
+    """The stage as the CLI runs it: the users of `selector` (test | train | all) that have profiles (with
+    profiles=None: the no-profile 10H baseline on `split`), scored by the predictor and evaluated."""
+    from lettingo_cli.predictors import make_predictor
+
+    if profiles is not None:
+        split = store.get(profiles.params["split"])
+    users = select_users(store, split, selector)
+    if profiles is not None:
+        have = set(profiles.params["users"])
+        users = [u for u in users if u in have]
+        if not users:
+            raise UsageError(f"{profiles.ref} has no profiles of the {selector} users")
+    predictor = make_predictor(predictor_spec, store, split, calibrate)
+    try:
+        return evaluate_profiles(store, split, predictor, profiles, users, targets, selector, name=name, force=force)
+    finally:
+        predictor.close()
+
+
+def evaluate_profiles(
+    store: Store,
+    split: Artifact,
+    predictor,
+    profiles: Artifact | None,
+    users: list[str],
+    targets: int,
+    selector: str,
+    name: str | None = None,
+    force: bool = False,
+) -> Artifact:
     """Score `profiles` of `users` (None: the no-profile 10H baseline) and write an eval artifact whose input
     is that scores artifact. Default names: the profiles' name, or `<split>-10h-<selector>`."""
     from lettingo_cli.score import score_profiles
@@ -105,15 +146,17 @@ def evaluate_profiles(store: Store, split: Artifact, predictor, profiles: Artifa
         base = profiles.name if selector == "test" else f"{profiles.name}-{selector}"
     scores = score_profiles(store, split, predictor, profiles, users, targets, check_name(base), force=force)
     eval_name = check_name(name or base)
-    key = store.run_key("eval", {"scores": scores.id}, {"name": eval_name, "bootstrap": BOOTSTRAP_SAMPLES})
-    if not force and (cached := store.cached(key)) is not None:
-        return cached
+    params = {"scores": scores.id, "users": selector}
+    key_params = {"name": eval_name, "bootstrap": BOOTSTRAP_SAMPLES}
+    inputs = {"scores": scores.id}
+    run = store.stage("eval", "eval", eval_name, params, inputs, key_params=key_params, force=force, atomic=True)
+    if run.cached:
+        return run.cached
     report = evaluate(store, scores)
-    with store.db.atomic():
-        run_id = store.start_run("eval", key, {"scores": scores.id}, {"scores": scores.id})
-        pending = store.begin("eval", eval_name, {"scores": scores.id, "users": selector}, run_id)
-        return store.finalize(pending, counts={"users": report["users"], "rows": report["n"]}, report=report)
+    with run:
+        return run.finish(counts={"users": report["users"], "rows": report["n"]}, report=report)
 
 
 def compare_evals(store: Store, a: Artifact, b: Artifact) -> dict:
+    """A - B of two evals on the users both scored (see `compare`)."""
     return compare(store, store.get(a.params["scores"]), store.get(b.params["scores"]))

@@ -19,11 +19,22 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from lettingo_cli.backends.base import Request, SamplingOptions
+from lettingo_cli.console import stage_progress
+from lettingo_cli.digest import canonical_json
 from lettingo_cli.errors import UsageError
 from lettingo_cli.prompts import COMPLETION_STOPS, Template, builtin_template, load_template, prompt_hash, render
-from lettingo_cli.store import Artifact, Store, canonical_json, log
+from lettingo_cli.split import load_histories
+from lettingo_cli.store import Artifact, Store
 
-CHUNK_USERS = 4  # users per resumable unit of work
+CHUNK_USERS = 4  # users per resumable unit of work: a crash loses at most this many users' profiles
+# A profile needs this many letters to say anything (fewer: flagged "empty").
+MIN_PROFILE_LETTERS = 10
+# Loop detection: a profile of at least LOOP_MIN_WORDS words whose distinct word trigrams are under this
+# share of all its trigrams, a line repeated LOOP_LINE_REPEATS times, or one word LOOP_WORD_RUN times in a row.
+LOOP_MIN_WORDS = 12
+LOOP_MIN_DISTINCT_TRIGRAMS = 0.5
+LOOP_LINE_REPEATS = 3
+LOOP_WORD_RUN = 6
 
 
 @dataclass(frozen=True)
@@ -34,47 +45,11 @@ class GenOptions:
     history: int = 30
     seed: int = 0
 
-    def check(self) -> None:
+    def __post_init__(self) -> None:
         if self.n < 1 or self.max_tokens < 1 or self.history < 1:
             raise UsageError("--n, --max-tokens and --history must be >= 1")
         if self.temperature < 0:
             raise UsageError("--temperature must be >= 0")
-
-
-# --- which users ------------------------------------------------------------------------------------------
-
-
-def select_users(store: Store, split: Artifact, selector: str, listed: list[str] | None = None) -> list[str]:
-    """all | train | test | N (the first N users of the split by id) | id,id,... | - (ids given in `listed`)."""
-    partitions = {row["user_id"]: row["partition"] for row in store.rows(split, "split_users")}
-    if selector in ("all", "train", "test"):
-        users = [u for u, p in partitions.items() if selector == "all" or p == selector]
-    elif selector.isdigit():
-        users = sorted(partitions)[: int(selector)]
-    else:
-        wanted = listed if selector == "-" else [u.strip() for u in selector.split(",") if u.strip()]
-        unknown = [u for u in wanted if u not in partitions]
-        if unknown:
-            raise UsageError(f"user(s) not in {split.ref}: {', '.join(unknown[:5])}")
-        users = list(dict.fromkeys(wanted))
-    if not users:
-        raise UsageError(f"--users {selector} selects no user of {split.ref}")
-    return sorted(users)
-
-
-def load_histories(store: Store, split: Artifact, users: list[str], history: int) -> dict[str, list[dict]]:
-    """Each user's profile history (never the recent history or the targets), the most recent `history`
-    rows, oldest first, with the item text from the split's dataset."""
-    dataset = store.get(split.params["dataset"])
-    wanted = set(users)
-    rows: dict[str, list[dict]] = {u: [] for u in users}
-    sql = """SELECT s.user_id, s.position, s.rating, s.sentiment, i.text
-             FROM split_interactions s JOIN items i ON i.artifact_id = ? AND i.item_id = s.item_id
-             WHERE s.artifact_id = ? AND s.role = 'history' ORDER BY s.user_id, s.position"""
-    for row in store.db.query(sql, [dataset.id, split.id]):
-        if row["user_id"] in wanted:
-            rows[row["user_id"]].append(row)
-    return {user: events[-history:] for user, events in rows.items()}
 
 
 def profile_seed(seed: int, user_id: str, generator: str, sample_index: int) -> int:
@@ -95,19 +70,19 @@ def clean_profile(text: str) -> str:
 def is_degenerate(text: str) -> bool:
     """A loop: few distinct word trigrams, one line repeated, or one word many times in a row."""
     words = re.findall(r"\w+", text.lower())
-    if len(words) >= 12:
+    if len(words) >= LOOP_MIN_WORDS:
         trigrams = list(zip(words, words[1:], words[2:]))
-        if len(set(trigrams)) / len(trigrams) < 0.5:
+        if len(set(trigrams)) / len(trigrams) < LOOP_MIN_DISTINCT_TRIGRAMS:
             return True
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    if lines and Counter(lines).most_common(1)[0][1] >= 3:
+    if lines and Counter(lines).most_common(1)[0][1] >= LOOP_LINE_REPEATS:
         return True
-    return any(len(list(group)) >= 6 for _, group in itertools.groupby(words))
+    return any(len(list(group)) >= LOOP_WORD_RUN for _, group in itertools.groupby(words))
 
 
 def profile_flags(text: str, finished: bool) -> list[str]:
     flags = []
-    if len(re.findall(r"[^\W\d_]", text)) < 10:
+    if len(re.findall(r"[^\W\d_]", text)) < MIN_PROFILE_LETTERS:
         flags.append("empty")
     elif is_degenerate(text):
         flags.append("degenerate")
@@ -152,6 +127,29 @@ def _cosine(a: Counter, b: Counter) -> float:
 def generate_profiles(
     store: Store,
     split: Artifact,
+    generator_specs: list[str | None],
+    users: list[str],
+    options: GenOptions,
+    name: str,
+    prompt_file: Path | None = None,
+    force: bool = False,
+) -> Artifact:
+    """The stage: load each generator's backend (None: the default generator), write the profiles, close."""
+    from lettingo_cli.backends import load_backend
+
+    backends = []
+    try:
+        for spec in generator_specs:
+            backends.append(load_backend(spec, store=store))
+        return write_profiles(store, split, backends, users, options, name, prompt_file, force)
+    finally:
+        for backend in backends:
+            backend.close()
+
+
+def write_profiles(
+    store: Store,
+    split: Artifact,
     backends: list,
     users: list[str],
     options: GenOptions,
@@ -159,7 +157,6 @@ def generate_profiles(
     prompt_file: Path | None = None,
     force: bool = False,
 ) -> Artifact:
-    options.check()
     custom = load_template(prompt_file) if prompt_file else None
     templates: dict[str, Template] = {b.label: custom or builtin_template(b.chat) for b in backends}
     histories = load_histories(store, split, users, options.history)
@@ -175,63 +172,63 @@ def generate_profiles(
         **asdict(options),
     }
     key_params = {**params, "name": name, "generators": [b.label for b in backends]}
-    key = store.run_key("gen", {"split": split.id}, key_params)
-    if not force and (cached := store.cached(key)) is not None:
-        log(f"already generated as {cached.ref} (use --force to generate again)")
-        return cached
-    artifact, resumed = store.begin_or_resume("gen", "profiles", name, params, {"split": split.id}, key, force)
-    if resumed:
-        log(f"resuming an interrupted run of {name}")
-    done = {
-        (row["user_id"], row["generator"])
-        for row in store.db.query("SELECT DISTINCT user_id, generator FROM profiles WHERE artifact_id = ?", [artifact.id])
-    }
+    inputs = {"split": split.id}
+    run = store.stage("gen", "profiles", name, params, inputs, key_params=key_params, force=force, resumable=True)
+    if run.cached:
+        return run.cached
+    with run:
+        artifact = run.artifact
+        done = store.distinct(artifact, "profiles", ("user_id", "generator"))
+        chunks = [users[i : i + CHUNK_USERS] for i in range(0, len(users), CHUNK_USERS)]
+        todo = [(b, chunk) for b in backends for chunk in chunks if not all((u, b.label) in done for u in chunk)]
+        total = sum(len(chunk) for _, chunk in todo) * options.n
+        started, tokens = time.perf_counter(), 0
+        with stage_progress(f"gen {len(users)} users x {len(backends)} generator(s)", total, "profiles") as advance:
+            for backend, chunk in todo:
+                rows = _generate_chunk(backend, templates[backend.label], chunk, histories, options, advance)
+                tokens += sum(row["n_tokens"] for row in rows)
+                with store.transaction():  # a chunk is kept whole or not at all
+                    store.insert_rows(artifact, "profiles", rows)
 
-    chunks = [users[i : i + CHUNK_USERS] for i in range(0, len(users), CHUNK_USERS)]
-    todo = [(b, chunk) for b in backends for chunk in chunks if not all((u, b.label) in done for u in chunk)]
-    total = sum(len(chunk) for _, chunk in todo) * options.n
-    started, tokens = time.perf_counter(), 0
-    from lettingo_cli.progress import stage_progress
+        report = {"diversity": {}, "flags": {}}
+        for backend in backends:
+            texts: dict[str, list[str]] = {}
+            flag_counts: Counter = Counter()
+            for row in store.rows(artifact, "profiles", "generator = ?", [backend.label]):
+                texts.setdefault(row["user_id"], []).append(row["text"])
+                flag_counts.update(json.loads(row["flags"]))
+            report["diversity"][backend.label] = diversity(texts)
+            report["flags"][backend.label] = dict(sorted(flag_counts.items()))
+        elapsed = time.perf_counter() - started
+        tokens_per_s = round(tokens / elapsed, 1) if elapsed and tokens else None
+        stats = {"seconds": round(elapsed, 2), "new_tokens": tokens, "tokens_per_s": tokens_per_s}
+        counts = {"users": len(users), "generators": len(backends)}
+        return run.finish(counts=counts, report=report, stats=stats)
 
-    with stage_progress(f"gen {len(users)} users x {len(backends)} generator(s)", total, "profiles") as advance:
-        for backend, chunk in todo:
-            template = templates[backend.label]
-            stops = () if backend.chat else COMPLETION_STOPS
-            sampling = SamplingOptions(options.max_tokens, options.temperature, stops)
-            prompts = {user: render(template, histories[user], backend.chat) for user in chunk}
-            slots = [(user, sample) for user in chunk for sample in range(options.n)]
-            requests = [Request(prompts[u], profile_seed(options.seed, u, backend.label, s)) for u, s in slots]
-            rows = []
-            for index, generation in backend.generate(requests, sampling):
-                user, sample = slots[index]
-                text = clean_profile(generation.text)
-                rows.append(
-                    {
-                        "user_id": user,
-                        "generator": backend.label,
-                        "sample_index": sample,
-                        "seed": requests[index].seed,
-                        "prompt_hash": prompt_hash(prompts[user]),
-                        "text": text,
-                        "n_tokens": generation.n_tokens,
-                        "flags": canonical_json(profile_flags(text, generation.finished)),
-                    }
-                )
-                tokens += generation.n_tokens
-                advance(1, generation.n_tokens)
-            with store.db.atomic():  # a chunk is kept whole or not at all
-                store.insert_rows(artifact, "profiles", rows)
 
-    report = {"diversity": {}, "flags": {}}
-    for backend in backends:
-        texts: dict[str, list[str]] = {}
-        flag_counts: Counter = Counter()
-        for row in store.rows(artifact, "profiles", "generator = ?", [backend.label]):
-            texts.setdefault(row["user_id"], []).append(row["text"])
-            flag_counts.update(json.loads(row["flags"]))
-        report["diversity"][backend.label] = diversity(texts)
-        report["flags"][backend.label] = dict(sorted(flag_counts.items()))
-    elapsed = time.perf_counter() - started
-    stats = {"seconds": round(elapsed, 2), "new_tokens": tokens,
-             "tokens_per_s": round(tokens / elapsed, 1) if elapsed and tokens else None}
-    return store.finalize(artifact, counts={"users": len(users), "generators": len(backends)}, report=report, stats=stats)
+def _generate_chunk(backend, template: Template, chunk: list[str], histories: dict, options: GenOptions, advance):
+    """The N profiles of each user of one chunk, from one generator, as profile rows (advancing the progress bar
+    as each profile finishes)."""
+    stops = () if backend.chat else COMPLETION_STOPS
+    sampling = SamplingOptions(options.max_tokens, options.temperature, stops)
+    prompts = {user: render(template, histories[user], backend.chat) for user in chunk}
+    slots = [(user, sample) for user in chunk for sample in range(options.n)]
+    requests = [Request(prompts[u], profile_seed(options.seed, u, backend.label, s)) for u, s in slots]
+    rows = []
+    for index, generation in backend.generate(requests, sampling):
+        user, sample = slots[index]
+        text = clean_profile(generation.text)
+        rows.append(
+            {
+                "user_id": user,
+                "generator": backend.label,
+                "sample_index": sample,
+                "seed": requests[index].seed,
+                "prompt_hash": prompt_hash(prompts[user]),
+                "text": text,
+                "n_tokens": generation.n_tokens,
+                "flags": canonical_json(profile_flags(text, generation.finished)),
+            }
+        )
+        advance(1, generation.n_tokens)
+    return rows

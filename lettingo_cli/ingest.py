@@ -14,16 +14,35 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
+from lettingo_cli.console import log
+from lettingo_cli.digest import canonical_json, sha256_file
 from lettingo_cli.errors import InputError
-from lettingo_cli.store import Artifact, Store, canonical_json, log, safe_name, sha256_file
+from lettingo_cli.store import Artifact, Store
 
 # MovieLens 100K's u.genre, used when the folder has no u.genre file.
 ML100K_GENRES = (
-    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
-    "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western",
+    "unknown",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
 )
 DESCRIPTION_CHARS = 200
 _HTML_TAG = re.compile(r"<[^>]*>?")
@@ -107,7 +126,7 @@ def parse_time(value: str, path: Path, line: int) -> int:
     except ValueError:
         raise InputError(path, f"time {value!r} is neither unix seconds nor an ISO 8601 date", line) from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     return int(moment.timestamp())
 
 
@@ -147,7 +166,9 @@ def _read_movielens_100k(folder: Path) -> ParsedDataset:
             continue
         columns = line.split("|")
         if len(columns) != 5 + len(genres):
-            raise InputError(item_path, f"expected {5 + len(genres)} '|'-separated columns, found {len(columns)}", number)
+            raise InputError(
+                item_path, f"expected {5 + len(genres)} '|'-separated columns, found {len(columns)}", number
+            )
         item_id, title, release_date = columns[0].strip(), columns[1].strip(), columns[2].strip()
         flags = columns[5:]
         if any(flag not in ("0", "1") for flag in flags):
@@ -177,18 +198,24 @@ def _read_movielens_100k(folder: Path) -> ParsedDataset:
             continue
         columns = line.split("\t")
         if len(columns) != 4:
-            raise InputError(data_path, f"expected 4 tab-separated columns (user item rating time), found {len(columns)}", number)
+            raise InputError(
+                data_path, f"expected 4 tab-separated columns (user item rating time), found {len(columns)}", number
+            )
         user_id, item_id = columns[0].strip(), columns[1].strip()
         interactions.append(
-            Interaction(user_id, item_id, parse_rating(columns[2], data_path, number), parse_time(columns[3], data_path, number))
+            Interaction(
+                user_id, item_id, parse_rating(columns[2], data_path, number), parse_time(columns[3], data_path, number)
+            )
         )
-    return ParsedDataset("movielens-100k", [data_path, item_path] + ([user_path] if users else []), interactions, items, users)
+    return ParsedDataset(
+        "movielens-100k", [data_path, item_path] + ([user_path] if users else []), interactions, items, users
+    )
 
 
 def _read_movielens_csv(folder: Path) -> ParsedDataset:
     movies_path = folder / "movies.csv"
     items: dict[str, Item] = {}
-    for number, row in _csv_rows(movies_path, ("movieId", "title", "genres")):
+    for _line, row in _csv_rows(movies_path, ("movieId", "title", "genres")):
         title = row["title"].strip()
         genres = [g for g in row["genres"].split("|") if g and g != "(no genres listed)"]
         items[row["movieId"].strip()] = _movie(title, _year(title, ""), genres)
@@ -382,6 +409,18 @@ def default_name(source: Path) -> str:
     return safe_name(stem)
 
 
+def table_options(file_format: str, user, item, rating, time, title, text, delimiter: str) -> dict:
+    """The options of a CSV / JSON-lines ingest, as recorded in the dataset's params (and its run key)."""
+    columns = {"user": user, "item": item, "rating": rating, "time": time, "title": title, "text": text or []}
+    return {"columns": columns, **({"delimiter": delimiter} if file_format == "csv" else {})}
+
+
+def safe_name(text: str) -> str:
+    """Turn a file or folder name into a valid artifact name (`All Beauty 5` -> `All-Beauty-5`)."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-._")
+    return cleaned or "dataset"
+
+
 def _item_order(item_id: str):
     return (0, int(item_id), "") if item_id.isdigit() else (1, 0, item_id)
 
@@ -396,13 +435,13 @@ def write_dataset(store: Store, parsed: ParsedDataset, name: str, options: dict,
     # each source file hashed once: its sha256 names the content in the run key and is recorded in the params
     sources = [{"path": str(Path(p).resolve()), "sha256": sha256_file(Path(p))} for p in parsed.sources]
     key_sources = [{"file": Path(source["path"]).name, "sha256": source["sha256"]} for source in sources]
-    key = store.run_key("ingest", {}, {"name": name, "sources": key_sources, **options})
-    if not force and (cached := store.cached(key)) is not None:
-        log(f"already ingested as {cached.ref} (use --force to ingest again)")
-        return cached
+    params = {"format": parsed.source_format, "sources": sources, **options}
+    key_params = {"name": name, "sources": key_sources, **options}
+    run = store.stage("ingest", "dataset", name, params, {}, key_params=key_params, force=force, atomic=True)
+    if run.cached:
+        return run.cached
     for note in parsed.notes:
         log(note)
-    params = {"format": parsed.source_format, "sources": sources, **options}
 
     by_user: dict[str, list[tuple[int, Interaction]]] = {}
     for order, interaction in enumerate(parsed.interactions):
@@ -423,10 +462,11 @@ def write_dataset(store: Store, parsed: ParsedDataset, name: str, options: dict,
             for seq, (_, event) in enumerate(events):
                 yield {"user_id": user_id, "seq": seq, "item_id": event.item_id, "rating": event.rating, "ts": event.ts}
 
-    with store.db.atomic():
-        run_id = store.start_run("ingest", key, params, {})
-        artifact = store.begin("dataset", name, params, run_id)
-        store.insert_rows(artifact, "users", ({"user_id": u, "attributes": canonical_json(a)} for u, a in users.items()))
+    with run:
+        artifact = run.artifact
+        store.insert_rows(
+            artifact, "users", ({"user_id": u, "attributes": canonical_json(a)} for u, a in users.items())
+        )
         store.insert_rows(
             artifact,
             "items",
@@ -436,4 +476,4 @@ def write_dataset(store: Store, parsed: ParsedDataset, name: str, options: dict,
             ),
         )
         store.insert_rows(artifact, "interactions", interaction_rows())
-        return store.finalize(artifact)
+        return run.finish()

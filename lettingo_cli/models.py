@@ -8,8 +8,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from lettingo_cli.digest import sha256_file
 from lettingo_cli.errors import IntegrityError, require
-from lettingo_cli.store import sha256_file
 
 DEFAULT_GENERATOR = "gemma-3-270m"
 
@@ -41,23 +41,14 @@ def default_gguf() -> Path:
 def default_gguf_bf16() -> Path:
     """The default model's weights re-stored as bf16 (the Q4_K_M values, dequantized once): batched decoding
     runs ~1.6x faster on these CPUs than on the Q4_K_M file (126 vs 80 tok/s, bench/results/gen_throughput.json)."""
-    import ctypes
+    from lettingo_cli.gguf_files import quantize
 
     source = default_gguf()
     target = cache_dir() / "gemma-3-270m-q4_k_m.bf16.gguf"
     if target.exists():
         return target
-    llama_cpp = require("llama_cpp", "llama-cpp-python")
-    from lettingo_cli.backends.llamacpp import quiet_llama_cpp
-
-    quiet_llama_cpp(llama_cpp)
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = 32  # LLAMA_FTYPE_MOSTLY_BF16
-    params.allow_requantize = True
-    params.nthread = os.cpu_count() or 1
     partial = target.with_suffix(".partial")
-    if llama_cpp.llama_model_quantize(str(source).encode(), str(partial).encode(), ctypes.byref(params)) != 0:
-        raise IntegrityError(f"llama.cpp could not write a bf16 copy of {source}")
+    quantize(source, partial, "bf16", requantize=True)
     partial.replace(target)
     return target
 
@@ -77,7 +68,9 @@ def default_hf_dir() -> Path:
     torch = require("torch")
     transformers = require("transformers")
     source = default_gguf()
-    loaded = transformers.AutoModelForCausalLM.from_pretrained(source.parent, gguf_file=source.name, dtype=torch.float32)
+    loaded = transformers.AutoModelForCausalLM.from_pretrained(
+        source.parent, gguf_file=source.name, dtype=torch.float32
+    )
     tokenizer = transformers.AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
     config = loaded.config
     if hasattr(config, "quantization_config"):

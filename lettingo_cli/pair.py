@@ -18,9 +18,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from lettingo_cli.errors import IntegrityError, UsageError
-from lettingo_cli.gen import load_histories
 from lettingo_cli.prompts import Template, prompt_hash, render
-from lettingo_cli.store import Artifact, Store, log
+from lettingo_cli.split import load_histories
+from lettingo_cli.store import Artifact, Store
+
+UNUSABLE_FLAGS = ("empty", "degenerate")  # a profile with one of these gen flags is never a chosen profile
 
 RULES = ("all", "best-worst", "margin")
 
@@ -31,7 +33,7 @@ class PairOptions:
     margin: float = 0.1
     max_per_user: int | None = None
 
-    def check(self) -> None:
+    def __post_init__(self) -> None:
         if self.rule not in RULES:
             raise UsageError(f"--rule must be one of {', '.join(RULES)}")
         if self.max_per_user is not None and self.max_per_user < 1:
@@ -52,26 +54,22 @@ def choose_pairs(scored: list[dict], options: PairOptions) -> list[tuple[dict, d
     return pairs[: options.max_per_user] if options.max_per_user else pairs
 
 
-def make_pairs(store: Store, scores: Artifact, options: PairOptions, name: str, jsonl: Path | None = None,
-               force: bool = False) -> Artifact:
-    options.check()
+def make_pairs(
+    store: Store, scores: Artifact, options: PairOptions, name: str, jsonl: Path | None = None, force: bool = False
+) -> Artifact:
     if not scores.params.get("profiles"):
         raise UsageError(f"{scores.ref} scores no profiles (a no-profile baseline): nothing to pair")
     profiles = store.get(scores.params["profiles"])
     split = store.get(profiles.params["split"])
     params = {"scores": scores.id, "profiles": profiles.id, **asdict(options)}
-    key = store.run_key("pair", {"scores": scores.id}, {**params, "name": name})
-    cached = None if force else store.cached(key)
-    if cached is None:
-        cached = _write_pairs(store, scores, profiles, split, options, params, key, name)
-    else:
-        log(f"already paired as {cached.ref} (use --force to pair again)")
+    run = store.stage("pair", "pairs", name, params, {"scores": scores.id}, force=force, atomic=True)
+    artifact = run.cached or _write_pairs(store, run, scores, profiles, split, options)
     if jsonl is not None:
-        write_jsonl(store, cached, jsonl)
-    return cached
+        write_jsonl(store, artifact, jsonl)
+    return artifact
 
 
-def _write_pairs(store, scores, profiles, split, options, params, key, name) -> Artifact:
+def _write_pairs(store: Store, run, scores: Artifact, profiles: Artifact, split: Artifact, options) -> Artifact:
     by_profile: dict[tuple, list[dict]] = {}
     for row in store.rows(scores, "scores"):
         by_profile.setdefault((row["user_id"], row["generator"], row["sample_index"]), []).append(row)
@@ -89,15 +87,17 @@ def _write_pairs(store, scores, profiles, split, options, params, key, name) -> 
                 continue
             accuracy = sum(r["correct"] for r in results) / len(results)
             profile = texts[(user, generator, sample)]
-            scored.append({
-                "key": (generator, sample),
-                "generator": generator,
-                "text": profile["text"],
-                "prompt_hash": profile["prompt_hash"],
-                "score": sum(r["p_true"] for r in results) / len(results),
-                "right": True if accuracy > 0.5 else False if accuracy < 0.5 else None,
-                "flagged": any(flag in ("empty", "degenerate") for flag in json.loads(profile["flags"])),
-            })
+            scored.append(
+                {
+                    "key": (generator, sample),
+                    "generator": generator,
+                    "text": profile["text"],
+                    "prompt_hash": profile["prompt_hash"],
+                    "score": sum(r["p_true"] for r in results) / len(results),
+                    "right": True if accuracy > 0.5 else False if accuracy < 0.5 else None,
+                    "flagged": any(flag in UNUSABLE_FLAGS for flag in json.loads(profile["flags"])),
+                }
+            )
         pairs = choose_pairs(scored, options)
         if not pairs:
             if all(p["right"] is True for p in scored):
@@ -113,20 +113,20 @@ def _write_pairs(store, scores, profiles, split, options, params, key, name) -> 
             prompt = render(templates[chosen["generator"]], histories[user], chat[chosen["generator"]])
             if prompt_hash(prompt) != chosen["prompt_hash"]:
                 raise IntegrityError(f"the re-rendered prompt of user {user} does not match the stored prompt hash")
-            rows.append({
-                "user_id": user,
-                "pair_index": index,
-                "prompt": prompt if isinstance(prompt, str) else json.dumps(prompt),
-                "chosen": chosen["text"],
-                "rejected": rejected["text"],
-                "chosen_score": round(chosen["score"], 6),
-                "rejected_score": round(rejected["score"], 6),
-            })
-    with store.db.atomic():
-        run_id = store.start_run("pair", key, params, {"scores": scores.id})
-        artifact = store.begin("pairs", name, params, run_id)
-        store.insert_rows(artifact, "pairs", rows)
-        return store.finalize(artifact, counts={"users": len(users), **outcome}, report={"outcome": outcome})
+            rows.append(
+                {
+                    "user_id": user,
+                    "pair_index": index,
+                    "prompt": prompt if isinstance(prompt, str) else json.dumps(prompt),
+                    "chosen": chosen["text"],
+                    "rejected": rejected["text"],
+                    "chosen_score": round(chosen["score"], 6),
+                    "rejected_score": round(rejected["score"], 6),
+                }
+            )
+    with run:
+        store.insert_rows(run.artifact, "pairs", rows)
+        return run.finish(counts={"users": len(users), **outcome}, report={"outcome": outcome})
 
 
 def preference_records(store: Store, pairs: Artifact) -> list[dict]:
@@ -136,9 +136,13 @@ def preference_records(store: Store, pairs: Artifact) -> list[dict]:
     for row in store.rows(pairs, "pairs"):
         prompt = row["prompt"]
         if prompt.startswith("[{"):
-            records.append({"prompt": json.loads(prompt),
-                            "chosen": [{"role": "assistant", "content": row["chosen"]}],
-                            "rejected": [{"role": "assistant", "content": row["rejected"]}]})
+            records.append(
+                {
+                    "prompt": json.loads(prompt),
+                    "chosen": [{"role": "assistant", "content": row["chosen"]}],
+                    "rejected": [{"role": "assistant", "content": row["rejected"]}],
+                }
+            )
         else:
             records.append({"prompt": prompt, "chosen": " " + row["chosen"], "rejected": " " + row["rejected"]})
     return records

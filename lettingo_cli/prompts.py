@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from lettingo_cli.digest import canonical_json
 from lettingo_cli.errors import UsageError
 
 MAX_ITEM_CHARS = 160
@@ -108,12 +109,5 @@ def render(template: Template, history: list[dict], chat: bool):
 
 
 def prompt_hash(prompt) -> str:
-    from lettingo_cli.store import canonical_json
-
     payload = prompt if isinstance(prompt, str) else canonical_json(prompt)
     return hashlib.sha256(payload.encode()).hexdigest()
-
-
-def prompt_text(prompt) -> str:
-    """The prompt as plain text (for a chat prompt, its user message), e.g. for TRL's preference format."""
-    return prompt if isinstance(prompt, str) else "\n\n".join(message["content"] for message in prompt)

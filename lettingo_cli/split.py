@@ -1,4 +1,5 @@
-"""Stage `split`: the LettinGo data protocol (docs/method.md) over a dataset artifact.
+"""Stage `split`: the LettinGo data protocol (docs/method.md) over a dataset artifact, and the readers of a
+split that the later stages share.
 
 Per user, interactions sorted by (time, item id): the last `targets` are held out, the `recent` before
 them are the raw recent history the predictor sees, and up to `history` before those are the older
@@ -12,9 +13,10 @@ import random
 from dataclasses import asdict, dataclass
 
 from lettingo_cli.errors import UsageError
-from lettingo_cli.store import Artifact, Store, log
+from lettingo_cli.prompts import clean_field
+from lettingo_cli.store import Artifact, Store
 
-SENTIMENTS = ("like", "neutral", "dislike")
+SENTIMENTS = ("like", "neutral", "dislike")  # the three labels, in the order every table and matrix uses
 
 
 @dataclass(frozen=True)
@@ -29,7 +31,7 @@ class SplitOptions:
     dislike_max: int = 2  # rating (rounded down) <= this is a dislike
     like_min: int = 4  # rating (rounded down) >= this is a like
 
-    def check(self) -> None:
+    def __post_init__(self) -> None:
         if self.targets < 1 or self.recent < 0 or self.history < 1:
             raise UsageError("--targets and --history must be >= 1 and --recent >= 0")
         if self.test_users < 0 or (self.train_users is not None and self.train_users < 0):
@@ -49,12 +51,10 @@ def sentiment(rating: float, dislike_max: int = 2, like_min: int = 4) -> str:
 
 
 def split_dataset(store: Store, dataset: Artifact, name: str, options: SplitOptions, force: bool = False) -> Artifact:
-    options.check()
     params = {"dataset": dataset.id, **asdict(options)}
-    key = store.run_key("split", {"dataset": dataset.id}, {**params, "name": name})
-    if not force and (cached := store.cached(key)) is not None:
-        log(f"already split as {cached.ref} (use --force to split again)")
-        return cached
+    run = store.stage("split", "split", name, params, {"dataset": dataset.id}, force=force, atomic=True)
+    if run.cached:
+        return run.cached
 
     by_user: dict[str, list[dict]] = {}
     for row in store.rows(dataset, "interactions"):
@@ -100,13 +100,10 @@ def split_dataset(store: Store, dataset: Artifact, name: str, options: SplitOpti
         for event in by_user[user_id][-options.targets :]:
             balance[part][sentiment(event["rating"], options.dislike_max, options.like_min)] += 1
 
-    with store.db.atomic():
-        run_id = store.start_run("split", key, params, {"dataset": dataset.id})
-        artifact = store.begin("split", name, params, run_id)
-        store.insert_rows(
-            artifact, "split_users", ({"user_id": u, "partition": p} for u, p in sorted(partition.items()))
-        )
-        store.insert_rows(artifact, "split_interactions", interaction_rows())
+    with run:
+        users = ({"user_id": u, "partition": p} for u, p in sorted(partition.items()))
+        store.insert_rows(run.artifact, "split_users", users)
+        store.insert_rows(run.artifact, "split_interactions", interaction_rows())
         counts = {
             "users": len(partition),
             "train_users": len(train),
@@ -114,7 +111,7 @@ def split_dataset(store: Store, dataset: Artifact, name: str, options: SplitOpti
             "targets": len(partition) * options.targets,
             "skipped_users": len(by_user) - len(eligible),
         }
-        return store.finalize(artifact, counts=counts, report={"class_balance": balance})
+        return run.finish(counts=counts, report={"class_balance": balance})
 
 
 def format_balance(balance: dict) -> list[str]:
@@ -127,3 +124,60 @@ def format_balance(balance: dict) -> list[str]:
         )
         lines.append(f"{part}: {total} targets: {shares}")
     return lines
+
+
+# --- reading a split: the users, the profile history, the recent history and the targets -------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    """A held-out interaction: its position among the user's targets, the item's text and the true label."""
+
+    position: int
+    text: str
+    sentiment: str
+
+
+def select_users(store: Store, split: Artifact, selector: str, listed: list[str] | None = None) -> list[str]:
+    """all | train | test | N (the first N users of the split by id) | id,id,... | - (ids given in `listed`)."""
+    partitions = {row["user_id"]: row["partition"] for row in store.rows(split, "split_users")}
+    if selector in ("all", "train", "test"):
+        users = [u for u, p in partitions.items() if selector == "all" or p == selector]
+    elif selector.isdigit():
+        users = sorted(partitions)[: int(selector)]
+    else:
+        wanted = listed if selector == "-" else [u.strip() for u in selector.split(",") if u.strip()]
+        unknown = [u for u in wanted if u not in partitions]
+        if unknown:
+            raise UsageError(f"user(s) not in {split.ref}: {', '.join(unknown[:5])}")
+        users = list(dict.fromkeys(wanted))
+    if not users:
+        raise UsageError(f"--users {selector} selects no user of {split.ref}")
+    return sorted(users)
+
+
+def load_histories(store: Store, split: Artifact, users: list[str], history: int) -> dict[str, list[dict]]:
+    """Each user's profile history (never the recent history or the targets), the most recent `history`
+    rows, oldest first, with the item text from the split's dataset."""
+    rows: dict[str, list[dict]] = {u: [] for u in users}
+    for row in store.split_interactions(split, ("history",)):
+        if row["user_id"] in rows:
+            rows[row["user_id"]].append(row)
+    return {user: events[-history:] for user, events in rows.items()}
+
+
+def load_recent_and_targets(
+    store: Store, split: Artifact, users: list[str], targets: int
+) -> tuple[dict[str, list[dict]], dict[str, list[Target]]]:
+    """Recent-history rows (text, sentiment, rating) and the first `targets` held-out targets of each user."""
+    recent: dict[str, list[dict]] = {u: [] for u in users}
+    held_out: dict[str, list[Target]] = {u: [] for u in users}
+    for row in store.split_interactions(split, ("recent", "target")):
+        user = row["user_id"]
+        if user not in recent:
+            continue
+        if row["role"] == "recent":
+            recent[user].append({k: row[k] for k in ("text", "sentiment", "rating")})
+        elif len(held_out[user]) < targets:
+            held_out[user].append(Target(row["position"], clean_field(row["text"]), row["sentiment"]))
+    return recent, held_out

@@ -44,7 +44,9 @@ def test_show_json_has_counts_and_accepts_every_reference_form(populated):
     from_stdin = populated("store", "show", "-", "--json", input="dataset:movielens-tiny@v1\n")
     assert json.loads(from_stdin.stdout)["id"] == by_ref["id"]
     # the --json output of one command is valid stdin for the next
-    piped = populated("store", "show", "-", "--json", input=populated("store", "ls", "--kind", "split", "--json").stdout)
+    piped = populated(
+        "store", "show", "-", "--json", input=populated("store", "ls", "--kind", "split", "--json").stdout
+    )
     assert json.loads(piped.stdout)["kind"] == "split"
 
 
@@ -68,8 +70,13 @@ def test_lineage_goes_back_to_the_dataset(populated):
     text = populated("store", "lineage", "split:movielens-tiny").stdout.splitlines()
     assert text[0].startswith("split:movielens-tiny@v1  <- split (run 2")
     assert text[1].startswith("  dataset: dataset:movielens-tiny@v1  <- ingest (run 1")
-    nodes = [json.loads(line) for line in populated("store", "lineage", "split:movielens-tiny", "--json").stdout.splitlines()]
-    assert [(n["kind"], n["depth"], n["run"]["stage"]) for n in nodes] == [("split", 0, "split"), ("dataset", 1, "ingest")]
+    nodes = [
+        json.loads(line) for line in populated("store", "lineage", "split:movielens-tiny", "--json").stdout.splitlines()
+    ]
+    assert [(n["kind"], n["depth"], n["run"]["stage"]) for n in nodes] == [
+        ("split", 0, "split"),
+        ("dataset", 1, "ingest"),
+    ]
 
 
 def test_verify_exits_4_on_tampering(populated, store_path):
@@ -104,7 +111,8 @@ def test_help_starts_without_heavy_imports():
     code = (
         "import sys; from lettingo_cli.cli import main; sys.argv = ['lettingo', '--help']\n"
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
-        "heavy = [m for m in ('torch', 'transformers', 'trl', 'peft', 'llama_cpp', 'sqlite_utils', 'numpy') if m in sys.modules]\n"
+        "heavy = [m for m in ('torch', 'transformers', 'trl', 'peft', 'llama_cpp', 'sqlite_utils', 'numpy')"
+        " if m in sys.modules]\n"
         "print('HEAVY', heavy, file=sys.stderr)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -116,10 +124,14 @@ def test_console_script_reports_errors_in_one_line(tmp_path):
     env = {**os.environ, "LETTINGO_STORE": str(tmp_path / "x.db")}
     result = subprocess.run(["lettingo", "store", "show", "nothing"], capture_output=True, text=True, env=env)
     assert result.returncode == 3
-    assert result.stderr.strip().splitlines() == [f"lettingo: error: no lettingo store at {tmp_path / 'x.db'} (ingest a dataset first, or pass --store)"]
+    assert result.stderr.strip().splitlines() == [
+        f"lettingo: error: no lettingo store at {tmp_path / 'x.db'} (ingest a dataset first, or pass --store)"
+    ]
 
 
-@pytest.mark.parametrize("shell, filename", [("bash", "lettingo.bash"), ("zsh", "_lettingo"), ("fish", "lettingo.fish")])
+@pytest.mark.parametrize(
+    "shell, filename", [("bash", "lettingo.bash"), ("zsh", "_lettingo"), ("fish", "lettingo.fish")]
+)
 def test_completion_scripts_are_current(shell, filename, lettingo):
     """completions/ must equal what the CLI generates (regenerate: lettingo completion SHELL > completions/FILE)."""
     committed = (REPO / "completions" / filename).read_text()

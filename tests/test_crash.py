@@ -26,8 +26,21 @@ def test_kill_9_during_ingest_write_leaves_no_partial_artifact(tmp_path):
     store_path = tmp_path / "lettingo.db"
     small = tmp_path / "small.csv"
     small.write_text("user,item,stars,when\na,x,5,1\nb,x,1,2\n")
-    ingest = ["lettingo", "ingest", "csv", "--user", "user", "--item", "item", "--rating", "stars", "--time", "when",
-              "--store", str(store_path)]
+    ingest = [
+        "lettingo",
+        "ingest",
+        "csv",
+        "--user",
+        "user",
+        "--item",
+        "item",
+        "--rating",
+        "stars",
+        "--time",
+        "when",
+        "--store",
+        str(store_path),
+    ]
     subprocess.run([*ingest, str(small)], check=True, capture_output=True)  # one finished artifact to keep
 
     wal = store_path.with_name(store_path.name + "-wal")

@@ -2,25 +2,51 @@
 
 from __future__ import annotations
 
-
 from lettingo_cli.store import Store
 
 
 def write_pairs(store_path, name, count, chosen="liked drama and war films.", rejected="zz qq xx"):
     store = Store(store_path)
     artifact = store.begin("pairs", name, {}, None)
-    store.insert_rows(artifact, "pairs", [
-        {"user_id": f"u{i}", "pair_index": 0, "prompt": f"Ratings:\n- \"Movie {i}\": liked (5/5)\nProfile:",
-         "chosen": chosen, "rejected": rejected, "chosen_score": 0.9, "rejected_score": 0.1}
-        for i in range(count)
-    ])
+    store.insert_rows(
+        artifact,
+        "pairs",
+        [
+            {
+                "user_id": f"u{i}",
+                "pair_index": 0,
+                "prompt": f'Ratings:\n- "Movie {i}": liked (5/5)\nProfile:',
+                "chosen": chosen,
+                "rejected": rejected,
+                "chosen_score": 0.9,
+                "rejected_score": 0.1,
+            }
+            for i in range(count)
+        ],
+    )
     return store.finalize(artifact)
 
 
 def test_dpo_moves_margins_and_the_adapter_loads(lettingo, store_path, tiny_model, tmp_path):
     write_pairs(store_path, "obvious", 8)
-    result = lettingo("dpo", "pairs:obvious", "--base", tiny_model.hf_dir, "--lr", "5e-3", "--max-steps", "8",
-                      "--batch-size", "2", "--lora-r", "4", "--lora-alpha", "8", "--epochs", "2")
+    result = lettingo(
+        "dpo",
+        "pairs:obvious",
+        "--base",
+        tiny_model.hf_dir,
+        "--lr",
+        "5e-3",
+        "--max-steps",
+        "8",
+        "--batch-size",
+        "2",
+        "--lora-r",
+        "4",
+        "--lora-alpha",
+        "8",
+        "--epochs",
+        "2",
+    )
     assert result.exit_code == 0, result.stderr
     assert result.stdout == "adapter:obvious@v1\n"
     store = Store(store_path)
@@ -60,8 +86,23 @@ def test_kill_9_then_resume_reaches_the_same_step_count(tmp_path, tiny_model):
 
     store_path = tmp_path / "lettingo.db"
     write_pairs(store_path, "many", 16)
-    command = ["lettingo", "dpo", "pairs:many", "--base", str(tiny_model.hf_dir), "--max-steps", "40",
-               "--save-steps", "4", "--batch-size", "2", "--lora-r", "4", "--store", str(store_path)]
+    command = [
+        "lettingo",
+        "dpo",
+        "pairs:many",
+        "--base",
+        str(tiny_model.hf_dir),
+        "--max-steps",
+        "40",
+        "--save-steps",
+        "4",
+        "--batch-size",
+        "2",
+        "--lora-r",
+        "4",
+        "--store",
+        str(store_path),
+    ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and process.poll() is None:
@@ -89,7 +130,10 @@ def test_kill_9_then_resume_reaches_the_same_step_count(tmp_path, tiny_model):
     adapter = store.resolve(resumed.stdout.strip())
     assert adapter.counts["steps"] == 40
     assert not any(f["path"].startswith("checkpoints/") for f in store.files(adapter))
-    steps = [row[0] for row in store.db.execute("SELECT step FROM dpo_steps WHERE run_id = ? ORDER BY step", [adapter.run_id])]
+    steps = [
+        row[0]
+        for row in store.db.execute("SELECT step FROM dpo_steps WHERE run_id = ? ORDER BY step", [adapter.run_id])
+    ]
     assert steps == list(range(1, 41))
 
 
@@ -123,9 +167,30 @@ def test_two_processes_under_torchrun_record_one_adapter(tmp_path, tiny_model):
     store_path = tmp_path / "lettingo.db"
     write_pairs(store_path, "ranks", 8)
     result = subprocess.run(
-        [torchrun, "--nproc_per_node", "2", "-m", "lettingo_cli", "dpo", "pairs:ranks", "--base", str(tiny_model.hf_dir),
-         "--max-steps", "4", "--batch-size", "2", "--save-steps", "2", "--lora-r", "4", "--store", str(store_path)],
-        capture_output=True, text=True, timeout=300,
+        [
+            torchrun,
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "lettingo_cli",
+            "dpo",
+            "pairs:ranks",
+            "--base",
+            str(tiny_model.hf_dir),
+            "--max-steps",
+            "4",
+            "--batch-size",
+            "2",
+            "--save-steps",
+            "2",
+            "--lora-r",
+            "4",
+            "--store",
+            str(store_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout == "adapter:ranks@v1\n"  # rank 1 prints nothing
@@ -133,6 +198,9 @@ def test_two_processes_under_torchrun_record_one_adapter(tmp_path, tiny_model):
     store = Store(store_path)
     adapter = store.resolve("adapter:ranks")
     assert [a.id for a in store.list(kind="adapter")] == [adapter.id]
-    steps = [row[0] for row in store.db.execute("SELECT step FROM dpo_steps WHERE run_id = ? ORDER BY step", [adapter.run_id])]
+    steps = [
+        row[0]
+        for row in store.db.execute("SELECT step FROM dpo_steps WHERE run_id = ? ORDER BY step", [adapter.run_id])
+    ]
     assert steps == [1, 2, 3, 4]
     assert not (tmp_path / ".lettingo-work").exists() or not any((tmp_path / ".lettingo-work").iterdir())

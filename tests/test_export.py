@@ -48,14 +48,17 @@ def test_export_round_trip_verifies_and_the_gguf_generates(split_store, store_pa
     assert sorted(p.name for p in out.iterdir()) == ["model-q4_k_m.gguf", "model-q8_0.gguf", "report.json"]
 
     # a laptop: one file, plain llama-cpp-python
-    code = ("from llama_cpp import Llama; m = Llama(model_path='%s', verbose=False); "
-            "print(repr(m('Profile:', max_tokens=5, temperature=0)['choices'][0]['text']))" % (out / "model-q4_k_m.gguf"))
+    code = (
+        "from llama_cpp import Llama; m = Llama(model_path='%s', verbose=False); "
+        "print(repr(m('Profile:', max_tokens=5, temperature=0)['choices'][0]['text']))" % (out / "model-q4_k_m.gguf")
+    )
     bare = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert bare.returncode == 0, bare.stderr
 
     # the exported model is a generator like any other
-    gen = split_store("gen", "--users", "test", "--generator", "gguf:export:obvious?quant=q4_k_m", "--n", "1",
-                      "--max-tokens", "8")
+    gen = split_store(
+        "gen", "--users", "test", "--generator", "gguf:export:obvious?quant=q4_k_m", "--n", "1", "--max-tokens", "8"
+    )
     assert gen.exit_code == 0, gen.stderr
     rows = list(store.rows(store.resolve(gen.stdout.strip()), "profiles"))
     assert len(rows) == 5 and rows[0]["generator"].startswith("gguf:obvious-v1-q4_k_m")
@@ -64,8 +67,9 @@ def test_export_round_trip_verifies_and_the_gguf_generates(split_store, store_pa
     assert again.exit_code == 0 and again.stdout == "export:obvious@v1\n" and "already exported" in again.stderr
 
     # a second round starts from the export's merged checkpoint
-    second = split_store("dpo", "pairs:obvious", "--base", "export:obvious", "--max-steps", "2", "--lora-r", "4",
-                         "--name", "round2")
+    second = split_store(
+        "dpo", "pairs:obvious", "--base", "export:obvious", "--max-steps", "2", "--lora-r", "4", "--name", "round2"
+    )
     assert second.exit_code == 0, second.stderr
     base = Path(Store(store_path).run(Store(store_path).resolve("adapter:round2").run_id)["params"]["base"])
     assert (base / "config.json").exists() and base != tiny_model.hf_dir
@@ -95,16 +99,33 @@ def test_missing_llama_cpp_python_exits_5(tmp_path, store_path):
     hidden.mkdir(parents=True)
     (hidden / "__init__.py").write_text("raise ImportError('No module named llama_cpp')\n")
     env = {**__import__("os").environ, "PYTHONPATH": str(hidden.parent)}
-    result = subprocess.run([sys.executable, "-m", "lettingo_cli", "export", "--store", str(store_path)],
-                            capture_output=True, text=True, env=env, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "lettingo_cli", "export", "--store", str(store_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert result.returncode == 5
     assert result.stderr.strip().count("\n") == 0 and "llama-cpp-python" in result.stderr
 
 
 def test_lora_only_applies_at_run_time_and_matches_the_merged_model(split_store, store_path, tiny_model, tmp_path):
     write_pairs(store_path, "strong", 8)
-    trained = split_store("dpo", "pairs:strong", "--base", tiny_model.hf_dir, "--max-steps", "8", "--lr", "5e-3",
-                          "--lora-r", "4", "--lora-alpha", "8")
+    trained = split_store(
+        "dpo",
+        "pairs:strong",
+        "--base",
+        tiny_model.hf_dir,
+        "--max-steps",
+        "8",
+        "--lr",
+        "5e-3",
+        "--lora-r",
+        "4",
+        "--lora-alpha",
+        "8",
+    )
     assert trained.exit_code == 0, trained.stderr
     out = tmp_path / "lora"
     result = split_store("export", "adapter:strong", "--lora-only", "--out", out)
@@ -117,9 +138,11 @@ def test_lora_only_applies_at_run_time_and_matches_the_merged_model(split_store,
     assert facts["agreement"] >= 0.9 and facts["lora"]["provenance"]["lettingo.pairs.ref"] == "pairs:strong@v1"
     assert sorted(p.name for p in out.iterdir()) == ["adapter-lora.gguf", "base-f16.gguf", "report.json"]
 
-    code = ("from llama_cpp import Llama; m = Llama(model_path='%s', lora_path='%s', verbose=False); "
-            "print(repr(m('Profile:', max_tokens=4, temperature=0)['choices'][0]['text']))"
-            % (out / "base-f16.gguf", out / "adapter-lora.gguf"))
+    code = (
+        f"from llama_cpp import Llama; m = Llama(model_path='{out / 'base-f16.gguf'}', "
+        f"lora_path='{out / 'adapter-lora.gguf'}', verbose=False); "
+        "print(repr(m('Profile:', max_tokens=4, temperature=0)['choices'][0]['text']))"
+    )
     bare = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert bare.returncode == 0, bare.stderr
     gen = split_store("gen", "--users", "2", "--generator", "gguf:export:strong", "--n", "1", "--max-tokens", "6")

@@ -6,7 +6,8 @@ import gzip
 import json
 import sqlite3
 
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from lettingo_cli.store import Store
 from tests.conftest import write_amazon, write_ml100k, write_ml_csv, write_ratings_csv
@@ -45,7 +46,10 @@ def test_movielens_csv_release(lettingo, store_path, tmp_path):
     assert result.exit_code == 0, result.stderr
     payload = json.loads(result.stdout)
     assert {key: payload[key] for key in ("kind", "name", "version", "count")} == {
-        "kind": "dataset", "name": "ml-latest-tiny", "version": 1, "count": 3,
+        "kind": "dataset",
+        "name": "ml-latest-tiny",
+        "version": 1,
+        "count": 3,
     }
     assert payload["counts"]["items"] == 3  # an unrated movie is still an item
     rows = store_rows(store_path, "SELECT item_id, title, text FROM items ORDER BY item_id")
@@ -74,8 +78,21 @@ def test_generic_csv_and_jsonl(lettingo, store_path, tmp_path):
         tmp_path / "shop.csv",
         [("alice", "x1", "5", "2024-01-02T03:04:05", "Blue Kettle"), ("bob", "x1", "2", "1704164645", "Blue Kettle")],
     )
-    result = lettingo("ingest", "csv", csv_path, "--user", "user", "--item", "item", "--rating", "stars",
-                      "--time", "when", "--title", "name")
+    result = lettingo(
+        "ingest",
+        "csv",
+        csv_path,
+        "--user",
+        "user",
+        "--item",
+        "item",
+        "--rating",
+        "stars",
+        "--time",
+        "when",
+        "--title",
+        "name",
+    )
     assert result.exit_code == 0, result.stderr
     assert result.stdout.strip() == "dataset:shop@v1"
     assert store_rows(store_path, "SELECT ts FROM interactions ORDER BY user_id") == [(1704164645,), (1704164645,)]
@@ -85,8 +102,9 @@ def test_generic_csv_and_jsonl(lettingo, store_path, tmp_path):
     with gzip.open(jsonl, "wt") as handle:
         handle.write(json.dumps({"u": 1, "i": "b", "r": 4, "t": 10, "desc": "A book"}) + "\n")
         handle.write(json.dumps({"u": 2, "i": "b", "r": 1.5, "t": 11, "desc": "A book"}) + "\n")
-    result = lettingo("ingest", "jsonl", jsonl, "--user", "u", "--item", "i", "--rating", "r", "--time", "t",
-                      "--text", "desc")
+    result = lettingo(
+        "ingest", "jsonl", jsonl, "--user", "u", "--item", "i", "--rating", "r", "--time", "t", "--text", "desc"
+    )
     assert result.exit_code == 0, result.stderr
     assert result.stdout.strip() == "dataset:events@v1"
 
@@ -113,7 +131,10 @@ def assert_one_clear_line(result, *fragments):
 def test_bad_inputs_name_file_and_line_and_leave_the_store_unchanged(lettingo, store_path, tmp_path):
     good = write_ml100k(tmp_path / "good")
     assert lettingo("ingest", "movielens", good).exit_code == 0
-    before = store_rows(store_path, "SELECT COUNT(*) FROM artifacts")[0][0], store_rows(store_path, "SELECT COUNT(*) FROM interactions")
+    before = (
+        store_rows(store_path, "SELECT COUNT(*) FROM artifacts")[0][0],
+        store_rows(store_path, "SELECT COUNT(*) FROM interactions"),
+    )
 
     bad = write_ml100k(tmp_path / "bad")
     data = (bad / "u.data").read_text().splitlines()
@@ -126,29 +147,56 @@ def test_bad_inputs_name_file_and_line_and_leave_the_store_unchanged(lettingo, s
     cases.append((["movielens", wrong_columns], ("u.data:2", "expected 4 tab-separated columns")))
     encoding = tmp_path / "enc.csv"
     encoding.write_bytes(b"user,item,stars,when\nu1,i1,4,100\nu\xe9,i2,3,200\n")
-    cases.append((["csv", encoding, "--user", "user", "--item", "item", "--rating", "stars", "--time", "when"],
-                  ("enc.csv:3", "bad encoding")))
+    cases.append(
+        (
+            ["csv", encoding, "--user", "user", "--item", "item", "--rating", "stars", "--time", "when"],
+            ("enc.csv:3", "bad encoding"),
+        )
+    )
     empty = tmp_path / "empty.csv"
     empty.write_text("")
-    cases.append((["csv", empty, "--user", "user", "--item", "item", "--rating", "stars", "--time", "when"],
-                  ("empty.csv", "file is empty")))
-    cases.append((["csv", tmp_path / "nope.csv", "--user", "u", "--item", "i", "--rating", "r", "--time", "t"],
-                  ("nope.csv", "no such file")))
+    cases.append(
+        (
+            ["csv", empty, "--user", "user", "--item", "item", "--rating", "stars", "--time", "when"],
+            ("empty.csv", "file is empty"),
+        )
+    )
+    cases.append(
+        (
+            ["csv", tmp_path / "nope.csv", "--user", "u", "--item", "i", "--rating", "r", "--time", "t"],
+            ("nope.csv", "no such file"),
+        )
+    )
     short_row = tmp_path / "short.csv"
     short_row.write_text("user,item,stars,when\nu1,i1,4,100\nu2,i2\n")
-    cases.append((["csv", short_row, "--user", "user", "--item", "item", "--rating", "stars", "--time", "when"],
-                  ("short.csv:3", "expected 4 columns, found 2")))
+    cases.append(
+        (
+            ["csv", short_row, "--user", "user", "--item", "item", "--rating", "stars", "--time", "when"],
+            ("short.csv:3", "expected 4 columns, found 2"),
+        )
+    )
     no_column = tmp_path / "nocol.csv"
     no_column.write_text("user,item,when\nu1,i1,100\n")
-    cases.append((["csv", no_column, "--user", "user", "--item", "item", "--rating", "stars", "--time", "when"],
-                  ("nocol.csv:1", "missing column(s) stars")))
+    cases.append(
+        (
+            ["csv", no_column, "--user", "user", "--item", "item", "--rating", "stars", "--time", "when"],
+            ("nocol.csv:1", "missing column(s) stars"),
+        )
+    )
     bad_json = tmp_path / "bad.jsonl"
     bad_json.write_text('{"u": 1, "i": 2, "r": 3, "t": 4}\n{"u": 1, "i":\n')
-    cases.append((["jsonl", bad_json, "--user", "u", "--item", "i", "--rating", "r", "--time", "t"],
-                  ("bad.jsonl:2", "invalid JSON")))
+    cases.append(
+        (
+            ["jsonl", bad_json, "--user", "u", "--item", "i", "--rating", "r", "--time", "t"],
+            ("bad.jsonl:2", "invalid JSON"),
+        )
+    )
     for args, fragments in cases:
         assert_one_clear_line(lettingo("ingest", *args), *fragments)
-    after = store_rows(store_path, "SELECT COUNT(*) FROM artifacts")[0][0], store_rows(store_path, "SELECT COUNT(*) FROM interactions")
+    after = (
+        store_rows(store_path, "SELECT COUNT(*) FROM artifacts")[0][0],
+        store_rows(store_path, "SELECT COUNT(*) FROM interactions"),
+    )
     assert after == before
     assert Store(store_path).verify()["ok"]
 

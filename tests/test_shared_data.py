@@ -46,8 +46,13 @@ def test_amazon_categories(lettingo, store_path):
     counts = Store(store_path).resolve("All_Beauty_5").counts
     assert counts["interactions"] == 5269 - 1027 and counts["items"] == 85
 
-    magazines = lettingo("ingest", "amazon", folder / "Magazine_Subscriptions_5.json.gz",
-                         "--meta", folder / "meta_Magazine_Subscriptions.json.gz")
+    magazines = lettingo(
+        "ingest",
+        "amazon",
+        folder / "Magazine_Subscriptions_5.json.gz",
+        "--meta",
+        folder / "meta_Magazine_Subscriptions.json.gz",
+    )
     assert magazines.exit_code == 0, magazines.stderr
     store = Store(store_path)
     artifact = store.resolve("Magazine_Subscriptions_5")

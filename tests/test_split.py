@@ -13,8 +13,17 @@ from tests.conftest import write_ml100k, write_ratings_csv
 
 @pytest.mark.parametrize(
     "rating, expected",
-    [(1, "dislike"), (2, "dislike"), (2.5, "dislike"), (3, "neutral"), (3.5, "neutral"), (4, "like"), (5, "like"),
-     (0.5, "dislike"), (4.5, "like")],
+    [
+        (1, "dislike"),
+        (2, "dislike"),
+        (2.5, "dislike"),
+        (3, "neutral"),
+        (3.5, "neutral"),
+        (4, "like"),
+        (5, "like"),
+        (0.5, "dislike"),
+        (4.5, "like"),
+    ],
 )
 def test_sentiment_thresholds_round_half_stars_down(rating, expected):
     assert sentiment(rating) == expected
@@ -35,16 +44,22 @@ def one_user_history(tmp_path, n=45):
 
 def test_roles_follow_the_protocol(lettingo, store_path, tmp_path):
     path = one_user_history(tmp_path)
-    assert lettingo("ingest", "csv", path, "--user", "user", "--item", "item", "--rating", "stars", "--time", "when").exit_code == 0
-    result = lettingo("split", "--targets", "2", "--recent", "10", "--history", "30", "--min-interactions", "5",
-                      "--test-users", "0")
+    assert (
+        lettingo(
+            "ingest", "csv", path, "--user", "user", "--item", "item", "--rating", "stars", "--time", "when"
+        ).exit_code
+        == 0
+    )
+    result = lettingo(
+        "split", "--targets", "2", "--recent", "10", "--history", "30", "--min-interactions", "5", "--test-users", "0"
+    )
     assert result.exit_code == 0, result.stderr
     conn = sqlite3.connect(store_path)
     rows = conn.execute(
         "SELECT role, position, item_id, sentiment FROM split_interactions ORDER BY role, position"
     ).fetchall()
     by_role = {}
-    for role, position, item, label in rows:
+    for role, _position, item, label in rows:
         by_role.setdefault(role, []).append((item, label))
     # 47 events: the last 2 (the tie, item id order) are targets, the 10 before recent, then 30 of the 35 older
     assert by_role["target"] == [("tie-a", "dislike"), ("tie-b", "like")]
@@ -81,7 +96,12 @@ def test_train_and_test_users_are_disjoint_seeded_and_balanced_report(lettingo, 
 def test_min_interactions_and_train_cap(lettingo, store_path, tmp_path):
     rows = [(f"u{u}", f"i{i}", "4", str(i), "") for u in range(4) for i in range(12 + u * 10)]
     path = write_ratings_csv(tmp_path / "r.csv", rows)
-    assert lettingo("ingest", "csv", path, "--user", "user", "--item", "item", "--rating", "stars", "--time", "when").exit_code == 0
+    assert (
+        lettingo(
+            "ingest", "csv", path, "--user", "user", "--item", "item", "--rating", "stars", "--time", "when"
+        ).exit_code
+        == 0
+    )
     result = lettingo("split", "--min-interactions", "20", "--test-users", "1", "--train-users", "1", "--json")
     assert result.exit_code == 0, result.stderr
     import json

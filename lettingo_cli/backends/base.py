@@ -1,9 +1,11 @@
-"""The one backend interface that `gen` (and later `score`) use, whatever runs the model."""
+"""The one backend interface, whatever runs the model: text generation (gen) and label scoring (the LLM
+predictor of score and eval)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Protocol, Sequence, Union
+from typing import Protocol, Union
 
 # A prompt is completion text for base models, or chat messages for models with a chat template.
 Prompt = Union[str, list[dict]]
@@ -34,9 +36,18 @@ class Backend(Protocol):
     label: str  # the stable name stored with every profile, e.g. "gguf:gemma-3-270m-q4_k_m@a5fd3b62"
     chat: bool  # True: prompts are chat messages; False: completion text
     details: dict  # what to record in the artifact's parameters (file hash, backend version, ...)
+    # True: label_logprobs are the model's own log-probabilities; False: a backend that cannot read them
+    # approximates them from a greedy answer (the label it names gets log-prob 0, the others a large negative).
+    exact_label_logprobs: bool
 
     def generate(self, requests: Sequence[Request], options: SamplingOptions) -> Iterator[tuple[int, Generation]]:
         """Generate one completion per request; yield (request index, generation) as each finishes."""
+        ...
+
+    def label_logprobs(self, prefix: str, suffixes: Sequence[str], labels: Sequence[str]) -> list[dict[str, float]]:
+        """log P(label | prefix + suffix) for each suffix (in order) and each label (the answer's token text,
+        e.g. " like"). Completion text, not chat: the prefix is shared by all suffixes, so a backend may read
+        it once."""
         ...
 
     def close(self) -> None: ...

@@ -1,16 +1,18 @@
-"""transformers backend (`hf:MODEL_DIR_OR_ID`): batched sampling, bf16 on CPU (faster here: pitfalls.md),
+"""transformers backend (`hf:MODEL_DIR_OR_ID`): batched sampling, bf16 on CPU (faster here: docs/pitfalls.md),
 the GPU when there is one."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 from lettingo_cli.backends.base import Generation, Request, SamplingOptions, cut_at_stop
 from lettingo_cli.errors import LettingoError, require
 
 
 class TransformersBackend:
+    exact_label_logprobs = True
+
     def __init__(self, model: str, spec: str, label: str, batch_size: int = 16, chat: bool | None = None):
         torch = self.torch = require("torch")
         transformers = require("transformers")
@@ -66,7 +68,7 @@ class TransformersBackend:
                 n_tokens = len(self.tokenizer(text, add_special_tokens=False)["input_ids"]) if stopped else len(row)
                 yield start + offset, Generation(text=text, n_tokens=n_tokens, finished=ended or stopped)
 
-    def label_logprobs(self, prefix: str, suffixes: Sequence[str], labels: Sequence[str], reuse_prefix: bool = True):
+    def label_logprobs(self, prefix: str, suffixes: Sequence[str], labels: Sequence[str]):
         """log P(label | prefix + suffix): one batched forward pass of the three label continuations per suffix
         (no prefix reuse here; the llama.cpp backend is the fast predictor)."""
         torch, tokenizer = self.torch, self.tokenizer
@@ -77,10 +79,14 @@ class TransformersBackend:
             context = prefix_ids + tokenizer(suffix, add_special_tokens=False)["input_ids"]
             rows = [context + label_ids[label] for label in labels]
             width = max(len(row) for row in rows)
-            input_ids = torch.tensor([row + [tokenizer.pad_token_id] * (width - len(row)) for row in rows], device=self.device)
+            input_ids = torch.tensor(
+                [row + [tokenizer.pad_token_id] * (width - len(row)) for row in rows], device=self.device
+            )
             mask = torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in rows], device=self.device)
             with torch.inference_mode():
-                logprobs = torch.log_softmax(self.model(input_ids=input_ids, attention_mask=mask).logits.float(), dim=-1)
+                logprobs = torch.log_softmax(
+                    self.model(input_ids=input_ids, attention_mask=mask).logits.float(), dim=-1
+                )
             scores = {}
             for row, label in enumerate(labels):
                 positions = range(len(context) - 1, len(context) - 1 + len(label_ids[label]))

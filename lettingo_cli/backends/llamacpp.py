@@ -10,25 +10,22 @@ from __future__ import annotations
 import ctypes
 import os
 from collections import deque
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 from lettingo_cli.backends.base import Generation, Request, SamplingOptions, cut_at_stop
 from lettingo_cli.errors import LettingoError, require
+from lettingo_cli.gguf_files import quiet_llama_cpp
 
-
-_QUIET_CALLBACK = []  # keeps the ctypes callback alive while llama.cpp holds it
-
-
-def quiet_llama_cpp(llama_cpp) -> None:
-    """llama.cpp logs every load to stderr; keep stderr for lettingo's own lines unless LETTINGO_DEBUG is set."""
-    if os.environ.get("LETTINGO_DEBUG") or _QUIET_CALLBACK:
-        return
-    _QUIET_CALLBACK.append(llama_cpp.llama_log_callback(lambda level, text, user_data: None))
-    llama_cpp.llama_log_set(_QUIET_CALLBACK[0], ctypes.c_void_p(0))
+# One decode call takes at most BATCH_TOKENS tokens (prompts are fed in chunks of this size), computed in
+# micro-batches of MICRO_BATCH_TOKENS; labelled suffixes of one user are decoded together up to BATCH_TOKENS.
+BATCH_TOKENS = 2048
+MICRO_BATCH_TOKENS = 512
 
 
 class LlamaCppBackend:
+    exact_label_logprobs = True
+
     def __init__(
         self,
         path: Path,
@@ -60,8 +57,8 @@ class LlamaCppBackend:
 
         context_params = llama_cpp.llama_context_default_params()
         context_params.n_ctx = parallel * context_per_sequence
-        context_params.n_batch = 2048
-        context_params.n_ubatch = 512
+        context_params.n_batch = BATCH_TOKENS
+        context_params.n_ubatch = MICRO_BATCH_TOKENS
         context_params.n_seq_max = parallel
         context_params.kv_unified = True  # sequences share the shared-prompt cells
         context_params.n_threads = context_params.n_threads_batch = threads or os.cpu_count() or 1
@@ -72,7 +69,10 @@ class LlamaCppBackend:
         if lora is not None:  # a GGUF LoRA (export --lora-only) applied at run time over this base
             self.lora = llama_cpp.llama_adapter_lora_init(self.model, str(lora).encode())
             adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(self.lora)
-            if not self.lora or llama_cpp.llama_set_adapters_lora(self.ctx, adapters, 1, (ctypes.c_float * 1)(1.0)) != 0:
+            if (
+                not self.lora
+                or llama_cpp.llama_set_adapters_lora(self.ctx, adapters, 1, (ctypes.c_float * 1)(1.0)) != 0
+            ):
                 raise LettingoError(f"llama.cpp could not apply the LoRA {lora} to {self.path}")
         self.memory = llama_cpp.llama_get_memory(self.ctx)
         self.n_batch = context_params.n_batch
@@ -103,8 +103,10 @@ class LlamaCppBackend:
             return self.tokenize(prompt)
         from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-        text = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True).from_string(self.chat_template).render(
-            messages=prompt, add_generation_prompt=True, bos_token="", eos_token=""
+        text = (
+            ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+            .from_string(self.chat_template)
+            .render(messages=prompt, add_generation_prompt=True, bos_token="", eos_token="")
         )
         return self.tokenize(text, add_bos=True, special=True)
 
@@ -207,7 +209,7 @@ class LlamaCppBackend:
 
     # --- label scoring (the predictor) --------------------------------------------------------------------
 
-    def label_logprobs(self, prefix: str, suffixes: Sequence[str], labels: Sequence[str], reuse_prefix: bool = True):
+    def label_logprobs(self, prefix: str, suffixes: Sequence[str], labels: Sequence[str], *, reuse_prefix: bool = True):
         """log P(label | prefix + suffix) for each suffix and label, one forward pass per suffix.
 
         With `reuse_prefix` the shared prefix is decoded once, tagged with one sequence id per suffix, and the
@@ -286,11 +288,16 @@ class LlamaCppBackend:
         rows = []
         for start in range(0, len(tokens), self.n_batch):
             self.batch.n_tokens = 0
-            indices = [self._add(token, start + offset, [0], start + offset >= len(tokens) - count)
-                       for offset, token in enumerate(tokens[start : start + self.n_batch])]
+            indices = [
+                self._add(token, start + offset, [0], start + offset >= len(tokens) - count)
+                for offset, token in enumerate(tokens[start : start + self.n_batch])
+            ]
             self._decode()
-            rows += [self._log_softmax(index, np) for offset, index in enumerate(indices)
-                     if start + offset >= len(tokens) - count]
+            rows += [
+                self._log_softmax(index, np)
+                for offset, index in enumerate(indices)
+                if start + offset >= len(tokens) - count
+            ]
         return np.stack(rows)
 
     def _log_softmax(self, batch_index: int, np):

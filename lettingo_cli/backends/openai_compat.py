@@ -12,8 +12,8 @@ import os
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from typing import Iterator, Sequence
 from urllib.parse import urlsplit
 
 from lettingo_cli.backends.base import Generation, Request, SamplingOptions, cut_at_stop
@@ -25,8 +25,18 @@ TIMEOUT_S = 600
 
 
 class OpenAIBackend:
-    def __init__(self, model: str, url: str, spec: str, label: str, concurrency: int = 4, chat: bool = True,
-                 key_env: str | None = None):
+    exact_label_logprobs = False  # servers need not return log-probs: a greedy answer stands in (label_logprobs)
+
+    def __init__(
+        self,
+        model: str,
+        url: str,
+        spec: str,
+        label: str,
+        concurrency: int = 4,
+        chat: bool = True,
+        key_env: str | None = None,
+    ):
         self.model, self.spec, self.label, self.chat = model, spec, label, chat
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https"):
@@ -37,8 +47,12 @@ class OpenAIBackend:
         self.api_key = next((os.environ[name] for name in names if os.environ.get(name)), None)
         if key_env and not self.api_key:
             raise LettingoError(f"{spec}: the environment variable {key_env} is not set")
-        self.details = {"backend": "openai-compatible", "model": model, "base_url": self.base_url,
-                        "endpoint": "chat/completions" if chat else "completions"}
+        self.details = {
+            "backend": "openai-compatible",
+            "model": model,
+            "base_url": self.base_url,
+            "endpoint": "chat/completions" if chat else "completions",
+        }
 
     def _post(self, endpoint: str, payload: dict) -> dict:
         headers = {"Content-Type": "application/json"}
@@ -67,12 +81,18 @@ class OpenAIBackend:
         raise AssertionError("unreachable")
 
     def _one(self, request: Request, options: SamplingOptions) -> Generation:
-        common = {"model": self.model, "max_tokens": options.max_tokens, "temperature": options.temperature,
-                  "seed": request.seed}
+        common = {
+            "model": self.model,
+            "max_tokens": options.max_tokens,
+            "temperature": options.temperature,
+            "seed": request.seed,
+        }
         if options.stop:
             common["stop"] = list(options.stop)[:4]  # the OpenAI API takes at most 4
         if self.chat:
-            messages = request.prompt if isinstance(request.prompt, list) else [{"role": "user", "content": request.prompt}]
+            messages = (
+                request.prompt if isinstance(request.prompt, list) else [{"role": "user", "content": request.prompt}]
+            )
             answer = self._post("chat/completions", {**common, "messages": messages})
             choice = answer["choices"][0]
             text = choice["message"].get("content") or ""
@@ -84,7 +104,7 @@ class OpenAIBackend:
         n_tokens = int((answer.get("usage") or {}).get("completion_tokens") or 0)
         return Generation(text=text, n_tokens=n_tokens, finished=stopped or choice.get("finish_reason") == "stop")
 
-    def label_logprobs(self, prefix: str, suffixes: Sequence[str], labels: Sequence[str], reuse_prefix: bool = True):
+    def label_logprobs(self, prefix: str, suffixes: Sequence[str], labels: Sequence[str]):
         """Servers need not return log-probs, so the predictor falls back to a greedy text answer: the label the
         answer starts with gets log-prob 0 and the others ANSWER_MISS; an answer naming no label gives every label
         the same value (P = 1/3 each)."""

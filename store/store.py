@@ -1,8 +1,9 @@
-"""The artifact store: one SQLite database plus a content-addressed blob folder beside it.
+"""The Store: one SQLite database plus a content-addressed blob folder beside it.
 
 Artifacts are immutable and versioned per (kind, name). Row data live in real tables keyed by artifact id
-(see store/*.sql); large files live in the blob folder, named by their sha256. A resumable stage writes
-into a *pending* artifact, which gets its version and content hash only when `finalize` seals it.
+(see migrations/*.sql); large files live in the blob folder, named by their sha256. A stage writes into a
+*pending* artifact, which gets its version and content hash only when `finalize` seals it; `stage()` (the
+stage protocol, stage.py) is how every stage does that. Every SQL statement of lettingo is in this package.
 """
 
 from __future__ import annotations
@@ -14,73 +15,29 @@ import re
 import shutil
 import sys
 import tempfile
-from dataclasses import dataclass
-from datetime import datetime, timezone
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from importlib import resources
-from importlib.metadata import PackageNotFoundError, version as package_version
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from lettingo_cli import __version__
+from lettingo_cli.digest import HASH_CHUNK_BYTES, canonical_json
 from lettingo_cli.errors import ArtifactNotFound, LettingoError
+from lettingo_cli.store.artifact import KINDS, PRIMARY_TABLE, ROW_TABLES, Artifact, check_name
+from lettingo_cli.store.upkeep import Upkeep
 
-
-def _import_sqlite_utils():
-    """sqlite-utils imports pandas and numpy when installed, only to map their scalar types to column types.
-    lettingo's schema is SQL, so hide them during that import: it saves ~0.3 s on every store command."""
-    hidden = [name for name in ("pandas", "numpy") if name not in sys.modules]
-    for name in hidden:
-        sys.modules[name] = None  # makes `import name` raise ImportError
-    try:
-        import sqlite_utils
-        from sqlite_utils.migrations import Migrations
-    finally:
-        for name in hidden:
-            del sys.modules[name]
-    return sqlite_utils, Migrations
-
-
-sqlite_utils, Migrations = _import_sqlite_utils()
-
-KINDS = ("dataset", "split", "profiles", "scores", "pairs", "adapter", "export", "eval")
-
-# The row tables of each kind, each with the columns that order its rows canonically (its primary key).
-ROW_TABLES: dict[str, dict[str, tuple[str, ...]]] = {
-    "dataset": {"interactions": ("user_id", "seq"), "items": ("item_id",), "users": ("user_id",)},
-    "split": {"split_interactions": ("user_id", "role", "position"), "split_users": ("user_id",)},
-    "profiles": {"profiles": ("user_id", "generator", "sample_index")},
-    "scores": {"scores": ("user_id", "generator", "sample_index", "target_position")},
-    "pairs": {"pairs": ("user_id", "pair_index")},
-}
-# The table whose row count is an artifact's `count`.
-PRIMARY_TABLE = {
-    "dataset": "interactions",
-    "split": "split_users",
-    "profiles": "profiles",
-    "scores": "scores",
-    "pairs": "pairs",
-}
+# The packages whose versions every artifact records (what made it).
 KEY_PACKAGES = ("torch", "transformers", "trl", "peft", "llama-cpp-python", "sqlite-utils", "typer")
+# How long a writer waits for another process's write transaction before giving up.
 BUSY_TIMEOUT_MS = 30_000
-_HASH_CHUNK = 1 << 20
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+INSERT_BATCH_ROWS = 10_000  # rows per INSERT statement batch: bounded memory for multi-million-row datasets
 
 
 def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def canonical_json(value) -> str:
-    """The one JSON spelling hashes are computed over: sorted keys, no spaces, UTF-8."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def package_versions() -> dict[str, str]:
@@ -93,89 +50,29 @@ def package_versions() -> dict[str, str]:
     return found
 
 
-def check_name(name: str) -> str:
-    if not _NAME_RE.match(name):
-        raise LettingoError(
-            f"invalid artifact name {name!r}: use letters, digits, '.', '_' and '-', starting with a letter or digit"
-        )
-    return name
+def _import_sqlite_utils():
+    """sqlite-utils imports pandas and numpy when installed, only to map their scalar types to column types.
+    lettingo's schema is SQL, so hide them during that import: it saves ~0.3 s on every store command."""
+    hidden = [name for name in ("pandas", "numpy") if name not in sys.modules]
+    for name in hidden:
+        sys.modules[name] = None  # makes `import name` raise ImportError
+    try:
+        import sqlite_utils
+    finally:
+        for name in hidden:
+            del sys.modules[name]
+    return sqlite_utils
 
 
-def safe_name(text: str) -> str:
-    """Turn a file or folder name into a valid artifact name (`All Beauty 5` -> `All-Beauty-5`)."""
-    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-._")
-    return cleaned or "dataset"
+def _migrations():
+    """Register every migrations/NNNN_*.sql file, in order, as one sqlite-utils migration."""
+    _import_sqlite_utils()
+    from sqlite_utils.migrations import Migrations
 
-
-@dataclass(frozen=True)
-class Artifact:
-    id: int
-    kind: str
-    name: str
-    version: int | None
-    status: str
-    content_hash: str | None
-    params: dict
-    counts: dict
-    report: dict
-    lettingo_version: str
-    package_versions: dict
-    run_id: int | None
-    created_at: str
-
-    @property
-    def ref(self) -> str:
-        return f"{self.kind}:{self.name}@v{self.version}"
-
-    @property
-    def count(self) -> int:
-        return int(self.counts.get("rows", 0))
-
-    def to_json(self) -> dict:
-        return {
-            "id": self.id,
-            "ref": self.ref,
-            "kind": self.kind,
-            "name": self.name,
-            "version": self.version,
-            "count": self.count,
-            "counts": self.counts,
-            "content_hash": self.content_hash,
-            "params": self.params,
-            "report": self.report,
-            "created_at": self.created_at,
-            "run_id": self.run_id,
-            "lettingo_version": self.lettingo_version,
-            "package_versions": self.package_versions,
-        }
-
-    @classmethod
-    def from_row(cls, row: dict) -> "Artifact":
-        return cls(
-            id=row["id"],
-            kind=row["kind"],
-            name=row["name"],
-            version=row["version"],
-            status=row["status"],
-            content_hash=row["content_hash"],
-            params=json.loads(row["params"]),
-            counts=json.loads(row["counts"]),
-            report=json.loads(row["report"]),
-            lettingo_version=row["lettingo_version"],
-            package_versions=json.loads(row["package_versions"]),
-            run_id=row["run_id"],
-            created_at=row["created_at"],
-        )
-
-
-def _migrations() -> tuple[Migrations, list[str]]:
-    """Register every store/NNNN_*.sql file, in order, as one sqlite-utils migration."""
     migrations = Migrations("lettingo")
     names = []
-    sql_files = sorted(
-        (entry for entry in resources.files("lettingo_cli.migrations").iterdir() if entry.name.endswith(".sql")),
-        key=lambda entry: entry.name,
-    )
+    folder = resources.files("lettingo_cli.store") / "migrations"
+    sql_files = sorted((entry for entry in folder.iterdir() if entry.name.endswith(".sql")), key=lambda e: e.name)
     for entry in sql_files:
         sql = entry.read_text(encoding="utf-8")
         name = entry.name.removesuffix(".sql")
@@ -188,10 +85,11 @@ def _migrations() -> tuple[Migrations, list[str]]:
     return migrations, names
 
 
-class Store:
+class Store(Upkeep):
     """A lettingo store at `path` (the SQLite file) with its blobs in `<path without .db>.blobs/`."""
 
     def __init__(self, path: Path | str, create: bool = True):
+        sqlite_utils = _import_sqlite_utils()
         self.path = Path(path)
         if not self.path.exists() and not create:
             raise ArtifactNotFound(f"no lettingo store at {self.path} (ingest a dataset first, or pass --store)")
@@ -205,6 +103,18 @@ class Store:
         self.db.enable_wal()
         conn.execute("PRAGMA synchronous = NORMAL")
         self._migrate()
+
+    def stage(self, stage: str, kind: str, name: str, params: dict, inputs: dict, **options):
+        """The stage protocol (cache hit, resume, finalize, discard) for one run of a stage: see stage.py."""
+        from lettingo_cli.store.stage import StageRun
+
+        return StageRun(self, stage, kind, name, params, inputs, **options)
+
+    @contextmanager
+    def transaction(self):
+        """One write transaction: all of it lands, or none of it. Nested calls join the outer one."""
+        with self.db.atomic():
+            yield
 
     # --- schema ---------------------------------------------------------------------------------------
 
@@ -247,11 +157,8 @@ class Store:
         return [Artifact.from_row(row) for row in self.db.query(sql, args)]
 
     def latest(self, kind: str) -> Artifact | None:
-        rows = list(
-            self.db.query(
-                "SELECT * FROM artifacts WHERE kind = ? AND status = 'complete' ORDER BY id DESC LIMIT 1", [kind]
-            )
-        )
+        sql = "SELECT * FROM artifacts WHERE kind = ? AND status = 'complete' ORDER BY id DESC LIMIT 1"
+        rows = list(self.db.query(sql, [kind]))
         return Artifact.from_row(rows[0]) if rows else None
 
     def resolve(self, ref: str, kind: str | None = None) -> Artifact:
@@ -279,7 +186,7 @@ class Store:
             if kind and ref_kind != kind:
                 raise ArtifactNotFound(f"{ref} is a {ref_kind}, but a {kind} is needed here")
         kind = ref_kind or kind
-        candidates = [a for a in self.list(kind=kind, name=body)]
+        candidates = self.list(kind=kind, name=body)
         if version is not None:
             candidates = [a for a in candidates if a.version == version]
         else:  # latest version of each kind that has this name
@@ -297,10 +204,27 @@ class Store:
     def rows(self, artifact: Artifact, table: str, where: str = "", args: Iterable = ()) -> Iterator[dict]:
         """An artifact's rows of one table in canonical order, without the artifact_id column."""
         key = ROW_TABLES[artifact.kind][table]
-        sql = f"SELECT * FROM {table} WHERE artifact_id = ? {('AND ' + where) if where else ''} ORDER BY {', '.join(key)}"
+        condition = f"AND {where}" if where else ""
+        sql = f"SELECT * FROM {table} WHERE artifact_id = ? {condition} ORDER BY {', '.join(key)}"
         for row in self.db.query(sql, [artifact.id, *args]):
             row.pop("artifact_id")
             yield row
+
+    def distinct(self, artifact: Artifact, table: str, columns: tuple[str, ...]) -> set[tuple]:
+        """The distinct values of some columns of an artifact's rows (e.g. the users a pending run has done)."""
+        if table not in ROW_TABLES.get(artifact.kind, {}):
+            raise ValueError(f"a {artifact.kind} artifact has no {table} rows")
+        sql = f"SELECT DISTINCT {', '.join(columns)} FROM {table} WHERE artifact_id = ?"
+        return {tuple(row) for row in self.db.execute(sql, [artifact.id]).fetchall()}
+
+    def split_interactions(self, split: Artifact, roles: tuple[str, ...]) -> Iterator[dict]:
+        """A split's interactions of some roles (history, recent, target) with their item's text, in order."""
+        dataset_id = split.params["dataset"]
+        marks = ", ".join("?" for _ in roles)
+        sql = f"""SELECT s.user_id, s.role, s.position, s.item_id, s.rating, s.sentiment, i.text
+                  FROM split_interactions s JOIN items i ON i.artifact_id = ? AND i.item_id = s.item_id
+                  WHERE s.artifact_id = ? AND s.role IN ({marks}) ORDER BY s.user_id, s.role, s.position"""
+        yield from self.db.query(sql, [dataset_id, split.id, *roles])
 
     # --- runs and the run cache -----------------------------------------------------------------------
 
@@ -333,40 +257,40 @@ class Store:
         return Artifact.from_row(rows[0]) if rows else None
 
     def start_run(self, stage: str, run_key: str, params: dict, inputs: dict[str, Iterable[int] | int]) -> int:
-        with self.db.atomic():
-            run_id = self.db["runs"].insert(
-                {
-                    "stage": stage,
-                    "run_key": run_key,
-                    "params": canonical_json(params),
-                    "status": "running",
-                    "started_at": utc_now(),
-                }
-            ).last_pk
+        with self.transaction():
+            run = {
+                "stage": stage,
+                "run_key": run_key,
+                "params": canonical_json(params),
+                "status": "running",
+                "started_at": utc_now(),
+            }
+            run_id = self.db["runs"].insert(run).last_pk
             for role, ids in inputs.items():
                 for artifact_id in [ids] if isinstance(ids, int) else ids:
-                    self.db["run_inputs"].insert(
-                        {"run_id": run_id, "role": role, "artifact_id": artifact_id}, ignore=True
-                    )
+                    link = {"run_id": run_id, "role": role, "artifact_id": artifact_id}
+                    self.db["run_inputs"].insert(link, ignore=True)
         return run_id
-
-    def begin_or_resume(
-        self, stage: str, kind: str, name: str, params: dict, inputs: dict, run_key: str, force: bool = False
-    ) -> tuple[Artifact, bool]:
-        """The pending artifact an interrupted run with this key left (resumed=True), or a new run's one."""
-        artifact = None if force else self.pending(run_key)
-        if artifact is not None:
-            return artifact, True
-        run_id = self.start_run(stage, run_key, params, inputs)
-        return self.begin(kind, name, params, run_id), False
 
     def run(self, run_id: int) -> dict:
         row = self.db["runs"].get(run_id)
         return {**row, "params": json.loads(row["params"]), "stats": json.loads(row["stats"])}
 
     def run_inputs(self, run_id: int) -> list[tuple[str, Artifact]]:
-        rows = self.db.query("SELECT role, artifact_id FROM run_inputs WHERE run_id = ? ORDER BY role, artifact_id", [run_id])
-        return [(row["role"], self.get(row["artifact_id"])) for row in rows]
+        sql = "SELECT role, artifact_id FROM run_inputs WHERE run_id = ? ORDER BY role, artifact_id"
+        return [(row["role"], self.get(row["artifact_id"])) for row in self.db.query(sql, [run_id])]
+
+    # --- the dpo training log -------------------------------------------------------------------------
+
+    def record_dpo_step(self, run_id: int, step: dict) -> None:
+        """One logged training step of a dpo run (replacing a step logged before a resume)."""
+        with self.transaction():
+            self.db["dpo_steps"].insert({"run_id": run_id, **step}, replace=True)
+
+    def last_dpo_step(self, run_id: int) -> dict | None:
+        sql = "SELECT * FROM dpo_steps WHERE run_id = ? ORDER BY step DESC LIMIT 1"
+        rows = list(self.db.query(sql, [run_id]))
+        return rows[0] if rows else None
 
     # --- writing artifacts ----------------------------------------------------------------------------
 
@@ -375,38 +299,36 @@ class Store:
         if kind not in KINDS:
             raise ValueError(f"unknown kind {kind!r}")
         check_name(name)
-        with self.db.atomic():
-            artifact_id = self.db["artifacts"].insert(
-                {
-                    "kind": kind,
-                    "name": name,
-                    "version": None,
-                    "status": "pending",
-                    "params": canonical_json(params),
-                    "lettingo_version": __version__,
-                    "package_versions": canonical_json(package_versions()),
-                    "run_id": run_id,
-                    "created_at": utc_now(),
-                }
-            ).last_pk
+        with self.transaction():
+            record = {
+                "kind": kind,
+                "name": name,
+                "version": None,
+                "status": "pending",
+                "params": canonical_json(params),
+                "lettingo_version": __version__,
+                "package_versions": canonical_json(package_versions()),
+                "run_id": run_id,
+                "created_at": utc_now(),
+            }
+            artifact_id = self.db["artifacts"].insert(record).last_pk
         return self.get(artifact_id)
 
-    def insert_rows(self, artifact: Artifact, table: str, rows: Iterable[dict], batch_size: int = 10_000) -> None:
-        """Add rows to a pending artifact. Call inside `db.atomic()` to make a batch all-or-nothing."""
+    def insert_rows(self, artifact: Artifact, table: str, rows: Iterable[dict]) -> None:
+        """Add rows to a pending artifact. Call inside `transaction()` to make a batch all-or-nothing."""
         if artifact.status != "pending":
             raise ValueError(f"{artifact.ref} is complete and immutable")
         if table not in ROW_TABLES.get(artifact.kind, {}):
             raise ValueError(f"a {artifact.kind} artifact has no {table} rows")
-        self.db[table].insert_all(
-            ({**row, "artifact_id": artifact.id} for row in rows), batch_size=batch_size, alter=False
-        )
+        rows = ({**row, "artifact_id": artifact.id} for row in rows)
+        self.db[table].insert_all(rows, batch_size=INSERT_BATCH_ROWS, alter=False)
 
     def finalize(
         self, artifact: Artifact, counts: dict | None = None, report: dict | None = None, stats: dict | None = None
     ) -> Artifact:
         """Seal a pending artifact: hash it, and either give it the next version or, when an artifact of the
         same kind and name has identical content, drop it and return that one."""
-        with self.db.atomic():
+        with self.transaction():
             content_hash = self.content_hash(artifact, report or {})
             table_counts = self._table_counts(artifact)
             all_counts = {**table_counts, **(counts or {})}
@@ -427,45 +349,40 @@ class Store:
                     "SELECT COALESCE(MAX(version), 0) + 1 FROM artifacts WHERE kind = ? AND name = ?",
                     [artifact.kind, artifact.name],
                 ).fetchone()[0]
-                self.db["artifacts"].update(
-                    artifact.id,
-                    {
-                        "version": next_version,
-                        "status": "complete",
-                        "content_hash": content_hash,
-                        "counts": canonical_json(all_counts),
-                        "report": canonical_json(report or {}),
-                        "created_at": utc_now(),
-                    },
-                )
+                sealed = {
+                    "version": next_version,
+                    "status": "complete",
+                    "content_hash": content_hash,
+                    "counts": canonical_json(all_counts),
+                    "report": canonical_json(report or {}),
+                    "created_at": utc_now(),
+                }
+                self.db["artifacts"].update(artifact.id, sealed)
                 result = self.get(artifact.id)
             if artifact.run_id is not None:
                 self.finish_run(artifact.run_id, result.id, stats)
         return result
 
     def finish_run(self, run_id: int, output_artifact_id: int, stats: dict | None = None) -> None:
-        self.db["runs"].update(
-            run_id,
-            {
-                "status": "complete",
-                "output_artifact_id": output_artifact_id,
-                "stats": canonical_json(stats or {}),
-                "finished_at": utc_now(),
-            },
-        )
+        finished = {
+            "status": "complete",
+            "output_artifact_id": output_artifact_id,
+            "stats": canonical_json(stats or {}),
+            "finished_at": utc_now(),
+        }
+        self.db["runs"].update(run_id, finished)
 
     def discard(self, artifact: Artifact) -> None:
         """Delete a pending artifact and its rows (its blobs stay until `gc`)."""
         if artifact.status != "pending":
             raise ValueError(f"{artifact.ref} is complete and immutable")
-        with self.db.atomic():
+        with self.transaction():
             self.db.execute("DELETE FROM artifacts WHERE id = ?", [artifact.id])
 
     def _table_counts(self, artifact: Artifact) -> dict[str, int]:
-        return {
-            table: self.db.execute(f"SELECT COUNT(*) FROM {table} WHERE artifact_id = ?", [artifact.id]).fetchone()[0]
-            for table in ROW_TABLES.get(artifact.kind, {})
-        }
+        sql = "SELECT COUNT(*) FROM {} WHERE artifact_id = ?"
+        tables = ROW_TABLES.get(artifact.kind, {})
+        return {table: self.db.execute(sql.format(table), [artifact.id]).fetchone()[0] for table in tables}
 
     # --- content hashes -------------------------------------------------------------------------------
 
@@ -508,7 +425,7 @@ class Store:
         size = 0
         with open(source, "rb") as reader, tempfile.NamedTemporaryFile(dir=tmp_dir, delete=False) as writer:
             try:
-                while chunk := reader.read(_HASH_CHUNK):
+                while chunk := reader.read(HASH_CHUNK_BYTES):
                     digest.update(chunk)
                     writer.write(chunk)
                     size += len(chunk)
@@ -531,16 +448,22 @@ class Store:
         if artifact.status != "pending":
             raise ValueError(f"{artifact.ref} is complete and immutable")
         blob_hash, _ = self.put_blob(Path(source))
-        self.db["artifact_files"].insert(
-            {"artifact_id": artifact.id, "path": path_in_artifact or Path(source).name, "blob_hash": blob_hash},
-            replace=True,
-        )
+        entry = {"artifact_id": artifact.id, "path": path_in_artifact or Path(source).name, "blob_hash": blob_hash}
+        self.db["artifact_files"].insert(entry, replace=True)
         return blob_hash
 
-    def add_dir(self, artifact: Artifact, directory: Path) -> None:
+    def add_dir(self, artifact: Artifact, directory: Path, prefix: str = "") -> None:
+        """Add every file under `directory`, at its relative path (after `prefix`) inside the artifact."""
         directory = Path(directory)
         for file in sorted(p for p in directory.rglob("*") if p.is_file()):
-            self.add_file(artifact, file, file.relative_to(directory).as_posix())
+            self.add_file(artifact, file, prefix + file.relative_to(directory).as_posix())
+
+    def remove_files(self, artifact: Artifact, prefix: str) -> None:
+        """Drop a pending artifact's files under `prefix` (e.g. an older checkpoint); blobs stay until `gc`."""
+        if artifact.status != "pending":
+            raise ValueError(f"{artifact.ref} is complete and immutable")
+        sql = "DELETE FROM artifact_files WHERE artifact_id = ? AND substr(path, 1, ?) = ?"
+        self.db.execute(sql, [artifact.id, len(prefix), prefix])
 
     def files(self, artifact: Artifact) -> list[dict]:
         return list(
@@ -562,81 +485,3 @@ class Store:
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(self.blob_path(entry["blob_hash"]), target)
         return destination
-
-    # --- lineage, verify, gc --------------------------------------------------------------------------
-
-    def lineage(self, artifact: Artifact) -> list[dict]:
-        """The chain of runs and inputs back to the dataset(s), depth-first, each artifact once."""
-        chain, seen = [], set()
-
-        def visit(current: Artifact, depth: int, role: str | None) -> None:
-            run = self.run(current.run_id) if current.run_id else None
-            chain.append({"depth": depth, "role": role, "artifact": current, "run": run})
-            if current.id in seen or run is None:
-                return
-            seen.add(current.id)
-            for input_role, parent in self.run_inputs(run["id"]):
-                visit(parent, depth + 1, input_role)
-
-        visit(artifact, 0, None)
-        return chain
-
-    def verify(self) -> dict:
-        """Rehash every blob and every complete artifact; report what does not match."""
-        problems = []
-        integrity = self.db.execute("PRAGMA integrity_check").fetchone()[0]
-        if integrity != "ok":
-            problems.append(f"sqlite integrity_check: {integrity}")
-        for row in self.db.execute("PRAGMA foreign_key_check").fetchall():
-            problems.append(f"foreign key violation: {row}")
-        blobs = list(self.db.query("SELECT hash, size FROM blobs ORDER BY hash"))
-        referenced = {row["blob_hash"] for row in self.db.query("SELECT DISTINCT blob_hash FROM artifact_files")}
-        for blob in blobs:
-            path = self.blob_path(blob["hash"])
-            if not path.exists():
-                if blob["hash"] in referenced:
-                    problems.append(f"blob {blob['hash'][:12]} is missing ({path})")
-                continue
-            actual = sha256_file(path)
-            if actual != blob["hash"]:
-                problems.append(f"blob {blob['hash'][:12]} is corrupt: its content hashes to {actual[:12]}")
-        artifacts = self.list()
-        for artifact in artifacts:
-            actual = self.content_hash(artifact)
-            if actual != artifact.content_hash:
-                problems.append(
-                    f"{artifact.ref} (id {artifact.id}) changed: hash {actual[:12]}, recorded {artifact.content_hash[:12]}"
-                )
-        pending = self.db.execute("SELECT COUNT(*) FROM artifacts WHERE status = 'pending'").fetchone()[0]
-        return {
-            "ok": not problems,
-            "artifacts": len(artifacts),
-            "blobs": len(blobs),
-            "pending": pending,
-            "problems": problems,
-        }
-
-    def gc(self, dry_run: bool = False) -> dict:
-        """Remove blob files and records no artifact refers to, and temp files of interrupted writes."""
-        referenced = {row["blob_hash"] for row in self.db.query("SELECT DISTINCT blob_hash FROM artifact_files")}
-        removed_files, freed = [], 0
-        if self.blob_dir.exists():
-            for path in sorted(self.blob_dir.glob("*/*")):
-                if path.is_file() and (path.parent.name == "tmp" or path.name not in referenced):
-                    freed += path.stat().st_size
-                    removed_files.append(path)
-        unreferenced_rows = [
-            row["hash"] for row in self.db.query("SELECT hash FROM blobs") if row["hash"] not in referenced
-        ]
-        if not dry_run:
-            with self.db.atomic():
-                for blob_hash in unreferenced_rows:
-                    self.db.execute("DELETE FROM blobs WHERE hash = ?", [blob_hash])
-            for path in removed_files:
-                path.unlink(missing_ok=True)
-        return {"removed": [str(p) for p in removed_files], "bytes": freed, "dry_run": dry_run}
-
-
-def log(message: str) -> None:
-    """A line for the user on stderr (stdout carries only results)."""
-    print(message, file=sys.stderr)

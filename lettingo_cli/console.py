@@ -1,9 +1,15 @@
-"""A rich progress bar on stderr for the long stages (stdout stays clean for results)."""
+"""What lettingo says to people: log lines and progress bars, both on stderr (stdout carries only results)."""
 
 from __future__ import annotations
 
+import sys
 import time
 from contextlib import contextmanager
+
+
+def log(message: str) -> None:
+    """A line for the user on stderr."""
+    print(message, file=sys.stderr, flush=True)
 
 
 @contextmanager

@@ -1,0 +1,25 @@
+"""The one interface every predictor implements: P(like / neutral / dislike) of a held-out target item, given a
+user's recent history and one profile (or none)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from lettingo_cli.split import Target
+
+NO_PROFILE = "(none)"  # the profile slot's text when there is no profile (the 10H baseline, an empty profile)
+
+
+class Predictor(Protocol):
+    label: str  # the stable name stored with every score, e.g. "llm:gguf:gemma-3-270m@..." or "emb:minilm"
+    details: dict  # what to record in the score artifact's parameters
+
+    def predict(
+        self, user: str, recent: list[dict], target: Target, profile_texts: list[str]
+    ) -> list[dict[str, float]]:
+        """One distribution over the labels per profile text, in order (`user` lets a predictor keep a user's
+        own data out of what it shows or fits for them)."""
+        ...
+
+    def close(self) -> None: ...
