@@ -159,4 +159,10 @@ def test_every_subpackage_is_listed_for_installation():
     root = Path(__file__).resolve().parents[1]
     listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     found = {".".join(p.parent.relative_to(root).parts) for p in (root / "lettingo_cli").rglob("__init__.py")}
+    found |= {
+        "lettingo_cli.store." + ".".join(p.parent.relative_to(root / "store").parts)
+        for p in (root / "store").rglob("__init__.py")
+        if p.parent != root / "store"
+    }
+    assert "lettingo_cli.store" in listed  # the top-level store/ folder installs as lettingo_cli.store
     assert found <= listed, f"missing from [tool.setuptools] packages: {sorted(found - listed)}"

@@ -73,8 +73,10 @@ def test_dpo_refusals(lettingo, store_path, tiny_model):
     write_pairs(store_path, "long", 2)
     long = lettingo("dpo", "pairs:long", "--base", tiny_model.hf_dir, "--max-length", "8")
     assert long.exit_code == 1 and "not under --max-length 8" in long.stderr
-    assert lettingo("dpo", "pairs:long", "--base", "/no/such/dir").exit_code == 2
-    assert lettingo("dpo", "pairs:long", "--beta", "0").exit_code == 2
+    no_base = lettingo("dpo", "pairs:long", "--base", "/no/such/dir")
+    assert no_base.exit_code == 2 and "--base /no/such/dir: not an HF model directory" in no_base.stderr
+    bad_beta = lettingo("dpo", "pairs:long", "--beta", "0")
+    assert bad_beta.exit_code == 2 and "must be positive" in bad_beta.stderr and bad_beta.stdout == ""
 
 
 def test_kill_9_then_resume_reaches_the_same_step_count(tmp_path, tiny_model):
@@ -142,19 +144,23 @@ def test_config_file_sets_options_and_flags_win(lettingo, store_path, tiny_model
 
     write_pairs(store_path, "configured", 4)
     config = tmp_path / "dpo.yaml"
-    config.write_text("lora_r: 4\nlora_alpha: 8\nmax_steps: 2\nbatch_size: 2\nprecision: fp32\n")
+    # YAML reads 5e-3 as a string: the option's declared type converts it
+    config.write_text("lora_r: 4\nlora_alpha: 8\nmax_steps: 2\nbatch_size: 2\nprecision: fp32\nlr: 5e-3\n")
     result = lettingo("dpo", "pairs:configured", "--base", tiny_model.hf_dir, "--config", config, "--max-steps", "1")
     assert result.exit_code == 0, result.stderr
     store = Store(store_path)
     adapter = store.resolve(result.stdout.strip())
     assert adapter.counts["steps"] == 1  # the flag beat the file's max_steps: 2
-    assert adapter.params["lora_r"] == 4 and adapter.params["precision"] == "fp32"
+    assert adapter.params["lora_r"] == 4 and adapter.params["precision"] == "fp32" and adapter.params["lr"] == 0.005
     folder = store.materialize(adapter, tmp_path / "adapter")
     assert json.loads((folder / "adapter_config.json").read_text())["r"] == 4
     bad = tmp_path / "bad.yaml"
     bad.write_text("lora_rank: 4\n")
     wrong = lettingo("dpo", "pairs:configured", "--base", tiny_model.hf_dir, "--config", bad)
     assert wrong.exit_code == 2 and "unknown option(s) lora_rank" in wrong.stderr
+    bad.write_text("lora_r: many\n")
+    mistyped = lettingo("dpo", "pairs:configured", "--base", tiny_model.hf_dir, "--config", bad)
+    assert mistyped.exit_code == 2 and "lora_r must be a int, not 'many'" in mistyped.stderr
 
 
 def test_two_processes_under_torchrun_record_one_adapter(tmp_path, tiny_model):

@@ -54,6 +54,7 @@ def test_export_round_trip_verifies_and_the_gguf_generates(split_store, store_pa
     )
     bare = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert bare.returncode == 0, bare.stderr
+    assert bare.stdout.startswith("'") and len(eval(bare.stdout)) > 0  # it generated text
 
     # the exported model is a generator like any other
     gen = split_store(
@@ -73,7 +74,11 @@ def test_export_round_trip_verifies_and_the_gguf_generates(split_store, store_pa
     assert second.exit_code == 0, second.stderr
     base = Path(Store(store_path).run(Store(store_path).resolve("adapter:round2").run_id)["params"]["base"])
     assert (base / "config.json").exists() and base != tiny_model.hf_dir
-    assert split_store("export", "adapter:round2", "--quant", "q8_0").exit_code == 0
+    round2 = split_store("export", "adapter:round2", "--quant", "q8_0")
+    assert round2.exit_code == 0 and round2.stdout == "export:round2@v1\n", round2.stderr
+    round2_report = Store(store_path).resolve("export:round2").report
+    assert list(round2_report["files"]) == ["q8_0"] and round2_report["passed"]
+    assert round2_report["files"]["q8_0"]["provenance"]["lettingo.adapter.ref"] == "adapter:round2@v1"
 
 
 def test_a_broken_tokenizer_fails_the_parity_check(lettingo, store_path, tiny_model, tmp_path):

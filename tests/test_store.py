@@ -116,6 +116,72 @@ def test_complete_artifacts_are_immutable(store_path):
         store.insert_rows(artifact, "profiles", [])
 
 
+def _profile_rows(texts: list[str]) -> list[dict]:
+    return [
+        {"user_id": "u1", "generator": "g", "sample_index": i, "seed": i, "prompt_hash": "p", "text": text}
+        for i, text in enumerate(texts)
+    ]
+
+
+def test_stage_protocol_resumable_run_keeps_its_rows_and_resumes(store_path, capsys):
+    store = Store(store_path)
+    parent = add_profiles(store, "parent", ["x"])
+    begin = dict(stage="gen", kind="profiles", name="p", params={"n": 2}, inputs={"split": parent.id}, resumable=True)
+    run = store.stage(**begin)
+    assert run.cached is None
+    with pytest.raises(KeyboardInterrupt), run:
+        store.insert_rows(run.artifact, "profiles", _profile_rows(["first"]))
+        raise KeyboardInterrupt
+    first_id = run.artifact.id
+    assert store.list(kind="profiles", name="p") == [] and store.pending(run.key).id == first_id
+
+    again = store.stage(**begin)
+    with again:
+        assert again.resumed and again.artifact.id == first_id
+        assert store.distinct(again.artifact, "profiles", ("text",)) == {("first",)}  # the finished rows stayed
+        store.insert_rows(again.artifact, "profiles", _profile_rows(["first", "second"])[1:])
+        done = again.finish(counts={"users": 1})
+    assert done.ref == "profiles:p@v1" and done.counts == {"profiles": 2, "rows": 2, "users": 1}
+    assert "resuming an interrupted gen run of p" in capsys.readouterr().err
+
+    cached = store.stage(**begin)
+    assert cached.cached.id == done.id
+    assert capsys.readouterr().err == "already generated as profiles:p@v1 (use --force to generate again)\n"
+    assert store.stage(**begin, force=True).cached is None
+
+
+def test_stage_protocol_atomic_run_lands_whole_or_not_at_all(store_path):
+    store = Store(store_path)
+    begin = dict(stage="pair", kind="pairs", name="q", params={}, inputs={}, atomic=True)
+    row = {"user_id": "u", "pair_index": 0, "prompt": "p", "chosen": "c", "rejected": "r"}
+    run = store.stage(**begin)
+    with pytest.raises(ValueError, match="boom"), run:
+        store.insert_rows(run.artifact, "pairs", [row])
+        raise ValueError("boom")
+    runs = store.db.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+    leftovers = store.db.execute("SELECT COUNT(*) FROM artifacts").fetchone()[0]
+    assert (runs, leftovers) == (0, 0)  # not even the run record
+    run = store.stage(**begin)
+    with run:
+        store.insert_rows(run.artifact, "pairs", [row])
+        done = run.finish()
+    assert done.ref == "pairs:q@v1" and store.cached(run.key).id == done.id
+
+
+def test_stage_protocol_plain_run_discards_its_artifact_on_failure(store_path, tmp_path):
+    store = Store(store_path)
+    model = tmp_path / "model.gguf"
+    model.write_bytes(b"GGUF")
+    run = store.stage("export", "export", "e", {}, {})
+    with pytest.raises(RuntimeError, match="verification"), run:
+        store.add_file(run.artifact, model)
+        raise RuntimeError("verification failed")
+    assert store.db.execute("SELECT COUNT(*) FROM artifacts").fetchone()[0] == 0
+    assert store.pending(run.key) is None
+    with pytest.raises(RuntimeError, match="without finish"), store.stage("export", "export", "e", {}, {}):
+        pass  # a stage that forgets to seal its artifact is a bug, not a silent success
+
+
 def test_run_cache_and_lineage(store_path):
     store = Store(store_path)
     key = store.run_key("gen", {"split": 7}, {"n": 2})
