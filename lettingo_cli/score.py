@@ -85,13 +85,11 @@ def score_profiles(
             for chunk in chunks:
                 rows = []
                 for user in chunk:
-                    for target in held_out[user]:
-                        texts = [p["text"] for p in by_user[user]]
-                        distributions = predictor.predict(user, recent[user], target, texts)
-                        rows += [
-                            _score_row(user, profile, target, d) for profile, d in zip(by_user[user], distributions)
-                        ]
-                        advance(len(texts))
+                    texts = [p["text"] for p in by_user[user]]
+                    answers = predictor.predict(user, recent[user], held_out[user], texts)
+                    for target, distributions in zip(held_out[user], answers):
+                        rows += [_score_row(user, p, target, d) for p, d in zip(by_user[user], distributions)]
+                    advance(len(texts) * len(held_out[user]))
                 with store.transaction():
                     store.insert_rows(run.artifact, "scores", rows)
         elapsed = time.perf_counter() - started

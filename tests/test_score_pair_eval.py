@@ -9,7 +9,7 @@ import pytest
 
 from lettingo_cli.eval import compare, evaluate, metrics
 from lettingo_cli.pair import PairOptions, choose_pairs
-from lettingo_cli.predictors.llm import probabilities
+from lettingo_cli.predictors.llm import V1_LABELS, fit_prior, probabilities
 from lettingo_cli.prompts import Template, prompt_hash, render
 from lettingo_cli.store import Store
 
@@ -34,17 +34,34 @@ def test_metrics_by_hand():
 
 
 def test_probabilities_normalise_the_three_labels():
-    distribution = probabilities({" like": math.log(0.2), " neutral": math.log(0.2), " dislike": math.log(0.1)})
+    distribution = probabilities(
+        {" like": math.log(0.2), " neutral": math.log(0.2), " dislike": math.log(0.1)}, V1_LABELS
+    )
     assert distribution == pytest.approx({"like": 0.4, "neutral": 0.4, "dislike": 0.2})
     # contextual calibration divides out the content-free query's own preference: here it cancels it exactly
     biased = {" like": math.log(0.6), " neutral": math.log(0.2), " dislike": math.log(0.2)}
-    assert probabilities(biased, calibration=biased) == pytest.approx(
-        dict.fromkeys(("like", "neutral", "dislike"), 1 / 3)
-    )
+    undo = {V1_LABELS[answer]: -value for answer, value in biased.items()}
+    assert probabilities(biased, V1_LABELS, undo) == pytest.approx(dict.fromkeys(("like", "neutral", "dislike"), 1 / 3))
     halved = probabilities(
-        {" like": math.log(0.3), " neutral": math.log(0.4), " dislike": math.log(0.3)}, calibration=biased
+        {" like": math.log(0.3), " neutral": math.log(0.4), " dislike": math.log(0.3)}, V1_LABELS, undo
     )
     assert halved == pytest.approx({"like": 0.5 / 4, "neutral": 2 / 4, "dislike": 1.5 / 4})  # .3/.6, .4/.2, .3/.2
+
+
+def test_the_label_prior_undoes_a_prompts_lean():
+    """A predictor that leans to "dislike" by a constant: the prior fitted on its answers takes the lean out."""
+    truths = ["like"] * 6 + ["neutral"] * 2 + ["dislike"] * 2
+    signal = {"like": 0.0, "neutral": -1.0, "dislike": -1.0}
+    answers = [
+        {label: (0.0 if label == truth else -1.0) - 0.5 + (3.0 if label == "dislike" else 0.0) for label in signal}
+        for truth in truths
+    ]
+    raw_right = sum(max(a, key=a.get) == t for a, t in zip(answers, truths))
+    prior = fit_prior(answers, truths)
+    assert raw_right == 2  # every answer is "dislike"
+    assert prior["dislike"] < prior["like"] and sum(prior.values()) == pytest.approx(0.0, abs=1e-5)
+    fixed = [probabilities({k: v for k, v in a.items()}, {k: k for k in a}, prior) for a in answers]
+    assert sum(max(d, key=d.get) == t for d, t in zip(fixed, truths)) == len(truths)
 
 
 def profile(key, score, right, flagged=False):
@@ -197,6 +214,36 @@ def test_eval_cli_profiles_no_profile_and_compare(scored_store, store_path, tiny
     baseline = scored_store("eval", "--no-profile", "--predictor", f"llm:{gguf}")
     assert baseline.exit_code == 0, baseline.stderr
     assert baseline.stdout == "eval:ml-10h-test@v1\n"
+
+    # the trivial baselines, on the same users and targets, computed here by hand from the split
+    store = Store(store_path)
+    ten_h = store.resolve("eval:ml-10h-test").report
+    split = store.resolve("split:ml")
+    train = split.report["class_balance"]["train"]
+    majority = max(("like", "neutral", "dislike"), key=lambda label: train[label])
+    truths, recent_mean = {}, {}
+    for row in store.rows(split, "split_interactions", "role IN ('recent', 'target')"):
+        if row["role"] == "target" and row["position"] == 0:
+            truths[row["user_id"]] = row["sentiment"]
+        elif row["role"] == "recent":
+            recent_mean.setdefault(row["user_id"], []).append(row["rating"])
+    test_users = [r["user_id"] for r in store.rows(split, "split_users", "partition = 'test'")]
+    by_mean = {u: math.floor(sum(recent_mean[u]) / len(recent_mean[u]) + 0.5) for u in test_users}
+    mapped = {u: "dislike" if s <= 2 else "like" if s >= 4 else "neutral" for u, s in by_mean.items()}
+    assert ten_h["baselines"]["always_majority"]["label"] == majority
+    expected = {
+        "always_majority": sum(truths[u] == majority for u in test_users) / len(test_users),
+        "recent_mean": sum(truths[u] == mapped[u] for u in test_users) / len(test_users),
+    }
+    for name, accuracy in expected.items():
+        assert ten_h["baselines"][name]["accuracy"] == pytest.approx(accuracy)
+        difference = ten_h["minus_baselines"][name]["difference"]["accuracy"]
+        assert difference == pytest.approx(ten_h["accuracy"] - accuracy)
+        assert f"{name.replace('_', '-')}" in baseline.stderr
+    below = ten_h["accuracy"] < min(expected.values())
+    assert ("warning: without a profile this predictor is below" in baseline.stderr) == (
+        below or any(ten_h["macro_f1"] < ten_h["baselines"][n]["macro_f1"] for n in expected)
+    )
     compared = scored_store("eval", "--compare", "eval:ml-test", "--compare", "eval:ml-10h-test", "--json")
     assert compared.exit_code == 0, compared.stderr
     payload = json.loads(compared.stdout)
@@ -220,14 +267,14 @@ def test_embedding_predictor_depends_on_the_profile_and_never_sees_its_own_targe
     user = next(u for u in users if u in predictor.train_users)
     target = held_out[user][0]
     texts = ["Loves war films and westerns; hates comedies.", "Only watches romantic comedies.", ""]
-    answers = predictor.predict(user, recent[user], target, texts)
+    [answers] = predictor.predict(user, recent[user], [target], texts)
     assert all(sum(a.values()) == pytest.approx(1.0) for a in answers)
     assert answers[0] != answers[1]  # the profile text changes the prediction
     # a train user is scored by the head fitted without them; a test user by the head fitted on all
     in_fold = predictor.heads[_fold(user)]
     assert not bool((in_fold.weight == predictor.heads[None].weight).all())
     other = Target(target.position, target.text, target.sentiment)
-    assert predictor.predict("not-a-train-user", recent[user], other, texts[:1])[0] != answers[0]
+    assert predictor.predict("not-a-train-user", recent[user], [other], texts[:1])[0][0] != answers[0]
 
 
 def test_embedding_predictor_through_eval(scored_store):
@@ -239,15 +286,36 @@ def test_embedding_predictor_through_eval(scored_store):
     assert scored_store("eval", "--predictor", "emb:other").exit_code == 2
 
 
-def test_server_predictor_falls_back_to_greedy_answers(split_store, store_path, tiny_model, openai_server):
+def test_server_predictor_reads_the_servers_logprobs(split_store, store_path, tiny_model, openai_server):
+    """llama-cpp-python's OpenAI-compatible server returns top log-probs: they equal llama.cpp's own."""
     from lettingo_cli.backends import load_backend
 
-    backend = load_backend(f"openai:tiny@{openai_server}?style=completion")
-    answers = backend.label_logprobs(
-        "Recent ratings:\n", ["Profile: x\nAnswer:", "Profile: y\nAnswer:"], [" like", " neutral", " dislike"]
-    )
-    for answer in answers:  # one label at 0 and the others at the miss value, or all equal
-        assert sorted(answer.values()) in ([-30.0, -30.0, 0.0], [0.0, 0.0, 0.0])
+    served = load_backend(f"openai:tiny@{openai_server}?style=completion")
+    local = load_backend(f"gguf:{tiny_model.gguf}")
+    prefix, suffixes = "Ratings:\n", ["Profile: enjoys tense films\nAnswer:", "Profile: rates harsh\nAnswer:"]
+    try:
+        vocabulary = local.llama_cpp.llama_vocab_n_tokens(local.vocab)
+        texts = [local.piece(i).decode("utf-8", errors="ignore") for i in range(vocabulary)]
+        # byte tokens decode to "" and collide in the server's {text: log-prob}; compare the unambiguous ones
+        token_ids = {text: i for i, text in enumerate(texts) if text.strip() and texts.count(text) == 1}
+        remote_answers = []
+        for suffix in suffixes:
+            top = served._top_logprobs(prefix + suffix)  # what the server says about the next token
+            mine = local.last_logprobs(local.tokenize(prefix + suffix), 1)[0]  # what llama.cpp here says
+            comparable = [token for token in top if token in token_ids]
+            assert comparable, top
+            for token in comparable:
+                assert top[token] == pytest.approx(float(mine[token_ids[token]]), abs=1e-3)
+            labels = comparable[:3]
+            answer = served.label_logprobs(prefix, [suffix], labels)[0]
+            assert answer == {
+                label: pytest.approx(max(v for k, v in top.items() if k.strip() and label.startswith(k)))
+                for label in labels
+            }
+            remote_answers.append(top)
+    finally:
+        local.close()
+    assert remote_answers[0] != remote_answers[1]  # the suffix changes the answer
     assert (
         split_store(
             "gen",
@@ -267,9 +335,40 @@ def test_server_predictor_falls_back_to_greedy_answers(split_store, store_path, 
     result = split_store("score", "profiles:served", "--predictor", f"llm:openai:tiny@{openai_server}?style=completion")
     assert result.exit_code == 0, result.stderr
     rows = list(Store(store_path).rows(Store(store_path).resolve("scores:served"), "scores"))
-    assert len(rows) == 2 and all(
-        row["p_true"] in (pytest.approx(1.0), pytest.approx(1 / 3), pytest.approx(0.0, abs=1e-9)) for row in rows
-    )
+    assert len(rows) == 2 and all(0.0 < row["p_true"] < 1.0 for row in rows)  # soft: read from log-probs
+
+
+def test_server_predictor_falls_back_to_greedy_answers():
+    """A server that returns no log-probs (a plain HTTP server on 127.0.0.1 answering "dislike"): the predictor
+    reads the greedy answer instead."""
+    import http.server
+    import threading
+
+    from lettingo_cli.backends import load_backend
+
+    class NoLogprobs(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            self.rfile.read(int(self.headers["Content-Length"]))
+            body = json.dumps({"choices": [{"text": " dislike", "finish_reason": "stop"}], "usage": {}}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NoLogprobs)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        backend = load_backend(f"openai:plain@http://127.0.0.1:{server.server_port}/v1?style=completion")
+        answers = backend.label_logprobs(
+            "Recent ratings:\n", ["Profile: x\nAnswer:"], [" like", " neutral", " dislike"]
+        )
+    finally:
+        server.shutdown()
+    assert answers == [{" like": -30.0, " neutral": -30.0, " dislike": 0.0}]
 
 
 def test_score_resumes_after_an_interruption_with_the_same_result(split_store, store_path, tiny_model, tmp_path):

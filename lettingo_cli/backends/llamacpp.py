@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from lettingo_cli.backends.base import Generation, Request, SamplingOptions, cut_at_stop
-from lettingo_cli.errors import LettingoError, require
+from lettingo_cli.errors import LettingoError, UsageError, require
 from lettingo_cli.gguf_files import quiet_llama_cpp
 
 # One decode call takes at most BATCH_TOKENS tokens (prompts are fed in chunks of this size), computed in
@@ -101,14 +101,17 @@ class LlamaCppBackend:
     def render(self, prompt) -> list[int]:
         if isinstance(prompt, str):
             return self.tokenize(prompt)
+        return self.tokenize(self.chat_text(prompt), add_bos=True, special=True)
+
+    def chat_text(self, messages: list[dict]) -> str:
+        """The model's chat template applied to `messages`, ending where the assistant's answer starts."""
+        if not self.chat_template:
+            raise UsageError(f"{self.spec}: the model has no chat template (use a completion-style prompt)")
         from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-        text = (
-            ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-            .from_string(self.chat_template)
-            .render(messages=prompt, add_generation_prompt=True, bos_token="", eos_token="")
-        )
-        return self.tokenize(text, add_bos=True, special=True)
+        environment = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+        template = environment.from_string(self.chat_template)
+        return template.render(messages=messages, add_generation_prompt=True, bos_token="", eos_token="")
 
     # --- batched decoding -------------------------------------------------------------------------------
 
@@ -217,8 +220,9 @@ class LlamaCppBackend:
         way, kept for the benchmark). Multi-token labels add one decode per extra token."""
         import numpy as np
 
-        prefix_tokens = self.tokenize(prefix)
-        suffix_tokens = [self.tokenize(suffix, add_bos=False) for suffix in suffixes]
+        # special=True: chat markup in a rendered chat prompt; item and profile text never holds any (clean_field)
+        prefix_tokens = self.tokenize(prefix, special=True)
+        suffix_tokens = [self.tokenize(suffix, add_bos=False, special=True) for suffix in suffixes]
         label_tokens = {label: self.tokenize(label, add_bos=False) for label in labels}
         results = []
         for group in self._suffix_groups([len(t) for t in suffix_tokens], reuse_prefix):

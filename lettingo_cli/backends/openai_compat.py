@@ -17,15 +17,19 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from urllib.parse import urlsplit
 
 from lettingo_cli.backends.base import Generation, Request, SamplingOptions, cut_at_stop
-from lettingo_cli.errors import LettingoError
+from lettingo_cli.errors import LettingoError, UsageError
 
 RETRIES = 3
 ANSWER_MISS = -30.0  # the log-prob given to the labels a greedy answer did not name
+TOP_LOGPROBS = 20  # next-token candidates asked for when scoring labels (OpenAI's own API allows at most 20)
+LOGPROB_FLOOR_GAP = 1.0  # a label outside the candidates: below the least likely candidate by this much
 TIMEOUT_S = 600
 
 
 class OpenAIBackend:
-    exact_label_logprobs = False  # servers need not return log-probs: a greedy answer stands in (label_logprobs)
+    # first-token log-probs among the server's top candidates (exact for one-token labels); a greedy answer when the
+    # server returns none (label_logprobs)
+    exact_label_logprobs = False
 
     def __init__(
         self,
@@ -105,9 +109,26 @@ class OpenAIBackend:
         return Generation(text=text, n_tokens=n_tokens, finished=stopped or choice.get("finish_reason") == "stop")
 
     def label_logprobs(self, prefix: str, suffixes: Sequence[str], labels: Sequence[str]):
-        """Servers need not return log-probs, so the predictor falls back to a greedy text answer: the label the
-        answer starts with gets log-prob 0 and the others ANSWER_MISS; an answer naming no label gives every label
-        the same value (P = 1/3 each)."""
+        """The server's log-probs of each label's first token among the TOP_LOGPROBS most likely next tokens
+        (the completions endpoint: llama.cpp's server and vLLM return them); a label outside them gets the
+        smallest returned log-prob minus LOGPROB_FLOOR_GAP. A server that returns no log-probs gets a greedy
+        answer instead (see _greedy_labels)."""
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            tops = list(pool.map(lambda suffix: self._top_logprobs(prefix + suffix), suffixes))
+        if any(top is None for top in tops):
+            return self._greedy_labels(prefix, suffixes, labels)
+        return [_labels_from_top(top, labels) for top in tops]
+
+    def _top_logprobs(self, prompt: str) -> dict[str, float] | None:
+        """{token text: log-prob} of the next token's most likely candidates, or None if the server gives none."""
+        payload = {"model": self.model, "prompt": prompt, "max_tokens": 1, "temperature": 0.0, "logprobs": TOP_LOGPROBS}
+        choice = self._post("completions", payload)["choices"][0]
+        top = ((choice.get("logprobs") or {}).get("top_logprobs") or [None])[0]
+        return {token: float(value) for token, value in top.items()} if top else None
+
+    def _greedy_labels(self, prefix: str, suffixes: Sequence[str], labels: Sequence[str]):
+        """For servers without log-probs: a greedy text answer; the label the answer starts with gets log-prob 0
+        and the others ANSWER_MISS; an answer naming no label gives every label the same value (P = 1/3 each)."""
         requests = [Request(prefix + suffix, seed=0) for suffix in suffixes]
         options = SamplingOptions(max_tokens=4, temperature=0.0, stop=("\n",))
         answers = dict(self.generate(requests, options))
@@ -117,6 +138,12 @@ class OpenAIBackend:
             named = next((label for label in labels if said.startswith(label.strip().lower())), None)
             results.append({label: 0.0 if named in (None, label) else ANSWER_MISS for label in labels})
         return results
+
+    def chat_text(self, messages: list[dict]) -> str:
+        raise UsageError(
+            f"{self.spec}: lettingo does not know the served model's chat template; score with a completion "
+            "prompt (?style=completion) or run the model through gguf: or hf:"
+        )
 
     def generate(self, requests: Sequence[Request], options: SamplingOptions) -> Iterator[tuple[int, Generation]]:
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
@@ -130,3 +157,20 @@ class OpenAIBackend:
 
     def close(self) -> None:
         pass
+
+
+def _labels_from_top(top: dict[str, float], labels: Sequence[str]) -> dict[str, float]:
+    """Each label's log-prob: the most likely candidate token that starts the label's text (" dis" for
+    " dislike"), else the floor below every candidate."""
+    floor = min(top.values()) - LOGPROB_FLOOR_GAP
+    scores = {}
+    for label in labels:
+        matches = [
+            value
+            for token, value in top.items()
+            if token.strip()
+            and label.lstrip().startswith(token.lstrip())
+            and token.startswith(" ") == label.startswith(" ")
+        ]
+        scores[label] = max(matches, default=floor)
+    return scores

@@ -16,10 +16,11 @@ class Predictor(Protocol):
     details: dict  # what to record in the score artifact's parameters
 
     def predict(
-        self, user: str, recent: list[dict], target: Target, profile_texts: list[str]
-    ) -> list[dict[str, float]]:
-        """One distribution over the labels per profile text, in order (`user` lets a predictor keep a user's
-        own data out of what it shows or fits for them)."""
+        self, user: str, recent: list[dict], targets: list[Target], profile_texts: list[str]
+    ) -> list[list[dict[str, float]]]:
+        """For each target, one distribution over the labels per profile text, in order (all of a user's targets
+        at once, so a predictor can read what they share once; `user` lets a predictor keep a user's own data
+        out of what it shows or fits for them)."""
         ...
 
     def close(self) -> None: ...

@@ -100,7 +100,10 @@ class EmbeddingPredictor:
         optimizer.step(closure)
         return head
 
-    def predict(self, user: str, recent: list[dict], target, profile_texts: list[str]) -> list[dict]:
+    def predict(self, user: str, recent: list[dict], targets: list, profile_texts: list[str]) -> list[list[dict]]:
+        return [self._predict_one(user, recent, target, profile_texts) for target in targets]
+
+    def _predict_one(self, user: str, recent: list[dict], target, profile_texts: list[str]) -> list[dict]:
         torch = self.torch
         texts = [text if text.strip() else NO_PROFILE for text in profile_texts]
         self._embed([target.text, *texts, *(r["text"] for r in recent)])

