@@ -34,14 +34,18 @@ from lettingo_cli.split import load_recent_and_targets, select_users  # noqa: E4
 from lettingo_cli.store import Store  # noqa: E402
 
 SPLIT = "k1"
-GENERATORS = {  # profile set -> gen arguments (users are added per run)
-    "gemma-3-270m": ["--n", "4", "--max-tokens", "120"],
-    "qwen2.5-1.5b": ["--n", "2", "--max-tokens", "120", "--generator", "qwen2.5-1.5b"],
+GENERATORS = {  # profile set -> (how many test users, the first by id; None: all), gen arguments
+    "gemma-3-270m": (None, ["--n", "4", "--max-tokens", "120"]),
+    # Qwen 1.5B reads a ~900-token prompt in several seconds on 2 cores: one profile each for 60 users
+    "qwen2.5-1.5b": (60, ["--n", "1", "--max-tokens", "120", "--generator", "qwen2.5-1.5b"]),
 }
-TRAIN_PROFILES = ["--users", "train", "--n", "1", "--max-tokens", "120"]  # for head:minilm?profiles=...
+# head:minilm?profiles=... trains on one default-generator profile of each of the first TRAIN_USERS train users
+# (a user's ~900-token prompt is read for one profile only: ~0.4 profiles/s on 2 cores)
+TRAIN_USERS = 250
+TRAIN_PROFILES = ["--n", "1", "--max-tokens", "120"]
 PREDICTORS = (
     "head:minilm",
-    "head:minilm?profiles=k1-train-gemma",
+    "head:minilm?profiles=k1-train250-gemma",
     "emb:minilm",
     "llm:gemma-3-270m",
     "llm:qwen2.5-1.5b",
@@ -50,9 +54,9 @@ DEFAULT = "head:minilm"  # the predictor this measurement chose; PREVIOUS_DEFAUL
 PREVIOUS_DEFAULT = "llm:gemma-3-270m?prior=none"
 
 
-def lettingo(store: Path, *args: str) -> str:
+def lettingo(store: Path, *args: str, stdin: str | None = None) -> str:
     env = {**os.environ, "LETTINGO_STORE": str(store)}
-    done = subprocess.run(["lettingo", *args], env=env, capture_output=True, text=True, check=True)
+    done = subprocess.run(["lettingo", *args], env=env, input=stdin, capture_output=True, text=True, check=True)
     return done.stdout.strip()
 
 
@@ -64,14 +68,22 @@ def prepare(store_path: Path, users: int | None) -> tuple[Store, object, list[st
     split = store.resolve(f"split:{SPLIT}")
     test = select_users(store, split, "test")[:users] if users else select_users(store, split, "test")
     timings, profile_sets = {}, {}
-    for label, args in GENERATORS.items():
+    all_test = select_users(store, split, "test")
+    for label, (count, args) in GENERATORS.items():
         started = time.perf_counter()
-        name = f"{SPLIT}-test-{label.split('-')[0]}"
-        ref = lettingo(store_path, "gen", "--split", SPLIT, "--users", "test", *args, "--name", name)
+        if count is None:
+            name = f"{SPLIT}-test-{label.split('-')[0]}"
+            ref = lettingo(store_path, "gen", "--split", SPLIT, "--users", "test", *args, "--name", name)
+        else:
+            name = f"{SPLIT}-test{count}-{label.split('-')[0]}"
+            chosen = "\n".join(all_test[:count])
+            ref = lettingo(store_path, "gen", "--split", SPLIT, "--users", "-", *args, "--name", name, stdin=chosen)
         timings[f"gen {label}"] = round(time.perf_counter() - started, 1)
         profile_sets[label] = store.resolve(ref)
     started = time.perf_counter()
-    lettingo(store_path, "gen", "--split", SPLIT, *TRAIN_PROFILES, "--name", f"{SPLIT}-train-gemma")
+    train = "\n".join(select_users(store, split, "train")[:TRAIN_USERS])
+    name = f"{SPLIT}-train{TRAIN_USERS}-gemma"
+    lettingo(store_path, "gen", "--split", SPLIT, "--users", "-", *TRAIN_PROFILES, "--name", name, stdin=train)
     timings["gen gemma-3-270m train users"] = round(time.perf_counter() - started, 1)
     return store, split, test, {"profiles": profile_sets, "seconds": timings}
 
@@ -139,6 +151,7 @@ def main() -> None:
     parser.add_argument("--store", type=Path, default=RESULTS / "predictor-store" / "lettingo.db")
     parser.add_argument("--users", type=int, default=None, help="first N test users (default: all)")
     parser.add_argument("--predictors", default=",".join(PREDICTORS))
+    parser.add_argument("--slow-users", type=int, default=None, help="first N users for llm:qwen2.5-1.5b (slow)")
     args = parser.parse_args()
     args.store.parent.mkdir(parents=True, exist_ok=True)
     store, split, users, prepared = prepare(args.store, args.users)
@@ -155,8 +168,9 @@ def main() -> None:
         started = time.perf_counter()
         predictor = make_predictor(spec, store, split)
         seconds[f"{spec}: build (fit)"] = round(time.perf_counter() - started, 1)
+        chosen = users[: args.slow_users] if args.slow_users and "qwen" in spec else users
         try:
-            found, speed = answers_of(predictor, store, split, users, prepared["profiles"])
+            found, speed = answers_of(predictor, store, split, chosen, prepared["profiles"])
         finally:
             predictor.close()
         seconds[f"{spec}: predict"] = round(time.perf_counter() - started, 1)

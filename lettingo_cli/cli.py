@@ -229,7 +229,12 @@ def _ingest_table(
 UserCol = Annotated[str, typer.Option("--user", help="Column with the user id.")]
 ItemCol = Annotated[str, typer.Option("--item", help="Column with the item id.")]
 RatingCol = Annotated[str, typer.Option("--rating", help="Column with the numeric rating.")]
-TimeCol = Annotated[str, typer.Option("--time", help="Column with the time: unix seconds or ISO 8601.")]
+TimeCol = Annotated[
+    Optional[str],
+    typer.Option(
+        "--time", help="Column with the time: unix seconds or ISO 8601 (default: the file order is the time order)."
+    ),
+]
 TitleCol = Annotated[Optional[str], typer.Option("--title", help="Column with the item title.")]
 TextCol = Annotated[Optional[list[str]], typer.Option("--text", help="Extra item-text column (repeatable).")]
 
@@ -240,7 +245,7 @@ def ingest_csv(
     user: UserCol,
     item: ItemCol,
     rating: RatingCol,
-    time: TimeCol,
+    time: TimeCol = None,
     title: TitleCol = None,
     text: TextCol = None,
     delimiter: Annotated[str, typer.Option("--delimiter", help="Field separator.")] = ",",
@@ -249,7 +254,7 @@ def ingest_csv(
     as_json: JsonOption = False,
     store: StoreOption = DEFAULT_STORE,
 ) -> None:
-    """Any CSV of (user, item, rating, time) rows."""
+    """Any CSV of (user, item, rating[, time]) rows."""
     _ingest_table("csv", file, user, item, rating, time, title, text, delimiter, name, force, as_json, store)
 
 
@@ -259,7 +264,7 @@ def ingest_jsonl(
     user: UserCol,
     item: ItemCol,
     rating: RatingCol,
-    time: TimeCol,
+    time: TimeCol = None,
     title: TitleCol = None,
     text: TextCol = None,
     name: NameOption = None,
@@ -267,7 +272,7 @@ def ingest_jsonl(
     as_json: JsonOption = False,
     store: StoreOption = DEFAULT_STORE,
 ) -> None:
-    """Any JSON-lines file of (user, item, rating, time) records."""
+    """Any JSON-lines file of (user, item, rating[, time]) records."""
     _ingest_table("jsonl", file, user, item, rating, time, title, text, ",", name, force, as_json, store)
 
 

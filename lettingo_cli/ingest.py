@@ -288,14 +288,15 @@ def read_table(
     user: str,
     item: str,
     rating: str,
-    time: str,
+    time: str | None,
     title: str | None = None,
     text_columns: tuple[str, ...] = (),
     delimiter: str = ",",
 ) -> ParsedDataset:
-    """Any CSV or JSON-lines file of (user, item, rating, time) rows, item text from optional columns."""
+    """Any CSV or JSON-lines file of (user, item, rating[, time]) rows, item text from optional columns. Without
+    a time column the file order is the time order (each row's time is its position in the file)."""
     path = Path(path)
-    required = (user, item, rating, time)
+    required = (user, item, rating) + ((time,) if time else ())
     if file_format == "csv":
         rows = _csv_rows(path, required, delimiter)
     else:
@@ -312,7 +313,7 @@ def read_table(
                 _field_value(row[user], path, number, user),
                 item_id,
                 parse_rating(row[rating], path, number),
-                parse_time(row[time], path, number),
+                parse_time(row[time], path, number) if time else len(interactions),
             )
         )
         if item_id not in items:
@@ -320,7 +321,8 @@ def read_table(
             extra = [str(row.get(column) or "").strip() for column in text_columns]
             text = " | ".join(part for part in [item_title, *extra] if part) or f"item {item_id}"
             items[item_id] = Item(title=item_title or f"item {item_id}", text=text)
-    return ParsedDataset(file_format, [path], interactions, items)
+    notes = [] if time else [f"{path.name}: no --time column, so the file order is the time order"]
+    return ParsedDataset(file_format, [path], interactions, items, notes=notes)
 
 
 # --- Amazon Review Data 2018 -----------------------------------------------------------------------------------
@@ -412,7 +414,8 @@ def default_name(source: Path) -> str:
 def table_options(file_format: str, user, item, rating, time, title, text, delimiter: str) -> dict:
     """The options of a CSV / JSON-lines ingest, as recorded in the dataset's params (and its run key)."""
     columns = {"user": user, "item": item, "rating": rating, "time": time, "title": title, "text": text or []}
-    return {"columns": columns, **({"delimiter": delimiter} if file_format == "csv" else {})}
+    order = {} if time else {"time_order": "file order (no time column)"}
+    return {"columns": columns, **order, **({"delimiter": delimiter} if file_format == "csv" else {})}
 
 
 def safe_name(text: str) -> str:

@@ -234,3 +234,22 @@ def test_ingest_never_writes_a_partial_artifact(tmp_path_factory, position, junk
         assert store.db.execute("SELECT COUNT(*) FROM artifacts WHERE status = 'pending'").fetchone()[0] == 0
     assert store.verify()["ok"]
     store.close()
+
+
+def test_without_a_time_column_the_file_order_is_the_time_order(lettingo, store_path, tmp_path):
+    """A data set with no time column: --time is optional, the row order is the order, and the store says so."""
+    path = tmp_path / "plays.csv"
+    rows = [("u1", "z", "3"), ("u2", "a", "5"), ("u1", "a", "4"), ("u1", "m", "1")]
+    path.write_text("user,item,plays\n" + "".join(f"{u},{i},{r}\n" for u, i, r in rows), encoding="utf-8")
+    result = lettingo("ingest", "csv", path, "--user", "user", "--item", "item", "--rating", "plays")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.strip() == "dataset:plays@v1"
+    assert "plays.csv: no --time column, so the file order is the time order" in result.stderr
+    # u1's interactions keep the file's order (z, a, m), not the item ids' order
+    assert store_rows(store_path, "SELECT item_id FROM interactions WHERE user_id = 'u1' ORDER BY seq") == [
+        ("z",),
+        ("a",),
+        ("m",),
+    ]
+    dataset = Store(store_path).resolve("dataset:plays")
+    assert dataset.params["time_order"] == "file order (no time column)" and dataset.params["columns"]["time"] is None

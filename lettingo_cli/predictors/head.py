@@ -7,9 +7,11 @@ Features of one (recent history, target item, profile):
                minus disliked items
   the item     its mean rating (shrunk towards the global mean) and popularity among the split's history and
                recent rows (never a target row, so no target's own rating leaks in)
-  the profile  whether there is one, its similarity to the target, and the polarity of what it says near the
-               target: each profile sentence's similarity to the target weights its MiniLM polarity (closeness
-               to "the user loves this" minus to "the user dislikes this")
+  the profile  whether there is one, its similarity to the target, the polarity of what it says near the
+               target (each profile sentence's similarity to the target weights its MiniLM polarity: closeness
+               to "the user loves this" minus to "the user dislikes this"), and how generous a rater it
+               describes (its sentence closest to "a generous rater" rather than "a harsh rater"), and whether
+               it names one of the target's genres and with what polarity
 Training examples are each train user's targets twice: without a profile and with one, so the head answers
 both the 10H question and the profile question. The profile in training is, by default, the user's profile
 history written out as text (no generation needed); `head:minilm?profiles=REF` trains on the profiles of a
@@ -36,13 +38,26 @@ TRAIN_HISTORY = 30  # the profile-history rows written out as a train user's sta
 EMBED_BATCH = 64
 POSITIVE = "The user loves this and rates it highly."
 NEGATIVE = "The user dislikes this and rates it poorly."
+GENEROUS = "A generous rater who gives most movies high ratings."
+HARSH = "A harsh, critical rater who gives most movies low ratings."
 SENTENCE_SPLIT = re.compile(r"(?<=[.!?;])\s+|\n+")
 MIN_SENTENCE_CHARS = 8  # shorter fragments ("Ratings:") say nothing about taste
+PROFILE_FEATURES = 7
 SIMILARITY_TEMPERATURE = 0.1  # softmax over sentence similarities: the sentences nearest the target dominate
 
 
 def _fold(user: str) -> int:
     return int(hashlib.sha256(user.encode()).hexdigest(), 16) % FOLDS
+
+
+GENRE_STEM_CHARS = 5  # "comedies" and "comedy" share "comed"; "thrillers" and "thriller" share "thril"
+
+
+def _mentions(sentence: str, genres: set[str]) -> bool:
+    """Whether a profile sentence names one of the genres (by stem: "comedies" names "comedy")."""
+    lowered = sentence.lower()
+    stems = {genre[:GENRE_STEM_CHARS] for genre in genres} | ({"science"} if "sci-fi" in genres else set())
+    return any(stem in lowered for stem in stems)
 
 
 def _genres(item_text: str) -> set[str]:
@@ -61,7 +76,7 @@ class HeadPredictor:
         self.model = SentenceTransformer(str(package.get_model_path()), device="cpu")
         self.cache: dict[str, object] = {}
         self._item_statistics(store, split)
-        self._embed([POSITIVE, NEGATIVE])
+        self._embed([POSITIVE, NEGATIVE, GENEROUS, HARSH])
 
         train = sorted(r["user_id"] for r in store.rows(split, "split_users", "partition = 'train'"))
         recent, held_out = load_recent_and_targets(store, split, train, split.params["targets"])
@@ -171,21 +186,34 @@ class HeadPredictor:
             mean, spread, ratings[-1], sum(ratings[-3:]) / len(ratings[-3:]), *shares,
             item_mean, popularity, mean + item_mean - self.global_mean,
             sum(alike) / len(alike) if alike else mean, len(alike) / max(len(recent), 1), taste,
-            *self._profile_features(profile, vector),
+            *self._profile_features(profile, vector, genres),
         ]  # fmt: skip
         return torch.tensor(values, dtype=torch.float32)
 
-    def _profile_features(self, profile: str, target_vector) -> list[float]:
-        """[has a profile, similarity to the target, polarity near the target, best sentence's similarity]."""
+    def _profile_features(self, profile: str, target_vector, genres: set[str]) -> list[float]:
+        """[has a profile, similarity to the target, polarity near the target, best sentence's similarity, how
+        generous a rater it describes, whether it names a target genre, the polarity of the sentences that do]."""
         if profile == NO_PROFILE or not profile.strip():
-            return [0.0, 0.0, 0.0, 0.0]
+            return [0.0] * PROFILE_FEATURES
         torch = self.torch
-        sentences = torch.stack([self.cache[s] for s in self._sentences(profile)])
+        texts = self._sentences(profile)
+        sentences = torch.stack([self.cache[s] for s in texts])
         similarity = sentences @ target_vector
         weights = torch.softmax(similarity / SIMILARITY_TEMPERATURE, dim=0)
         polarity = sentences @ self.cache[POSITIVE] - sentences @ self.cache[NEGATIVE]
         whole = float(self.cache[profile] @ target_vector) if profile in self.cache else float(similarity.mean())
-        return [1.0, whole, float(weights @ polarity), float(similarity.max())]
+        generosity = float((sentences @ self.cache[GENEROUS] - sentences @ self.cache[HARSH]).max())
+        naming = [i for i, text in enumerate(texts) if genres and _mentions(text, genres)]
+        genre_polarity = float(polarity[naming].mean()) if naming else 0.0
+        return [
+            1.0,
+            whole,
+            float(weights @ polarity),
+            float(similarity.max()),
+            generosity,
+            float(bool(naming)),
+            genre_polarity,
+        ]
 
     def _fit(self, features, labels):
         torch = self.torch
