@@ -23,7 +23,11 @@ from lettingo_cli.errors import IntegrityError, LettingoError, UsageError, requi
 from lettingo_cli.gguf_files import convert_to_gguf, quantize, rewrite_gguf, write_lora_gguf
 from lettingo_cli.store import Artifact, Store
 
-EXPORT_TYPES = ("f16", "q8_0", "q4_k_m")  # f16 is the converter's output itself; the others are quantized from it
+EXPORT_TYPES = ("f16", "q8_0", "q4_k_m")
+# In a previous export's checkpoint (dpo --base export:NAME): the name of the GGUF whose tokenizer it keeps.
+TOKENIZER_MARKER = (
+    "lettingo-tokenizer-gguf.txt"  # f16 is the converter's output itself; the others are quantized from it
+)
 DEFAULT_QUANTS = ("q8_0", "q4_k_m")
 TOKENIZER_FILES = (
     "tokenizer.model",
@@ -93,9 +97,11 @@ def export_adapter(
             "lettingo.adapter.id": str(adapter.id),
             "lettingo.adapter.ref": adapter.ref,
             "lettingo.adapter.hash": adapter.content_hash or "",
-            "lettingo.base.path": str(base),
+            # names and hashes only: the files go to other people's machines, never this one's paths
+            "lettingo.base.name": _base_name(base),
             "lettingo.base.sha256": _weights_hash(base),
-            "lettingo.base.tokenizer_from": str(source) if source else "",
+            "lettingo.base.tokenizer_from": source.name if source else "",
+            "lettingo.base.tokenizer_sha256": sha256_file(source) if source else "",
             "lettingo.pairs.id": str(pairs.id),
             "lettingo.pairs.ref": pairs.ref,
             "lettingo.pairs.hash": pairs.content_hash or "",
@@ -165,8 +171,19 @@ def _source_gguf(base: Path) -> Path | None:
 
     if base.resolve() == default_hf_dir_path().resolve():
         return default_gguf()
-    marker = base / "lettingo-tokenizer-gguf.txt"  # a previous export's checkpoint (dpo --base export:NAME)
-    return Path(marker.read_text(encoding="utf-8").strip()) if marker.exists() else None
+    marker = base / TOKENIZER_MARKER  # a previous export's checkpoint (dpo --base export:NAME)
+    if not marker.exists():
+        return None
+    from lettingo_cli.models import cached_gguf
+
+    return cached_gguf(marker.read_text(encoding="utf-8").strip())
+
+
+def _base_name(base: Path) -> str:
+    """The name a base goes by in shipped files: the default generator's, or its checkpoint folder's."""
+    from lettingo_cli.models import DEFAULT_GENERATOR, default_hf_dir_path
+
+    return DEFAULT_GENERATOR if base.resolve() == default_hf_dir_path().resolve() else base.name
 
 
 def _weights_hash(model_dir: Path) -> str:

