@@ -112,9 +112,25 @@ class Store(Upkeep):
 
     @contextmanager
     def transaction(self):
-        """One write transaction: all of it lands, or none of it. Nested calls join the outer one."""
-        with self.db.atomic():
+        """One write transaction: all of it lands, or none of it. Nested calls join the outer one (a savepoint).
+
+        It takes the write lock at its start (BEGIN IMMEDIATE): in WAL mode a deferred transaction that reads
+        and then writes cannot wait for another process's writer and fails at once with "database is locked";
+        an immediate one waits its turn (up to BUSY_TIMEOUT_MS), so any number of lettingo processes can
+        write one store."""
+        conn = self.db.conn
+        if conn.in_transaction:
+            with self.db.atomic():
+                yield
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
             yield
+        except BaseException:
+            if conn.in_transaction:
+                conn.rollback()
+            raise
+        conn.execute("COMMIT")
 
     # --- schema ---------------------------------------------------------------------------------------
 
