@@ -18,7 +18,7 @@
 #   MAX_TOKENS  tokens per profile                    (120)
 #   GENERATOR   base generator                        (gemma-3-270m)
 #   BASE        dpo --base (the generator as HF)      (gemma-3-270m)
-#   PREDICTOR   frozen predictor                      (llm:gemma-3-270m)
+#   PREDICTOR   frozen predictor                      (head:minilm fitted on the train users' base profiles)
 #   RULE        pair rule                             (all)
 #   MAX_PAIRS   pairs per user                        (2)
 #   DPO_ARGS    extra dpo flags                       ("--beta 0.1 --lr 5e-5 --epochs 1")
@@ -38,7 +38,7 @@ N_TEST="${N_TEST:-2}"
 MAX_TOKENS="${MAX_TOKENS:-120}"
 GENERATOR="${GENERATOR:-gemma-3-270m}"
 BASE="${BASE:-gemma-3-270m}"
-PREDICTOR="${PREDICTOR:-llm:gemma-3-270m}"
+PREDICTOR="${PREDICTOR:-}"  # empty: head:minilm?profiles=<the train users' base profiles>, set below
 RULE="${RULE:-all}"
 MAX_PAIRS="${MAX_PAIRS:-2}"
 DPO_ARGS="${DPO_ARGS:---beta 0.1 --lr 5e-5 --epochs 1}"
@@ -67,6 +67,9 @@ split=$(stage split lettingo split "$dataset" --targets 1 --recent 10 --history 
 echo "== profiles of the train users, scored and paired" >&2
 train_profiles=$(stage gen_train lettingo gen --split "$split" --users train --generator "$GENERATOR" --n "$N" \
   --max-tokens "$MAX_TOKENS" --name "$NAME-train")
+# the predictor chosen by bench/predictor_accuracy.py: a head fitted on the train users with their base-generator
+# profiles (out-of-fold: no user's profiles are scored by a head fitted on them), then frozen
+PREDICTOR="${PREDICTOR:-head:minilm?profiles=${train_profiles#profiles:}}"
 scores=$(stage score lettingo score "$train_profiles" --predictor "$PREDICTOR")
 pairs=$(stage pair lettingo pair "$scores" --rule "$RULE" --max-per-user "$MAX_PAIRS")
 

@@ -385,7 +385,12 @@ def gen_command(
 # --- score, pair, eval -----------------------------------------------------------------------------------------
 
 PredictorOption = Annotated[
-    str, typer.Option("--predictor", help="llm:BACKEND_SPEC (llm:gemma-3-270m default, llm:gguf:PATH) or emb:minilm.")
+    str,
+    typer.Option(
+        "--predictor",
+        help="head:minilm (default) | head:minilm?profiles=REF | llm:BACKEND_SPEC (llm:gemma-3-270m, "
+        "llm:qwen2.5-1.5b, llm:gguf:PATH; ?prior=none) | emb:minilm.",
+    ),
 ]
 TargetsOption = Annotated[int, typer.Option("--targets", help="Held-out targets per user to score against.")]
 CalibrateOption = Annotated[
