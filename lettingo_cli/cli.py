@@ -295,6 +295,13 @@ def split_command(
     seed: Annotated[int, typer.Option(help="Seed of the user shuffle.")] = 0,
     dislike_max: Annotated[int, typer.Option(help="Ratings (rounded down) at or below this are 'dislike'.")] = 2,
     like_min: Annotated[int, typer.Option(help="Ratings (rounded down) at or above this are 'like'.")] = 4,
+    sentiment: Annotated[
+        str,
+        typer.Option(
+            help="thresholds (ratings: --dislike-max / --like-min) | per-user-quantile (counts, clicks: each "
+            "user's top third of values is like, bottom third dislike)."
+        ),
+    ] = "thresholds",
     name: NameOption = None,
     force: ForceOption = False,
     as_json: JsonOption = False,
@@ -313,6 +320,7 @@ def split_command(
         seed=seed,
         dislike_max=dislike_max,
         like_min=like_min,
+        sentiment=sentiment,
     )
     opened = open_store(store)
     source = resolve_input(opened, dataset, "dataset")

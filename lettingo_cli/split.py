@@ -8,15 +8,19 @@ history profiles are written from. Users are split into disjoint train and test 
 
 from __future__ import annotations
 
+import bisect
 import math
 import random
 from dataclasses import asdict, dataclass
 
+from lettingo_cli.console import log
 from lettingo_cli.errors import UsageError
 from lettingo_cli.prompts import clean_field
 from lettingo_cli.store import Artifact, Store
 
 SENTIMENTS = ("like", "neutral", "dislike")  # the three labels, in the order every table and matrix uses
+SENTIMENT_MODES = ("thresholds", "per-user-quantile")
+IMBALANCE_SHARE = 0.9  # one label holding more of the targets than this leaves little to predict: warn
 
 
 @dataclass(frozen=True)
@@ -30,8 +34,13 @@ class SplitOptions:
     seed: int = 0
     dislike_max: int = 2  # rating (rounded down) <= this is a dislike
     like_min: int = 4  # rating (rounded down) >= this is a like
+    # thresholds: the two above, for ratings; per-user-quantile: each user's own values, top third like, bottom
+    # third dislike (by mid-rank), for play counts, clicks and other implicit values
+    sentiment: str = "thresholds"
 
     def __post_init__(self) -> None:
+        if self.sentiment not in SENTIMENT_MODES:
+            raise UsageError(f"--sentiment must be one of {', '.join(SENTIMENT_MODES)}")
         if self.targets < 1 or self.recent < 0 or self.history < 1:
             raise UsageError("--targets and --history must be >= 1 and --recent >= 0")
         if self.test_users < 0 or (self.train_users is not None and self.train_users < 0):
@@ -50,6 +59,34 @@ def sentiment(rating: float, dislike_max: int = 2, like_min: int = 4) -> str:
     return "neutral"
 
 
+def quantile_sentiments(values: list[float]) -> list[str]:
+    """Each value's label among one user's values: its mid-rank share r (ties share their rank) is like when
+    r >= 2/3, dislike when r < 1/3, neutral between."""
+    ordered = sorted(values)
+    labels = []
+    for value in values:
+        below = bisect.bisect_left(ordered, value)
+        equal = bisect.bisect_right(ordered, value) - below
+        share = (below + equal / 2) / len(values)
+        labels.append("like" if share >= 2 / 3 else "dislike" if share < 1 / 3 else "neutral")
+    return labels
+
+
+def imbalance_warnings(balance: dict) -> list[str]:
+    """A warning per partition whose targets are more than IMBALANCE_SHARE one label, naming the remedy."""
+    warnings = []
+    for part, counts in balance.items():
+        total = sum(counts.values())
+        label, top = max(counts.items(), key=lambda item: item[1]) if total else ("", 0)
+        if total and top / total > IMBALANCE_SHARE:
+            warnings.append(
+                f"warning: {top / total:.0%} of the {part} targets are {label!r}: a predictor that always says "
+                f"{label!r} is right that often. For play counts, clicks or other implicit values use "
+                "--sentiment per-user-quantile; for ratings on another scale set --dislike-max / --like-min"
+            )
+    return warnings
+
+
 def split_dataset(store: Store, dataset: Artifact, name: str, options: SplitOptions, force: bool = False) -> Artifact:
     params = {"dataset": dataset.id, **asdict(options)}
     run = store.stage("split", "split", name, params, {"dataset": dataset.id}, force=force, atomic=True)
@@ -59,6 +96,13 @@ def split_dataset(store: Store, dataset: Artifact, name: str, options: SplitOpti
     by_user: dict[str, list[dict]] = {}
     for row in store.rows(dataset, "interactions"):
         by_user.setdefault(row["user_id"], []).append(row)
+    for events in by_user.values():
+        if options.sentiment == "per-user-quantile":
+            labels = quantile_sentiments([event["rating"] for event in events])
+        else:
+            labels = [sentiment(event["rating"], options.dislike_max, options.like_min) for event in events]
+        for event, label in zip(events, labels):
+            event["sentiment"] = label
     needed = max(options.min_interactions, options.targets + options.recent + 1)
     eligible = sorted(user for user, events in by_user.items() if len(events) >= needed)
     if not eligible:
@@ -92,13 +136,15 @@ def split_dataset(store: Store, dataset: Artifact, name: str, options: SplitOpti
                         "item_id": event["item_id"],
                         "rating": event["rating"],
                         "ts": event["ts"],
-                        "sentiment": sentiment(event["rating"], options.dislike_max, options.like_min),
+                        "sentiment": event["sentiment"],
                     }
 
     balance = {part: dict.fromkeys(SENTIMENTS, 0) for part in ("train", "test")}
     for user_id, part in partition.items():
         for event in by_user[user_id][-options.targets :]:
-            balance[part][sentiment(event["rating"], options.dislike_max, options.like_min)] += 1
+            balance[part][event["sentiment"]] += 1
+    for warning in imbalance_warnings(balance):
+        log(warning)
 
     with run:
         users = ({"user_id": u, "partition": p} for u, p in sorted(partition.items()))

@@ -124,3 +124,35 @@ def test_split_without_a_dataset_says_so(lettingo):
     result = lettingo("split")  # on an empty store
     assert result.exit_code == 3
     assert "no dataset in" in result.stderr
+
+
+def test_implicit_feedback_warns_and_per_user_quantiles_balance_it(lettingo, store_path, tmp_path):
+    """Play counts (mostly >= 4) split by rating thresholds are nearly all 'like': split says so and names the
+    remedy; --sentiment per-user-quantile labels each user's own top / bottom third instead."""
+    import random
+
+    from lettingo_cli.split import quantile_sentiments
+
+    rng = random.Random(3)
+    lines = ["user,artist,plays"]
+    for user in range(30):
+        for artist in range(25):
+            lines.append(f"u{user},a{artist},{rng.randint(4, 3000)}")
+    path = tmp_path / "plays.csv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert lettingo("ingest", "csv", path, "--user", "user", "--item", "artist", "--rating", "plays").exit_code == 0
+    by_threshold = lettingo("split", "--name", "thresholds")
+    assert by_threshold.exit_code == 0
+    assert "warning: 100% of the train targets are 'like'" in by_threshold.stderr
+    assert "--sentiment per-user-quantile" in by_threshold.stderr
+    by_quantile = lettingo("split", "--sentiment", "per-user-quantile", "--name", "quantiles")
+    assert by_quantile.exit_code == 0 and "warning" not in by_quantile.stderr
+    split = Store(store_path).resolve("split:quantiles")
+    assert split.params["sentiment"] == "per-user-quantile"
+    labels = [r["sentiment"] for r in Store(store_path).rows(split, "split_interactions")]
+    shares = {label: labels.count(label) / len(labels) for label in ("like", "neutral", "dislike")}
+    assert all(0.2 < share < 0.45 for share in shares.values()), shares
+    # ties share their rank: a user with one value everywhere is neutral throughout; ranks split the rest
+    assert quantile_sentiments([5, 5, 5]) == ["neutral"] * 3
+    assert quantile_sentiments([1, 2, 3, 4, 5, 6]) == ["dislike", "dislike", "neutral", "neutral", "like", "like"]
+    assert lettingo("split", "--sentiment", "stars").exit_code == 2

@@ -24,9 +24,13 @@ def majority_label(split: Artifact) -> str:
 
 
 def recent_mean_label(recent: list[dict], split: Artifact) -> str:
-    """The user's mean recent rating, rounded half up (3.5 -> 4), as a label with the split's thresholds."""
+    """The user's mean recent rating, rounded half up (3.5 -> 4), as a label with the split's thresholds; in a
+    per-user-quantile split (no thresholds), the most frequent recent label."""
     if not recent:
         return majority_label(split)
+    if split.params.get("sentiment") == "per-user-quantile":
+        counts = {label: sum(row["sentiment"] == label for row in recent) for label in SENTIMENTS}
+        return max(SENTIMENTS, key=lambda label: (counts[label], -SENTIMENTS.index(label)))
     mean = sum(row["rating"] for row in recent) / len(recent)
     return sentiment(math.floor(mean + 0.5), split.params["dislike_max"], split.params["like_min"])
 
