@@ -146,46 +146,8 @@ def summary(found: dict, baselines: dict[str, dict[str, str]]) -> dict:
     return result
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--store", type=Path, default=RESULTS / "predictor-store" / "lettingo.db")
-    parser.add_argument("--users", type=int, default=None, help="first N test users (default: all)")
-    parser.add_argument("--predictors", default=",".join(PREDICTORS))
-    parser.add_argument("--slow-users", type=int, default=None, help="first N users for llm:qwen2.5-1.5b (slow)")
-    args = parser.parse_args()
-    args.store.parent.mkdir(parents=True, exist_ok=True)
-    store, split, users, prepared = prepare(args.store, args.users)
-    recent, held_out = load_recent_and_targets(store, split, users, 1)
-    baselines = baseline_labels(split, recent)
-    baseline_figures = {
-        b: with_interval({u: [(held_out[u][0].sentiment, labels[u])] for u in users}) for b, labels in baselines.items()
-    }
-
-    results, speeds, seconds = {}, {}, dict(prepared["seconds"])
-    for spec in [*args.predictors.split(","), PREVIOUS_DEFAULT]:
-        if spec == PREVIOUS_DEFAULT and "llm:gemma-3-270m" in args.predictors.split(","):
-            continue  # its no-prior variant is measured in the same pass
-        started = time.perf_counter()
-        predictor = make_predictor(spec, store, split)
-        seconds[f"{spec}: build (fit)"] = round(time.perf_counter() - started, 1)
-        chosen = users[: args.slow_users] if args.slow_users and "qwen" in spec else users
-        try:
-            found, speed = answers_of(predictor, store, split, chosen, prepared["profiles"])
-        finally:
-            predictor.close()
-        seconds[f"{spec}: predict"] = round(time.perf_counter() - started, 1)
-        for variant, by_set in found.items():
-            name = f"{spec}?prior=none" if variant == "no prior" else spec
-            scaled = {u: [(t, d) for t, d in rows] for u, rows in by_set["10h"].items()}
-            baselines_here = {
-                b: {u: rows * len(scaled.get(u, [])) for u, rows in answers.items()} for b, answers in baselines.items()
-            }
-            results[name] = summary(
-                by_set, {b: {u: r for u, r in a.items() if u in scaled} for b, a in baselines_here.items()}
-            )
-            speeds[name] = speed
-        print(f"{spec}: done in {seconds[f'{spec}: predict']} s", file=sys.stderr)
-
+def report(args, users, prepared, baseline_figures, results, speeds, seconds) -> None:
+    """Print the table and write the JSON (called after every predictor, so a cut-short run keeps what it did)."""
     table = []
     for name, sets in results.items():
         for set_name, entry in sets.items():
@@ -209,6 +171,7 @@ def main() -> None:
     payload = {
         "split": SPLIT,
         "test_users": len(users),
+        "llm_predictor_users": args.slow_users or len(users),
         "profiles": {label: artifact.ref for label, artifact in prepared["profiles"].items()},
         "baselines": {
             b: {k: figures[k] for k in ("accuracy", "macro_f1", "weighted_f1", "ci95", "n")}
@@ -223,6 +186,50 @@ def main() -> None:
         "seconds": seconds,
     }  # fmt: skip
     print(f"wrote {write_result('predictor_accuracy', payload)}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--store", type=Path, default=RESULTS / "predictor-store" / "lettingo.db")
+    parser.add_argument("--users", type=int, default=None, help="first N test users (default: all)")
+    parser.add_argument("--predictors", default=",".join(PREDICTORS))
+    parser.add_argument("--slow-users", type=int, default=None, help="first N test users for the LLM predictors")
+    args = parser.parse_args()
+    args.store.parent.mkdir(parents=True, exist_ok=True)
+    store, split, users, prepared = prepare(args.store, args.users)
+    recent, held_out = load_recent_and_targets(store, split, users, 1)
+    baselines = baseline_labels(split, recent)
+    baseline_figures = {
+        b: with_interval({u: [(held_out[u][0].sentiment, labels[u])] for u in users}) for b, labels in baselines.items()
+    }
+
+    results, speeds, seconds = {}, {}, dict(prepared["seconds"])
+    for spec in [*args.predictors.split(","), PREVIOUS_DEFAULT]:
+        if spec == PREVIOUS_DEFAULT and "llm:gemma-3-270m" in args.predictors.split(","):
+            continue  # its no-prior variant is measured in the same pass
+        started = time.perf_counter()
+        predictor = make_predictor(spec, store, split)
+        seconds[f"{spec}: build (fit)"] = round(time.perf_counter() - started, 1)
+        chosen = users[: args.slow_users] if args.slow_users and spec.startswith("llm:") else users
+        try:
+            found, speed = answers_of(predictor, store, split, chosen, prepared["profiles"])
+        finally:
+            predictor.close()
+        seconds[f"{spec}: predict"] = round(time.perf_counter() - started, 1)
+        for variant, by_set in found.items():
+            name = f"{spec}?prior=none" if variant == "no prior" else spec
+            scaled = {u: [(t, d) for t, d in rows] for u, rows in by_set["10h"].items()}
+            baselines_here = {
+                b: {u: rows * len(scaled.get(u, [])) for u, rows in answers.items()} for b, answers in baselines.items()
+            }
+            results[name] = summary(
+                by_set, {b: {u: r for u, r in a.items() if u in scaled} for b, a in baselines_here.items()}
+            )
+            speeds[name] = speed
+        print(f"{spec}: done in {seconds[f'{spec}: predict']} s", file=sys.stderr)
+        report(args, users, prepared, baseline_figures, results, speeds, seconds)  # after each: a partial run counts
+
+    report(args, users, prepared, baseline_figures, results, speeds, seconds)
 
 
 if __name__ == "__main__":
