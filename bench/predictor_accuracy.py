@@ -194,6 +194,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=None, help="first N test users (default: all)")
     parser.add_argument("--predictors", default=",".join(PREDICTORS))
     parser.add_argument("--slow-users", type=int, default=None, help="first N test users for the LLM predictors")
+    parser.add_argument("--merge", action="store_true", help="keep the other predictors' rows of the last results")
     args = parser.parse_args()
     args.store.parent.mkdir(parents=True, exist_ok=True)
     store, split, users, prepared = prepare(args.store, args.users)
@@ -204,6 +205,11 @@ def main() -> None:
     }
 
     results, speeds, seconds = {}, {}, dict(prepared["seconds"])
+    if args.merge and (RESULTS / "predictor_accuracy.json").exists():  # a run of some predictors adds to the last
+        import json
+
+        last = json.loads((RESULTS / "predictor_accuracy.json").read_text())
+        results, speeds, seconds = last["predictors"], last["evaluations_per_s"], {**last["seconds"], **seconds}
     for spec in [*args.predictors.split(","), PREVIOUS_DEFAULT]:
         if spec == PREVIOUS_DEFAULT and "llm:gemma-3-270m" in args.predictors.split(","):
             continue  # its no-prior variant is measured in the same pass
