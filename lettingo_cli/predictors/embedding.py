@@ -14,14 +14,13 @@ from __future__ import annotations
 
 from lettingo_cli.errors import require
 from lettingo_cli.predictors.base import NO_PROFILE
-from lettingo_cli.predictors.fitting import FOLDS, fold, fold_heads, load_minilm
+from lettingo_cli.predictors.fitting import FOLDS, embed_into, fold, fold_heads, load_minilm
 from lettingo_cli.prompts import history_line
 from lettingo_cli.split import SENTIMENTS, load_histories, load_recent_and_targets
 from lettingo_cli.store import Artifact, Store
 
 L2 = 1e-2  # ridge penalty of the logistic head: ~400 features from a few hundred train users
 TRAIN_HISTORY = 30  # the profile-history rows written out as a train user's stand-in profile
-EMBED_BATCH = 64
 MAX_ITER = 200  # L-BFGS iterations of the head's fit
 
 
@@ -56,12 +55,7 @@ class EmbeddingPredictor:
         }
 
     def _embed(self, texts: list[str]) -> None:
-        missing = list(dict.fromkeys(t for t in texts if t not in self.cache))
-        if missing:
-            vectors = self.model.encode(
-                missing, batch_size=EMBED_BATCH, normalize_embeddings=True, convert_to_tensor=True
-            )
-            self.cache.update(zip(missing, vectors))
+        embed_into(self.model, self.cache, texts)
 
     def _features(self, recent: list[dict], target_text: str, profile_text: str):
         torch = self.torch

@@ -24,6 +24,17 @@ def load_minilm():
     return SentenceTransformer(str(package.get_model_path()), device="cpu")
 
 
+EMBED_BATCH = 64
+
+
+def embed_into(model, cache: dict, texts: list[str]) -> None:
+    """Add the normalised MiniLM embeddings of the texts not yet in `cache` (text -> vector) to it."""
+    missing = list(dict.fromkeys(t for t in texts if t not in cache))
+    if missing:
+        vectors = model.encode(missing, batch_size=EMBED_BATCH, normalize_embeddings=True, convert_to_tensor=True)
+        cache.update(zip(missing, vectors))
+
+
 def fit_logistic(features, labels, l2: float, max_iter: int):
     """A multinomial logistic regression with an L2 penalty on the weights, fitted by L-BFGS (seeded)."""
     torch = require("torch")

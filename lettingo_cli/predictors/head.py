@@ -26,7 +26,7 @@ import re
 
 from lettingo_cli.errors import UsageError, require
 from lettingo_cli.predictors.base import NO_PROFILE
-from lettingo_cli.predictors.fitting import FOLDS, fold, fold_heads, load_minilm
+from lettingo_cli.predictors.fitting import FOLDS, embed_into, fold, fold_heads, load_minilm
 from lettingo_cli.prompts import history_line
 from lettingo_cli.split import SENTIMENTS, Target, load_histories, load_recent_and_targets
 from lettingo_cli.store import Artifact, Store
@@ -34,7 +34,6 @@ from lettingo_cli.store import Artifact, Store
 L2 = 1e-3  # ridge penalty: ~20 features from several hundred train users need little
 ITEM_PRIOR_RATINGS = 5  # an item's mean rating is shrunk towards the global mean as if it had 5 more such ratings
 TRAIN_HISTORY = 30  # the profile-history rows written out as a train user's stand-in profile
-EMBED_BATCH = 64
 MAX_ITER = 300  # L-BFGS iterations of the head's fit
 POSITIVE = "The user loves this and rates it highly."
 NEGATIVE = "The user dislikes this and rates it poorly."
@@ -141,12 +140,7 @@ class HeadPredictor:
     # --- embeddings --------------------------------------------------------------------------------------
 
     def _embed(self, texts: list[str]) -> None:
-        missing = list(dict.fromkeys(t for t in texts if t not in self.cache))
-        if missing:
-            vectors = self.model.encode(
-                missing, batch_size=EMBED_BATCH, normalize_embeddings=True, convert_to_tensor=True
-            )
-            self.cache.update(zip(missing, vectors))
+        embed_into(self.model, self.cache, texts)
 
     @staticmethod
     def _sentences(profile: str) -> list[str]:
