@@ -34,10 +34,15 @@ from lettingo_cli.split import load_recent_and_targets, select_users  # noqa: E4
 from lettingo_cli.store import Store  # noqa: E402
 
 SPLIT = "k1"
-GENERATORS = {  # profile set -> (how many test users, the first by id; None: all), gen arguments
-    "gemma-3-270m": (None, ["--n", "4", "--max-tokens", "120"]),
-    # Qwen 1.5B reads a ~900-token prompt in several seconds on 2 cores: one profile each for 60 users
-    "qwen2.5-1.5b": (60, ["--n", "1", "--max-tokens", "120", "--generator", "qwen2.5-1.5b"]),
+# profile set -> gen arguments and the artifacts it is made of: (first, last) test users by position (None: all
+# test users) and the artifact's name. Qwen 1.5B writes ~10 tokens/s on 2 cores: one profile each for the first
+# 150 test users, made in two runs (the first 60, then the next 90).
+GENERATORS = {
+    "gemma-3-270m": (["--n", "4", "--max-tokens", "120"], [(None, f"{SPLIT}-test-gemma")]),
+    "qwen2.5-1.5b": (
+        ["--n", "1", "--max-tokens", "120", "--generator", "qwen2.5-1.5b"],
+        [((0, 60), f"{SPLIT}-test60-qwen2.5"), ((60, 150), f"{SPLIT}-test61-150-qwen2.5")],
+    ),
 }
 # head:minilm?profiles=... trains on one default-generator profile of each of the first TRAIN_USERS train users
 # (a user's ~900-token prompt is read for one profile only: ~0.4 profiles/s on 2 cores)
@@ -69,17 +74,17 @@ def prepare(store_path: Path, users: int | None) -> tuple[Store, object, list[st
     test = select_users(store, split, "test")[:users] if users else select_users(store, split, "test")
     timings, profile_sets = {}, {}
     all_test = select_users(store, split, "test")
-    for label, (count, args) in GENERATORS.items():
+    for label, (args, parts) in GENERATORS.items():
         started = time.perf_counter()
-        if count is None:
-            name = f"{SPLIT}-test-{label.split('-')[0]}"
-            ref = lettingo(store_path, "gen", "--split", SPLIT, "--users", "test", *args, "--name", name)
-        else:
-            name = f"{SPLIT}-test{count}-{label.split('-')[0]}"
-            chosen = "\n".join(all_test[:count])
-            ref = lettingo(store_path, "gen", "--split", SPLIT, "--users", "-", *args, "--name", name, stdin=chosen)
+        profile_sets[label] = []
+        for span, name in parts:
+            if span is None:
+                ref = lettingo(store_path, "gen", "--split", SPLIT, "--users", "test", *args, "--name", name)
+            else:
+                chosen = "\n".join(all_test[span[0] : span[1]])
+                ref = lettingo(store_path, "gen", "--split", SPLIT, "--users", "-", *args, "--name", name, stdin=chosen)
+            profile_sets[label].append(store.resolve(ref))
         timings[f"gen {label}"] = round(time.perf_counter() - started, 1)
-        profile_sets[label] = store.resolve(ref)
     started = time.perf_counter()
     train = "\n".join(select_users(store, split, "train")[:TRAIN_USERS])
     name = f"{SPLIT}-train{TRAIN_USERS}-gemma"
@@ -92,13 +97,14 @@ def answers_of(predictor, store: Store, split, users: list[str], profile_sets: d
     """{variant: {set: {user: [(truth, distribution)] in target x profile order}}}, and evaluations/s per set.
     Set "10h" is the no-profile question. An LLM predictor gives two variants from one pass: with its prior and
     without."""
-    recent, held_out = load_recent_and_targets(store, split, users, 1)
+    recent, held_out = load_recent_and_targets(store, split, users, split.params["targets"])
     texts = {"10h": {u: [NO_PROFILE] for u in users}}
-    for label, artifact in profile_sets.items():
+    for label, artifacts in profile_sets.items():
         texts[label] = {u: [] for u in users}
-        for row in store.rows(artifact, "profiles"):
-            if row["user_id"] in texts[label]:
-                texts[label][row["user_id"]].append(row["text"])
+        for artifact in artifacts:
+            for row in store.rows(artifact, "profiles"):
+                if row["user_id"] in texts[label]:
+                    texts[label][row["user_id"]].append(row["text"])
     is_llm = isinstance(predictor, LLMPredictor)
     variants = ("prior", "no prior") if is_llm else ("",)
     found = {variant: {name: {} for name in texts} for variant in variants}
@@ -113,11 +119,17 @@ def answers_of(predictor, store: Store, split, users: list[str], profile_sets: d
             if is_llm:
                 raw = predictor._raw(user, recent[user], targets, by_user[user])
                 for variant, shift in (("prior", predictor.prior), ("no prior", None)):
-                    distributions = [probabilities(r, predictor.prompt.labels, shift) for r in raw]
-                    found[variant][name][user] = [(targets[0].sentiment, d) for d in distributions]
+                    found[variant][name][user] = [  # raw is flat, in target x profile order
+                        (targets[i // len(by_user[user])].sentiment, probabilities(r, predictor.prompt.labels, shift))
+                        for i, r in enumerate(raw)
+                    ]
             else:
-                [distributions] = predictor.predict(user, recent[user], targets, by_user[user])
-                found[""][name][user] = [(targets[0].sentiment, d) for d in distributions]
+                distributions = predictor.predict(user, recent[user], targets, by_user[user])
+                found[""][name][user] = [
+                    (target.sentiment, d)
+                    for target, per_profile in zip(targets, distributions, strict=True)
+                    for d in per_profile
+                ]
         speed[name] = round(evaluations / (time.perf_counter() - started), 2)
     return found, speed
 
@@ -137,10 +149,13 @@ def summary(found: dict, baselines: dict[str, dict[str, str]]) -> dict:
             for b, labels in baselines.items()
         }
         if name != "10h":
+            # each row's own target's 10H answer: rows are target x profile, 10H has one row per target
+            ten_h_of = {u: [ten_h[u][i * len(ten_h[u]) // len(rows)][1] for i in range(len(rows))]
+                        for u, rows in predicted.items()}  # fmt: skip
             entry["minus_10h"] = paired(
-                predicted, {u: [(t, ten_h[u][0][1]) for t, _ in rows] for u, rows in predicted.items()}
+                predicted, {u: [(t, a) for (t, _), a in zip(rows, ten_h_of[u])] for u, rows in predicted.items()}
             )
-            changed = [p != ten_h[u][0][1] for u, rows in predicted.items() for _, p in rows]
+            changed = [p != a for u, rows in predicted.items() for (_, p), a in zip(rows, ten_h_of[u])]
             entry["answers_changed_by_profile"] = round(sum(changed) / len(changed), 4)
         result[name] = entry
     return result
@@ -169,9 +184,9 @@ def report(args, users, prepared, baseline_figures, results, speeds, seconds) ->
     default_speed = speeds.get(DEFAULT, {}).get("gemma-3-270m")
     previous_speed = speeds.get(PREVIOUS_DEFAULT, {}).get("gemma-3-270m")
     payload = {
-        "split": SPLIT,
+        "split": args.split_ref,
+        "profiles_of_split": SPLIT,
         "test_users": len(users),
-        "llm_predictor_users": args.slow_users or len(users),
         "profiles": {label: artifact.ref for label, artifact in prepared["profiles"].items()},
         "baselines": {
             b: {k: figures[k] for k in ("accuracy", "macro_f1", "weighted_f1", "ci95", "n")}
@@ -185,7 +200,7 @@ def report(args, users, prepared, baseline_figures, results, speeds, seconds) ->
         ),
         "seconds": seconds,
     }  # fmt: skip
-    print(f"wrote {write_result('predictor_accuracy', payload)}")
+    print(f"wrote {write_result(args.result, payload)}")
 
 
 def main() -> None:
@@ -195,24 +210,36 @@ def main() -> None:
     parser.add_argument("--predictors", default=",".join(PREDICTORS))
     parser.add_argument("--slow-users", type=int, default=None, help="first N test users for the LLM predictors")
     parser.add_argument("--merge", action="store_true", help="keep the other predictors' rows of the last results")
+    parser.add_argument("--eval-split", default=None, help="judge on this split's targets (made if missing)")
+    parser.add_argument("--targets", type=int, default=4, help="targets per user of --eval-split")
     args = parser.parse_args()
     args.store.parent.mkdir(parents=True, exist_ok=True)
     store, split, users, prepared = prepare(args.store, args.users)
-    recent, held_out = load_recent_and_targets(store, split, users, 1)
+    if args.eval_split:  # the profiles of SPLIT, judged on another split's targets (same users, later targets)
+        lettingo(args.store, "split", "--name", args.eval_split, "--targets", str(args.targets))
+        split = store.resolve(f"split:{args.eval_split}")
+        if select_users(store, split, "test")[: len(users)] != users:
+            sys.exit(f"split:{args.eval_split} has other test users than split:{SPLIT}")
+    args.result = "predictor_accuracy" + (f"_{args.eval_split}" if args.eval_split else "")
+    args.split_ref = split.ref
+    recent, held_out = load_recent_and_targets(store, split, users, split.params["targets"])
     baselines = baseline_labels(split, recent)
     baseline_figures = {
-        b: with_interval({u: [(held_out[u][0].sentiment, labels[u])] for u in users}) for b, labels in baselines.items()
+        b: with_interval({u: [(t.sentiment, labels[u]) for t in held_out[u]] for u in users})
+        for b, labels in baselines.items()
     }
 
     results, speeds, seconds = {}, {}, dict(prepared["seconds"])
-    if args.merge and (RESULTS / "predictor_accuracy.json").exists():  # a run of some predictors adds to the last
+    if args.merge and (RESULTS / f"{args.result}.json").exists():  # a run of some predictors adds to the last
         import json
 
-        last = json.loads((RESULTS / "predictor_accuracy.json").read_text())
+        last = json.loads((RESULTS / f"{args.result}.json").read_text())
         results, speeds, seconds = last["predictors"], last["evaluations_per_s"], {**last["seconds"], **seconds}
-    for spec in [*args.predictors.split(","), PREVIOUS_DEFAULT]:
-        if spec == PREVIOUS_DEFAULT and "llm:gemma-3-270m" in args.predictors.split(","):
-            continue  # its no-prior variant is measured in the same pass
+    specs = args.predictors.split(",")
+    if DEFAULT in specs and "llm:gemma-3-270m" not in specs and not args.eval_split:
+        specs.append(PREVIOUS_DEFAULT)  # the default's evaluations/s against the previous default's (with llm:gemma
+        # its no-prior variant is measured in the same pass)
+    for spec in specs:
         started = time.perf_counter()
         predictor = make_predictor(spec, store, split)
         seconds[f"{spec}: build (fit)"] = round(time.perf_counter() - started, 1)
@@ -224,13 +251,8 @@ def main() -> None:
         seconds[f"{spec}: predict"] = round(time.perf_counter() - started, 1)
         for variant, by_set in found.items():
             name = f"{spec}?prior=none" if variant == "no prior" else spec
-            scaled = {u: [(t, d) for t, d in rows] for u, rows in by_set["10h"].items()}
-            baselines_here = {
-                b: {u: rows * len(scaled.get(u, [])) for u, rows in answers.items()} for b, answers in baselines.items()
-            }
-            results[name] = summary(
-                by_set, {b: {u: r for u, r in a.items() if u in scaled} for b, a in baselines_here.items()}
-            )
+            answered = by_set["10h"]  # the users this predictor answered (LLM predictors: the first --slow-users)
+            results[name] = summary(by_set, {b: {u: a[u] for u in answered} for b, a in baselines.items()})
             speeds[name] = speed
         print(f"{spec}: done in {seconds[f'{spec}: predict']} s", file=sys.stderr)
         report(args, users, prepared, baseline_figures, results, speeds, seconds)  # after each: a partial run counts

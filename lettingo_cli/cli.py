@@ -20,7 +20,7 @@ from typer.core import TyperGroup
 
 from lettingo_cli import __version__
 from lettingo_cli.dpo import DPOOptions
-from lettingo_cli.errors import ArtifactNotFound, LettingoError, MissingDependency, UsageError
+from lettingo_cli.errors import EXIT_INTEGRITY, ArtifactNotFound, LettingoError, MissingDependency, UsageError
 from lettingo_cli.options import command_options
 from lettingo_cli.predictors import DEFAULT_PREDICTOR
 from lettingo_cli.store import KINDS, check_name
@@ -52,6 +52,10 @@ class LettingoGroup(TyperGroup):
             sys.stderr.close()
             raise typer.Exit(0) from None
         except (OSError, sqlite3.Error) as error:  # a full disk, a locked or unreadable store, ...
+            from lettingo_cli.store import Store, damaged, is_damage
+
+            if is_damage(error):  # SQLite found a broken page after the store opened
+                fail(str(damaged(Store.opened, error)), EXIT_INTEGRITY)
             fail(str(error), 1)
         except Exception as error:
             if type(error).__module__.startswith("typer") or os.environ.get("LETTINGO_DEBUG"):
@@ -302,6 +306,13 @@ def split_command(
             "user's top third of values is like, bottom third dislike)."
         ),
     ] = "thresholds",
+    value_words: Annotated[
+        Optional[str],
+        typer.Option(
+            help='How prompts show a value; "{value}" is the number, e.g. "played {value} times" (default: '
+            '"{value}/5", or "{value} <rating column>" with per-user-quantile).'
+        ),
+    ] = None,
     name: NameOption = None,
     force: ForceOption = False,
     as_json: JsonOption = False,
@@ -321,6 +332,7 @@ def split_command(
         dislike_max=dislike_max,
         like_min=like_min,
         sentiment=sentiment,
+        value_words=value_words,
     )
     opened = open_store(store)
     source = resolve_input(opened, dataset, "dataset")

@@ -102,13 +102,18 @@ def read_text(path: Path, encoding: str = "utf-8") -> str:
 
 
 def parse_rating(value: str, path: Path, line: int) -> float:
+    if isinstance(value, bool | list | dict):  # JSON's true, [..], {..}: float(True) would say 1.0
+        raise InputError(path, f"rating {json.dumps(value)} is not a number", line)
     try:
         rating = float(value)
     except (TypeError, ValueError):
-        raise InputError(path, f"rating {value!r} is not a number", line) from None
+        raise InputError(path, f"rating {_shown(value)} is not a number", line) from None
     if not math.isfinite(rating):
-        raise InputError(path, f"rating {value!r} is not a finite number", line)
+        raise InputError(path, f"rating {_shown(value)} is not a finite number", line)
     return rating
+
+
+EARLIEST_TIME, LATEST_TIME = -62_135_596_800, 253_402_300_799  # 0001-01-01 and 9999-12-31 in unix seconds
 
 
 def parse_time(value: str, path: Path, line: int) -> int:
@@ -118,21 +123,32 @@ def parse_time(value: str, path: Path, line: int) -> int:
         seconds = float(text)
         if not math.isfinite(seconds):
             raise ValueError
-        return int(seconds)
     except ValueError:
-        pass
+        seconds = None
+    if seconds is not None:
+        if not EARLIEST_TIME <= seconds <= LATEST_TIME:
+            raise InputError(path, f"time {_shown(value)} is outside years 1-9999 in unix seconds", line)
+        return int(seconds)
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        raise InputError(path, f"time {value!r} is neither unix seconds nor an ISO 8601 date", line) from None
+        raise InputError(path, f"time {_shown(value)} is neither unix seconds nor an ISO 8601 date", line) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return int(moment.timestamp())
 
 
+def _shown(value, limit: int = 40) -> str:
+    """A value for an error line: repr, cut to `limit` characters (a megabyte-long field stays one short line)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
+
 def _field_value(value, path: Path, line: int, column: str) -> str:
     if value is None or (isinstance(value, str) and not value.strip()):
         raise InputError(path, f"missing value for column {column!r}", line)
+    if isinstance(value, list | dict):
+        raise InputError(path, f"column {column!r} holds {json.dumps(value)[:40]}, not a string or number", line)
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     return str(value).strip()
@@ -277,6 +293,8 @@ def _jsonl_rows(path: Path):
             record = json.loads(line)
         except json.JSONDecodeError as exc:
             raise InputError(path, f"invalid JSON ({exc.msg})", number) from None
+        except ValueError as exc:  # e.g. an integer of more digits than Python converts (4,300)
+            raise InputError(path, f"invalid JSON ({exc})", number) from None
         if not isinstance(record, dict):
             raise InputError(path, "each line must be a JSON object", number)
         yield number, record
@@ -336,16 +354,21 @@ def is_html_fragment(text: str) -> bool:
     return bool(re.search(r"<\s*/?\s*[A-Za-z!]", text))
 
 
+def _as_list(value) -> list:
+    """A metadata field that should be a list: as is; missing: empty; a lone value (a string, a number): alone."""
+    if value is None or value == "":
+        return []
+    return value if isinstance(value, list) else [value]
+
+
 def amazon_item(asin: str, meta: dict | None) -> Item:
     """Title, or when the title is missing or an HTML fragment, brand + category + start of description."""
     if not meta:
         return Item(title=asin, text=f"item {asin}", attributes={"metadata": False})
     title = str(meta.get("title") or "").strip()
     brand = strip_html(str(meta.get("brand") or ""))
-    categories = [strip_html(str(c)) for c in meta.get("category") or [] if str(c).strip()]
-    description = meta.get("description") or []
-    if isinstance(description, str):
-        description = [description]
+    categories = [strip_html(str(c)) for c in _as_list(meta.get("category")) if str(c).strip()]
+    description = _as_list(meta.get("description"))
     description_text = strip_html(" ".join(str(part) for part in description))
     attributes = {"brand": brand, "categories": categories, "metadata": True}
     if title and not is_html_fragment(title):

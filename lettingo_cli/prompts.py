@@ -94,14 +94,15 @@ def clean_field(text: str, limit: int = MAX_ITEM_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
 
 
-def history_line(item_text: str, sentiment: str, rating: float) -> str:
-    stars = f"{rating:g}/5"
-    return f'- "{clean_field(item_text)}": {SENTIMENT_WORDS[sentiment]} ({stars})'
+def history_line(row: dict) -> str:
+    """One interaction of a prompt: `row` has the item's text, its sentiment and the value in words ("shown",
+    from the split's readers: "4/5", "1,234 plays")."""
+    return f'- "{clean_field(row["text"])}": {SENTIMENT_WORDS[row["sentiment"]]} ({row["shown"]})'
 
 
 def render(template: Template, history: list[dict], chat: bool):
     """The prompt for one user: `history` rows have item text, sentiment and rating, oldest first."""
-    lines = "\n".join(history_line(row["text"], row["sentiment"], row["rating"]) for row in history)
+    lines = "\n".join(history_line(row) for row in history)
     body = template.text.replace("{n_items}", str(len(history))).replace("{history}", lines)
     if chat:
         return [{"role": "user", "content": body}]

@@ -20,6 +20,8 @@ from lettingo_cli.store import Artifact, Store
 
 SENTIMENTS = ("like", "neutral", "dislike")  # the three labels, in the order every table and matrix uses
 SENTIMENT_MODES = ("thresholds", "per-user-quantile")
+LATER_OPTIONS = {"sentiment": "thresholds", "value_words": None}  # split options added later, with their defaults
+STARS = "{value}/5"  # how a rating is shown when a split does not say (value_words None)
 IMBALANCE_SHARE = 0.9  # one label holding more of the targets than this leaves little to predict: warn
 
 
@@ -37,8 +39,13 @@ class SplitOptions:
     # thresholds: the two above, for ratings; per-user-quantile: each user's own values, top third like, bottom
     # third dislike (by mid-rank), for play counts, clicks and other implicit values
     sentiment: str = "thresholds"
+    # how prompts show a value: "{value}" is replaced by the number ("4", "1,234"); None: "{value}/5" for
+    # thresholds, "{value} <rating column>" (e.g. "1,234 plays") for per-user-quantile
+    value_words: str | None = None
 
     def __post_init__(self) -> None:
+        if self.value_words is not None and "{value}" not in self.value_words:
+            raise UsageError('--value-words must contain "{value}", e.g. "played {value} times"')
         if self.sentiment not in SENTIMENT_MODES:
             raise UsageError(f"--sentiment must be one of {', '.join(SENTIMENT_MODES)}")
         if self.targets < 1 or self.recent < 0 or self.history < 1:
@@ -89,7 +96,13 @@ def imbalance_warnings(balance: dict) -> list[str]:
 
 def split_dataset(store: Store, dataset: Artifact, name: str, options: SplitOptions, force: bool = False) -> Artifact:
     params = {"dataset": dataset.id, **asdict(options)}
-    run = store.stage("split", "split", name, params, {"dataset": dataset.id}, force=force, atomic=True)
+    if options.value_words is None and options.sentiment == "per-user-quantile":
+        column = dataset.params.get("columns", {}).get("rating") or "value"
+        params["value_words"] = "{value} " + column  # "1,234 plays"
+    # options added after the first release leave the run key alone at their defaults: a store's earlier splits
+    # stay cache hits
+    key = {k: v for k, v in params.items() if k not in LATER_OPTIONS or v != LATER_OPTIONS[k]} | {"name": name}
+    run = store.stage("split", "split", name, params, {"dataset": dataset.id}, key_params=key, force=force, atomic=True)
     if run.cached:
         return run.cached
 
@@ -202,20 +215,52 @@ def select_users(store: Store, split: Artifact, selector: str, listed: list[str]
     return sorted(users)
 
 
+PARTITION_PARAMS = ("dataset", "seed", "test_users", "train_users", "sentiment", "dislike_max", "like_min")
+
+
+def profiles_fit_split(profile_split: Artifact, split: Artifact) -> bool:
+    """Whether profiles written from `profile_split`'s profile history may be judged on `split`'s targets without
+    having seen any of them: both splits choose and partition the same users, and that history ends
+    `recent + targets` interactions before each user's last one, so no later than `split`'s first target. (A
+    split with 1 target and 10 recent ratings lends its profiles to splits of up to 11 targets.)"""
+    if profile_split.id == split.id:
+        return True
+
+    def needed(params: dict) -> int:  # split_dataset's eligibility rule
+        return max(params["min_interactions"], params["targets"] + params["recent"] + 1)
+
+    def param(params: dict, key: str):  # a split made before an option existed used its default
+        return params.get(key, LATER_OPTIONS.get(key))
+
+    return (
+        all(param(profile_split.params, k) == param(split.params, k) for k in PARTITION_PARAMS)
+        and needed(profile_split.params) == needed(split.params)
+        and profile_split.params["recent"] + profile_split.params["targets"] >= split.params["targets"]
+    )
+
+
+def in_words(value: float, words: str = STARS) -> str:
+    """A rating or count as prompts show it: 4 -> "4/5", 4.5 -> "4.5/5"; with "{value} plays", 1234 -> "1,234 plays"."""
+    number = f"{int(value):,}" if float(value).is_integer() else f"{value:,.4g}"
+    return words.replace("{value}", number)
+
+
 def load_histories(store: Store, split: Artifact, users: list[str], history: int) -> dict[str, list[dict]]:
     """Each user's profile history (never the recent history or the targets), the most recent `history`
-    rows, oldest first, with the item text from the split's dataset."""
+    rows, oldest first, with the item text from the split's dataset and the value in words ("shown")."""
+    words = split.params.get("value_words") or STARS
     rows: dict[str, list[dict]] = {u: [] for u in users}
     for row in store.split_interactions(split, ("history",)):
         if row["user_id"] in rows:
-            rows[row["user_id"]].append(row)
+            rows[row["user_id"]].append({**row, "shown": in_words(row["rating"], words)})
     return {user: events[-history:] for user, events in rows.items()}
 
 
 def load_recent_and_targets(
     store: Store, split: Artifact, users: list[str], targets: int
 ) -> tuple[dict[str, list[dict]], dict[str, list[Target]]]:
-    """Recent-history rows (text, sentiment, rating) and the first `targets` held-out targets of each user."""
+    """Recent-history rows (text, sentiment, rating, shown) and the first `targets` held-out targets of each user."""
+    words = split.params.get("value_words") or STARS
     recent: dict[str, list[dict]] = {u: [] for u in users}
     held_out: dict[str, list[Target]] = {u: [] for u in users}
     for row in store.split_interactions(split, ("recent", "target")):
@@ -223,7 +268,9 @@ def load_recent_and_targets(
         if user not in recent:
             continue
         if row["role"] == "recent":
-            recent[user].append({k: row[k] for k in ("text", "sentiment", "rating")})
+            recent[user].append(
+                {**{k: row[k] for k in ("text", "sentiment", "rating")}, "shown": in_words(row["rating"], words)}
+            )
         elif len(held_out[user]) < targets:
             held_out[user].append(Target(row["position"], clean_field(row["text"]), row["sentiment"]))
     return recent, held_out

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import sqlite3
 import sys
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -25,7 +26,7 @@ from pathlib import Path
 
 from lettingo_cli import __version__
 from lettingo_cli.digest import HASH_CHUNK_BYTES, canonical_json
-from lettingo_cli.errors import ArtifactNotFound, LettingoError
+from lettingo_cli.errors import ArtifactNotFound, IntegrityError, LettingoError
 from lettingo_cli.store.artifact import KINDS, PRIMARY_TABLE, ROW_TABLES, Artifact, check_name
 from lettingo_cli.store.upkeep import Upkeep
 
@@ -85,8 +86,56 @@ def _migrations():
     return migrations, names
 
 
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def _check_file(path: Path) -> None:
+    """Refuse, before SQLite touches it, a file that is not an SQLite database or that was cut short (its header
+    says how many pages it has: a truncated copy has fewer bytes)."""
+    if not path.exists() or path.stat().st_size == 0:
+        return  # a new store
+    with open(path, "rb") as handle:
+        header = handle.read(100)
+    if not header.startswith(SQLITE_HEADER):
+        raise IntegrityError(f"{path} is not a lettingo store (not an SQLite database); pass --store with another file")
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32], "big")
+    valid_for, change_counter = header[92:96], header[24:28]  # the page count is valid only when these agree
+    if len(header) == 100 and valid_for == change_counter and path.stat().st_size < pages * page_size:
+        raise IntegrityError(
+            f"{path} is damaged: it has {path.stat().st_size:,} bytes, its header says {pages * page_size:,} "
+            "(truncated copy?); restore it from a backup"
+        )
+
+
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    """A read-only connection. A WAL store needs its -shm file to be read that way; where it is missing and cannot
+    be made (a read-only folder or medium), the file is read as immutable: nobody can be writing it then."""
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return conn
+    except sqlite3.OperationalError:
+        conn.close()
+        return sqlite3.connect(f"{path.resolve().as_uri()}?immutable=1", uri=True)
+
+
+def is_damage(error: Exception) -> bool:
+    """Whether SQLite's error means the file itself is broken (rather than busy, locked or read-only)."""
+    text = str(error)
+    return isinstance(error, sqlite3.DatabaseError) and ("malformed" in text or "not a database" in text)
+
+
+def damaged(path: Path | None, error: Exception) -> IntegrityError:
+    where = f"the store {path}" if path else "the store"
+    return IntegrityError(f"{where} is damaged ({error}); `lettingo store verify` checks it; restore it from a backup")
+
+
 class Store(Upkeep):
     """A lettingo store at `path` (the SQLite file) with its blobs in `<path without .db>.blobs/`."""
+
+    opened: Path | None = None  # the store this process opened last: named by the CLI when SQLite finds damage
 
     def __init__(self, path: Path | str, create: bool = True):
         sqlite_utils = _import_sqlite_utils()
@@ -95,14 +144,38 @@ class Store(Upkeep):
             raise ArtifactNotFound(f"no lettingo store at {self.path} (ingest a dataset first, or pass --store)")
         if self.path.parent and not self.path.parent.exists():
             raise LettingoError(f"cannot create a store at {self.path}: folder {self.path.parent} does not exist")
+        Store.opened = self.path
         self.blob_dir = self.path.with_name(self.path.stem + ".blobs")
-        self.db = sqlite_utils.Database(self.path, execute_plugins=False)
-        conn = self.db.conn
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        conn.execute("PRAGMA foreign_keys = ON")
-        self.db.enable_wal()
-        conn.execute("PRAGMA synchronous = NORMAL")
-        self._migrate()
+        _check_file(self.path)
+        # WAL needs to write the file and create -wal/-shm files beside it: without both, open it read-only
+        self.read_only = self.path.exists() and not (
+            os.access(self.path, os.W_OK) and os.access(self.path.parent or Path("."), os.W_OK)
+        )
+        try:
+            if self.read_only:
+                conn = _connect_read_only(self.path)
+            else:
+                conn = sqlite3.connect(self.path)
+            self.db = sqlite_utils.Database(conn, execute_plugins=False)
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA foreign_keys = ON")
+            self._check_is_lettingo_store()
+            if not self.read_only:
+                self.db.enable_wal()
+                conn.execute("PRAGMA synchronous = NORMAL")
+            self._migrate()
+        except sqlite3.DatabaseError as error:
+            if is_damage(error):
+                raise damaged(self.path, error) from None
+            raise
+
+    def _check_is_lettingo_store(self) -> None:
+        """Refuse another program's SQLite database before writing anything to it."""
+        tables = {row[0] for row in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if tables and "artifacts" not in tables:
+            shown = ", ".join(sorted(tables)[:5])
+            raise IntegrityError(f"{self.path} is not a lettingo store: it is an SQLite database of other tables "
+                                 f"({shown}); pass --store with another file")  # fmt: skip
 
     def stage(self, stage: str, kind: str, name: str, params: dict, inputs: dict, **options):
         """The stage protocol (cache hit, resume, finalize, discard) for one run of a stage: see stage.py."""
@@ -119,6 +192,11 @@ class Store(Upkeep):
         an immediate one waits its turn (up to BUSY_TIMEOUT_MS), so any number of lettingo processes can
         write one store."""
         conn = self.db.conn
+        if self.read_only:
+            raise LettingoError(
+                f"{self.path} is read-only (file or folder not writable): reading works, writing "
+                "does not; copy the store (and its .blobs folder) somewhere writable, or pass --store"
+            )
         if conn.in_transaction:
             with self.db.atomic():
                 yield
@@ -143,6 +221,9 @@ class Store(Upkeep):
                 f"knows {len(known)}); upgrade lettingo to use it"
             )
         if migrations.pending(self.db):
+            if self.read_only:
+                raise LettingoError(f"{self.path} is read-only and was written by an older lettingo: copy it to a "
+                                    "writable place once so it can be upgraded")  # fmt: skip
             migrations.apply(self.db)
             self.db.execute(f"PRAGMA user_version = {len(known)}")
 
@@ -497,7 +578,14 @@ class Store(Upkeep):
         for entry in self.files(artifact):
             if not entry["path"].startswith(prefix):
                 continue
+            source = self.blob_path(entry["blob_hash"])
+            if not source.exists():
+                missing = (
+                    f"the blob folder {self.blob_dir} is missing" if not self.blob_dir.exists() else "it is missing"
+                )
+                raise IntegrityError(f"{artifact.ref}: cannot read its file {entry['path']}: {missing} "
+                                     "(`lettingo store verify` lists what is lost)")  # fmt: skip
             target = destination / entry["path"].removeprefix(prefix)
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(self.blob_path(entry["blob_hash"]), target)
+            shutil.copyfile(source, target)
         return destination

@@ -39,7 +39,13 @@ class Upkeep:
             problems.append(f"foreign key violation: {row}")
         blobs = list(self.db.query("SELECT hash, size FROM blobs ORDER BY hash"))
         referenced = self._referenced_blobs()
-        for blob in blobs:
+        if referenced and not self.blob_dir.exists():  # one line for the folder, not one per file
+            problems.append(f"the blob folder {self.blob_dir} is missing: {len(referenced)} file(s) of artifacts "
+                            "were in it (moved or deleted? restore it beside the store)")  # fmt: skip
+            blobs_to_check = []
+        else:
+            blobs_to_check = blobs
+        for blob in blobs_to_check:
             path = self.blob_path(blob["hash"])
             if not path.exists():
                 if blob["hash"] in referenced:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 
 import pytest
 
-from lettingo_cli.split import sentiment
+from lettingo_cli.prompts import builtin_template, render
+from lettingo_cli.split import load_histories, load_recent_and_targets, profiles_fit_split, select_users, sentiment
 from lettingo_cli.store import Store
 from tests.conftest import write_ml100k, write_ratings_csv
 
@@ -111,13 +113,20 @@ def test_min_interactions_and_train_cap(lettingo, store_path, tmp_path):
     assert (counts["test_users"], counts["train_users"]) == (1, 1)
 
 
-def test_split_defaults_to_latest_dataset_and_is_cached(lettingo, tmp_path):
+def test_split_defaults_to_latest_dataset_and_is_cached(lettingo, store_path, tmp_path):
     folder = write_ml100k(tmp_path / "movielens-tiny")
     assert lettingo("ingest", "movielens", folder).exit_code == 0
     first = lettingo("split")
     again = lettingo("split")
     assert first.stdout == again.stdout == "split:movielens-tiny@v1\n"
     assert "already split" in again.stderr
+    # options added later (--sentiment, --value-words) leave the run key of a default split as it was before them,
+    # so a store's earlier splits stay cache hits
+    store = Store(store_path)
+    split = store.resolve("split:movielens-tiny")
+    earlier = {k: v for k, v in split.params.items() if k not in ("sentiment", "value_words")}
+    key = store.run_key("split", {"dataset": split.params["dataset"]}, {**earlier, "name": split.name})
+    assert store.cached(key).id == split.id
 
 
 def test_split_without_a_dataset_says_so(lettingo):
@@ -156,3 +165,42 @@ def test_implicit_feedback_warns_and_per_user_quantiles_balance_it(lettingo, sto
     assert quantile_sentiments([5, 5, 5]) == ["neutral"] * 3
     assert quantile_sentiments([1, 2, 3, 4, 5, 6]) == ["dislike", "dislike", "neutral", "neutral", "like", "like"]
     assert lettingo("split", "--sentiment", "stars").exit_code == 2
+
+    # prompts show the counts as counts: "(1,234 plays)", not "(1234/5)"; --value-words says it another way
+    store = Store(store_path)
+    user = select_users(store, split, "train")[0]
+    [rows] = load_histories(store, split, [user], 30).values()
+    big = next(row for row in rows if row["rating"] >= 1000)
+    assert big["shown"] == f"{int(big['rating']):,} plays" and "," in big["shown"]
+    assert f"({big['shown']})" in render(builtin_template(False), rows, False)
+    worded = lettingo(
+        "split", "--sentiment", "per-user-quantile", "--value-words", "played {value} times", "--name", "w"
+    )
+    assert worded.exit_code == 0
+    recent, _ = load_recent_and_targets(store, store.resolve("split:w"), [user], 1)
+    assert all(re.fullmatch(r"played [\d,]+ times", row["shown"]) for row in recent[user])
+    assert "{value}" in lettingo("split", "--value-words", "plays", "--name", "bad").stderr
+    # a ratings split still shows stars, and its params and cache key are those of a split made before the option
+    [stars] = load_histories(store, store.resolve("split:thresholds"), [user], 1).values()
+    assert stars[0]["shown"] == f"{int(stars[0]['rating']):,}/5"
+    assert store.resolve("split:thresholds").params["value_words"] is None
+
+
+def test_profiles_of_one_split_fit_another_only_if_they_never_saw_its_targets(lettingo, store_path, tmp_path):
+    folder = write_ml100k(tmp_path / "movielens-tiny", per_user=30)
+    assert lettingo("ingest", "movielens", folder).exit_code == 0
+    for name, *args in (("k1",), ("k4", "--targets", "4"), ("k12", "--targets", "12"), ("s2", "--seed", "2")):
+        assert lettingo("split", "--name", name, "--min-interactions", "25", *args).exit_code == 0
+    store = Store(store_path)
+    k1, k4, k12, s2 = (store.resolve(f"split:{n}") for n in ("k1", "k4", "k12", "s2"))
+    assert profiles_fit_split(k1, k1) and profiles_fit_split(k1, k4)
+    assert not profiles_fit_split(k1, k12)  # 12 targets reach into k1's profile history (10 recent + 1 target)
+    assert not profiles_fit_split(k1, s2)  # another seed: other test users
+    assert profiles_fit_split(k4, k1)  # k4's history ends 14 interactions before the last: fits k1 too
+
+    def rows(split, role):
+        return {(r["user_id"], r["item_id"]) for r in store.split_interactions(split, (role,))}
+
+    # what the rule promises, on the real rows: k1's profile history holds none of k4's targets (k12's: some)
+    assert rows(k4, "target") and not rows(k1, "history") & rows(k4, "target")
+    assert rows(k1, "history") & rows(k12, "target")

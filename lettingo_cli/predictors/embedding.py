@@ -35,9 +35,7 @@ class EmbeddingPredictor:
         recent, held_out = load_recent_and_targets(store, split, train, 1)
         histories = load_histories(store, split, train, TRAIN_HISTORY)
         examples = [u for u in train if held_out[u] and recent[u]]
-        profiles = {
-            u: "\n".join(history_line(r["text"], r["sentiment"], r["rating"]) for r in histories[u]) for u in examples
-        }
+        profiles = {u: "\n".join(history_line(r) for r in histories[u]) for u in examples}
         self._embed([t for u in examples for t in [held_out[u][0].text, profiles[u], *(r["text"] for r in recent[u])]])
         features = torch.stack([self._features(recent[u], held_out[u][0].text, profiles[u]) for u in examples])
         labels = torch.tensor([SENTIMENTS.index(held_out[u][0].sentiment) for u in examples])

@@ -49,7 +49,7 @@ V2_TAIL = (
 
 def block(recent_rows: list[dict], target_text: str, profile: str | None = None) -> str:
     """predictor-v1: a user's block; without `profile` it stops before the profile line (the shared prefix)."""
-    lines = [history_line(r["text"], r["sentiment"], r["rating"]) for r in recent_rows]
+    lines = [history_line(r) for r in recent_rows]
     text = "Recent ratings:\n" + "\n".join(lines) + f'\nNew item: "{target_text}"\n'
     return text if profile is None else text + profile_suffix(profile)
 
@@ -115,7 +115,7 @@ class ChatPrompt:
         self.details = {}
 
     def queries(self, user: str, recent: list[dict], targets: list[Target], profiles: list[str]):
-        lines = "\n".join(history_line(r["text"], r["sentiment"], r["rating"]) for r in recent)
+        lines = "\n".join(history_line(r) for r in recent)
         head = V2_HEAD.format(recent=lines)
         prefix, suffixes = None, []
         for target in targets:
@@ -210,7 +210,7 @@ class LLMPredictor:
             return None
         head = self.prompt.examples.prefix_for(user)
         if head not in self.calibration:
-            content_free = [{"text": CONTENT_FREE, "sentiment": "neutral", "rating": 3.0}]
+            content_free = [{"text": CONTENT_FREE, "sentiment": "neutral", "rating": 3.0, "shown": "3/5"}]
             raw = self.backend.label_logprobs(
                 head + block(content_free, CONTENT_FREE), [profile_suffix(CONTENT_FREE)], list(self.prompt.labels)
             )[0]
