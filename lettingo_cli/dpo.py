@@ -29,6 +29,10 @@ RANK_WAIT_S = 600  # how long a worker rank waits for rank 0 to write the shared
 CHECKPOINTS = "checkpoints/"  # where a pending adapter keeps its newest checkpoint in the store
 
 
+# options that change how fast or how often, never what is trained: not part of the run key
+SPEED_ONLY = ("save_steps", "gradient_checkpointing")
+
+
 @dataclass(frozen=True)
 class DPOOptions:
     """The training options of `lettingo dpo` (each field is also its flag and a key of its --config YAML)."""
@@ -52,6 +56,12 @@ class DPOOptions:
         True,
         "LM head only on the profile tokens (default), or on every position as TRL does on CPUs.",
         "--profile-only-head/--full-head",
+    )
+    # TRL's DPOConfig turns it on: every backward pass recomputes the forward, which a 270M model does not need
+    gradient_checkpointing: bool = option(
+        False,
+        "Recompute activations in the backward pass: less memory, more time (TRL's own default is on).",
+        "--gradient-checkpointing/--no-gradient-checkpointing",
     )
 
     def __post_init__(self) -> None:
@@ -125,7 +135,7 @@ def train_dpo(
                 f"pair {index} of {pairs.ref}: its prompt has {length} tokens, not under --max-length "
                 f"{options.max_length}"
             )
-    params = {"pairs": pairs.id, "base": str(base), **{k: v for k, v in asdict(options).items() if k != "save_steps"}}
+    params = {"pairs": pairs.id, "base": str(base), **{k: v for k, v in asdict(options).items() if k not in SPEED_ONLY}}
     run = store.stage("dpo", "adapter", name, params, {"pairs": pairs.id}, force=force, resumable=True)
     if run.cached:
         return run.cached
@@ -311,6 +321,7 @@ def _trainer(
         seed=options.seed,
         bf16=options.precision == "bf16",
         precompute_ref_log_probs=options.precompute_ref,
+        gradient_checkpointing=options.gradient_checkpointing,
         use_cpu=not torch.cuda.is_available(),
         disable_tqdm=True,
     )
