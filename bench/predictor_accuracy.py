@@ -30,7 +30,8 @@ from lettingo_cli.predictors import make_predictor  # noqa: E402
 from lettingo_cli.predictors.base import NO_PROFILE  # noqa: E402
 from lettingo_cli.predictors.baselines import baseline_labels  # noqa: E402
 from lettingo_cli.predictors.llm import LLMPredictor, probabilities  # noqa: E402
-from lettingo_cli.split import load_recent_and_targets, select_users  # noqa: E402
+from lettingo_cli.prompts import history_line  # noqa: E402
+from lettingo_cli.split import load_histories, load_recent_and_targets, select_users  # noqa: E402
 from lettingo_cli.store import Store  # noqa: E402
 
 SPLIT = "k1"
@@ -47,6 +48,7 @@ GENERATORS = {
 # head:minilm?profiles=... trains on one default-generator profile of each of the first TRAIN_USERS train users
 # (a user's ~900-token prompt is read for one profile only: ~0.4 profiles/s on 2 cores)
 TRAIN_USERS = 250
+HISTORY_AS_TEXT = 30  # rows of the profile history in the history-as-text control (as head:minilm trains on)
 TRAIN_PROFILES = ["--n", "1", "--max-tokens", "120"]
 PREDICTORS = (
     "head:minilm",
@@ -90,6 +92,9 @@ def prepare(store_path: Path, users: int | None) -> tuple[Store, object, list[st
     name = f"{SPLIT}-train{TRAIN_USERS}-gemma"
     lettingo(store_path, "gen", "--split", SPLIT, "--users", "-", *TRAIN_PROFILES, "--name", name, stdin=train)
     timings["gen gemma-3-270m train users"] = round(time.perf_counter() - started, 1)
+    # a control: the profile history itself written out as the profile (what the LLM profiles summarise)
+    histories = load_histories(store, split, test, HISTORY_AS_TEXT)
+    profile_sets["history-as-text"] = {u: ["\n".join(history_line(r) for r in rows)] for u, rows in histories.items()}
     return store, split, test, {"profiles": profile_sets, "seconds": timings}
 
 
@@ -101,6 +106,9 @@ def answers_of(predictor, store: Store, split, users: list[str], profile_sets: d
     texts = {"10h": {u: [NO_PROFILE] for u in users}}
     for label, artifacts in profile_sets.items():
         texts[label] = {u: [] for u in users}
+        if isinstance(artifacts, dict):  # texts made here, by user
+            texts[label] = {u: artifacts.get(u, []) for u in users}
+            continue
         for artifact in artifacts:
             for row in store.rows(artifact, "profiles"):
                 if row["user_id"] in texts[label]:
@@ -187,7 +195,10 @@ def report(args, users, prepared, baseline_figures, results, speeds, seconds) ->
         "split": args.split_ref,
         "profiles_of_split": SPLIT,
         "test_users": len(users),
-        "profiles": {label: artifact.ref for label, artifact in prepared["profiles"].items()},
+        "profiles": {
+            label: [a.ref for a in artifacts] if isinstance(artifacts, list) else "written here from the split"
+            for label, artifacts in prepared["profiles"].items()
+        },
         "baselines": {
             b: {k: figures[k] for k in ("accuracy", "macro_f1", "weighted_f1", "ci95", "n")}
             for b, figures in baseline_figures.items()

@@ -532,8 +532,11 @@ def eval_command(
     for metric in ("accuracy", "macro_f1", "weighted_f1"):
         log(f"  {metric:12s} {report[metric]:.3f} {_ci(report, metric)}")
     log("  confusion (rows: truth, columns: predicted like / neutral / dislike)")
-    for truth, row in report["confusion"].items():
-        log(f"    {truth:8s} " + " ".join(f"{row[p]:5d}" for p in ("like", "neutral", "dislike")))
+    from lettingo_cli.split import SENTIMENTS
+
+    for truth in SENTIMENTS:  # the JSON report's keys are sorted; the table keeps the labels' own order
+        row = report["confusion"][truth]
+        log(f"    {truth:8s} " + " ".join(f"{row[p]:5d}" for p in SENTIMENTS))
     for baseline, figures in report["baselines"].items():
         difference = report["minus_baselines"][baseline]
         low, high = difference["ci95"]["accuracy"]

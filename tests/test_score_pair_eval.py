@@ -211,6 +211,14 @@ def test_eval_cli_profiles_no_profile_and_compare(scored_store, store_path, tiny
     report = json.loads(with_profiles.stdout)["report"]
     assert report["users"] == 5 and report["n"] == 10
     assert "accuracy" in with_profiles.stderr and "confusion" in with_profiles.stderr
+    # the table's rows are in the order its header names the columns, each row the report's counts
+    table = with_profiles.stderr.split("confusion (rows: truth, columns: predicted like / neutral / dislike)")[1]
+    rows = [line.split() for line in table.strip().splitlines()[:3]]
+    assert [row[0] for row in rows] == ["like", "neutral", "dislike"]
+    confusion = report["confusion"]
+    assert [[int(n) for n in row[1:]] for row in rows] == [
+        [confusion[t][p] for p in ("like", "neutral", "dislike")] for t in ("like", "neutral", "dislike")
+    ]
     baseline = scored_store("eval", "--no-profile", "--predictor", f"llm:{gguf}")
     assert baseline.exit_code == 0, baseline.stderr
     assert baseline.stdout == "eval:ml-10h-test@v1\n"
