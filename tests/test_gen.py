@@ -54,8 +54,11 @@ def test_same_seed_same_profiles_other_seed_other_profiles(split_store, store_pa
     for name, extra in (("a", []), ("b", []), ("c", ["--seed", "1"])):
         made = split_store(*common, "--name", name, *extra)
         assert made.exit_code == 0 and made.stdout == f"profiles:{name}@v1\n", made.stderr
-    texts = {name: [r["text"] for r in profiles(store_path, f"profiles:{name}")] for name in "abc"}
-    assert texts["a"] == texts["b"]
+    # sampling on one thread gives what the thread pool gave (each sequence keeps its own sampler)
+    one = split_store(*common[:4], f"gguf:{tiny_model.gguf}?sample_threads=1", *common[5:], "--name", "d")
+    assert one.exit_code == 0, one.stderr
+    texts = {name: [r["text"] for r in profiles(store_path, f"profiles:{name}")] for name in "abcd"}
+    assert texts["a"] == texts["b"] == texts["d"]
     assert texts["a"] != texts["c"]
     # the same command again is the run cache: the same artifact, no new work
     again = split_store(*common, "--name", "a")

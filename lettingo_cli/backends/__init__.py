@@ -7,9 +7,10 @@
     openai:MODEL@URL             any OpenAI-compatible server (vLLM, llama.cpp server, hosted APIs)
 
 Options: style=chat|completion (default: chat when the model has a chat template; chat for openai),
-parallel=N and ctx=N (llama.cpp), batch=N (transformers), concurrency=N and key_env=VAR (openai), and for
-the default model dtype=bf16 (default; its Q4_K_M weights stored as bf16, faster here) or dtype=q4_k_m, and
-for an export artifact quant=q8_0|q4_k_m|f16 (default: the first of these it has).
+parallel=N, ctx=N and sample_threads=N (llama.cpp; sampling threads, default: one per core), batch=N
+(transformers), concurrency=N and key_env=VAR (openai), and for the default model dtype=bf16 (default; its
+Q4_K_M weights stored as bf16, faster here) or dtype=q4_k_m, and for an export artifact quant=q8_0|q4_k_m|f16
+(default: the first of these it has).
 Performance options do not change the stored generator label; style does.
 """
 
@@ -29,7 +30,7 @@ PARALLEL = 16
 CONTEXT = 2048
 HF_BATCH = 16
 CONCURRENCY = 4
-PERFORMANCE_OPTIONS = {"parallel", "ctx", "batch", "concurrency", "key_env", "threads"}
+PERFORMANCE_OPTIONS = {"parallel", "ctx", "batch", "concurrency", "key_env", "threads", "sample_threads"}
 # dtype= picks the default model's runtime file; it changes the numbers, so it stays in the label
 
 
@@ -96,6 +97,7 @@ def load_backend(text: str | None, store=None):
             parallel=spec.int_option("parallel", PARALLEL),
             context_per_sequence=spec.int_option("ctx", CONTEXT),
             threads=spec.options.get("threads") and spec.int_option("threads", 0),
+            sample_threads=spec.options.get("sample_threads") and spec.int_option("sample_threads", 0),
             chat=spec.style,
             lora=details.get("lora_path"),
         )

@@ -11,6 +11,7 @@ import ctypes
 import os
 from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from lettingo_cli.backends.base import Generation, Request, SamplingOptions, cut_at_stop
@@ -37,6 +38,7 @@ class LlamaCppBackend:
         threads: int | None = None,
         chat: bool | None = None,
         lora: Path | None = None,
+        sample_threads: int | None = None,
     ):
         self.llama_cpp = llama_cpp = require("llama_cpp", "llama-cpp-python")
         quiet_llama_cpp(llama_cpp)
@@ -77,6 +79,11 @@ class LlamaCppBackend:
         self.memory = llama_cpp.llama_get_memory(self.ctx)
         self.n_batch = context_params.n_batch
         self.batch = llama_cpp.llama_batch_init(self.n_batch, 0, parallel)
+        # Sampling one token from a 262k-token vocabulary takes ~2 ms in llama.cpp, as long per sequence as a
+        # whole decode step takes for 16 of them; the cores are idle meanwhile (ctypes releases the GIL), so the
+        # active sequences sample on a thread pool. Each sequence keeps its own sampler: the same tokens.
+        workers = sample_threads or os.cpu_count() or 1
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="lettingo-sample") if workers > 1 else None
 
     # --- tokens -----------------------------------------------------------------------------------------
 
@@ -167,16 +174,18 @@ class LlamaCppBackend:
                         )
                     sequences = [free.pop() for _ in members]
                     logits_index = self._decode_tokens(tokens, 0, sequences, logits_last=True)
+                    states = {}
                     for sequence, request_index in zip(sequences, members):
-                        state = {
+                        states[sequence] = active[sequence] = {
                             "request": request_index,
                             "sampler": self._sampler(requests[request_index].seed, options.temperature),
                             "position": len(tokens),
                             "bytes": b"",
                             "n_tokens": 0,
                         }
-                        active[sequence] = state
-                        yield from self._advance(sequence, state, logits_index, options, active, free)
+                    first = self._sample([(states[s]["sampler"], logits_index) for s in sequences])
+                    for sequence, token in zip(sequences, first):
+                        yield from self._advance(sequence, states[sequence], token, options, active, free)
                 if not active:
                     continue
                 self.batch.n_tokens = 0
@@ -185,17 +194,27 @@ class LlamaCppBackend:
                     indexes[sequence] = self._add(state["token"], state["position"], [sequence], True)
                     state["position"] += 1
                 self._decode()
-                for sequence in list(active):
-                    yield from self._advance(sequence, active[sequence], indexes[sequence], options, active, free)
+                order = list(active)
+                sampled = self._sample([(active[s]["sampler"], indexes[s]) for s in order])
+                for sequence, token in zip(order, sampled):
+                    yield from self._advance(sequence, active[sequence], token, options, active, free)
         finally:
             for state in active.values():
                 llama_cpp.llama_sampler_free(state["sampler"])
             llama_cpp.llama_memory_clear(self.memory, True)
 
-    def _advance(self, sequence, state, logits_index, options, active, free) -> Iterator[tuple[int, Generation]]:
-        """Sample the next token of one sequence; finish it on end-of-generation, a stop string or max_tokens."""
+    def _sample(self, work: list[tuple[object, int]]) -> list[int]:
+        """One token per (sampler, batch index of its logits), on the thread pool when there are several."""
+        sample = self.llama_cpp.llama_sampler_sample
+        if self._pool is None or len(work) < 2:
+            return [sample(sampler, self.ctx, index) for sampler, index in work]
+        for index in {index for _, index in work}:  # llama.cpp puts its outputs in order on first access: once,
+            self.llama_cpp.llama_get_logits_ith(self.ctx, index)  # here, before the threads only read them
+        return list(self._pool.map(lambda item: sample(item[0], self.ctx, item[1]), work))
+
+    def _advance(self, sequence, state, token, options, active, free) -> Iterator[tuple[int, Generation]]:
+        """Take the sampled token of one sequence; finish it on end-of-generation, a stop string or max_tokens."""
         llama_cpp = self.llama_cpp
-        token = llama_cpp.llama_sampler_sample(state["sampler"], self.ctx, logits_index)
         finished = bool(llama_cpp.llama_vocab_is_eog(self.vocab, token))
         if not finished:
             state["bytes"] += self.piece(token)
@@ -313,6 +332,9 @@ class LlamaCppBackend:
 
     def close(self) -> None:
         llama_cpp = self.llama_cpp
+        if getattr(self, "_pool", None) is not None:
+            self._pool.shutdown()
+            self._pool = None
         if getattr(self, "batch", None) is not None:
             llama_cpp.llama_batch_free(self.batch)
             self.batch = None
