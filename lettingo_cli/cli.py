@@ -455,6 +455,10 @@ def pair_command(
     max_per_user: Annotated[
         Optional[int], typer.Option(help="At most this many pairs per user (largest gaps).")
     ] = None,
+    max_length_ratio: Annotated[
+        Optional[float],
+        typer.Option(help="Keep a pair only if chosen/rejected tokens lies in [1/R, R] (a length control)."),
+    ] = None,
     jsonl: Annotated[Optional[Path], typer.Option("--jsonl", help="Also write TRL's preference format here.")] = None,
     name: NameOption = None,
     force: ForceOption = False,
@@ -464,7 +468,7 @@ def pair_command(
     """Turn scored profiles into DPO preference pairs (chosen = helped the predictor, rejected = did not)."""
     from lettingo_cli.pair import PairOptions, make_pairs
 
-    options = PairOptions(rule=rule, margin=margin, max_per_user=max_per_user)
+    options = PairOptions(rule=rule, margin=margin, max_per_user=max_per_user, max_length_ratio=max_length_ratio)
     opened = open_store(store)
     source = resolve_input(opened, scores, "scores")
     artifact = make_pairs(opened, source, options, default_name(name, source.name), jsonl=jsonl, force=force)
@@ -473,6 +477,10 @@ def pair_command(
         f"{artifact.ref}: {counts['rows']} pairs from {counts['users_with_pairs']} users; no pairs from "
         f"{counts['all_right']} all-right, {counts['all_wrong']} all-wrong and {counts['no_pair_other']} other users"
     )
+    if max_length_ratio is not None:
+        log(f"  {counts['dropped_for_length']} candidate pairs dropped by --max-length-ratio {max_length_ratio}")
+    if artifact.report.get("length_ratio"):
+        log(f"  chosen / rejected mean tokens: {artifact.report['length_ratio']}")
     if jsonl:
         log(f"wrote {counts['rows']} pairs to {jsonl}")
     emit(artifact, as_json)

@@ -20,7 +20,7 @@ from pathlib import Path
 from lettingo_cli.console import log, stage_progress
 from lettingo_cli.digest import canonical_json
 from lettingo_cli.errors import LettingoError, UsageError, require
-from lettingo_cli.options import option
+from lettingo_cli.options import option, stable_key
 from lettingo_cli.store import Artifact, Store
 
 # LoRA goes on the attention and MLP projections, never on the embeddings or the LM head.
@@ -31,6 +31,7 @@ CHECKPOINTS = "checkpoints/"  # where a pending adapter keeps its newest checkpo
 
 # options that change how fast or how often, never what is trained: not part of the run key
 SPEED_ONLY = ("save_steps", "gradient_checkpointing")
+LATER_OPTIONS = {"ld_alpha": 1.0}  # options added later, with their defaults (see options.stable_key)
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,11 @@ class DPOOptions:
         "LM head only on the profile tokens (default), or on every position as TRL does on CPUs.",
         "--profile-only-head/--full-head",
     )
+    # LD-DPO (arXiv 2409.06411, TRL's ld_alpha): the tokens of the longer profile beyond the shorter one's length
+    # count with this weight in the log-probs DPO compares; 1.0 is plain DPO
+    ld_alpha: float = option(
+        1.0, "Length desensitization: weight of the longer profile's excess tokens (1.0: plain DPO)."
+    )
     # TRL's DPOConfig turns it on: every backward pass recomputes the forward, which a 270M model does not need
     gradient_checkpointing: bool = option(
         False,
@@ -69,6 +75,8 @@ class DPOOptions:
             raise UsageError("--beta, --lr, --epochs, --lora-r and --batch-size must be positive")
         if self.save_steps < 1:
             raise UsageError("--save-steps must be >= 1")
+        if not 0 <= self.ld_alpha <= 1:
+            raise UsageError("--ld-alpha must be between 0 and 1 (1: plain DPO)")
         if self.precision not in ("bf16", "fp32"):
             raise UsageError("--precision must be bf16 or fp32")
 
@@ -136,7 +144,8 @@ def train_dpo(
                 f"{options.max_length}"
             )
     params = {"pairs": pairs.id, "base": str(base), **{k: v for k, v in asdict(options).items() if k not in SPEED_ONLY}}
-    run = store.stage("dpo", "adapter", name, params, {"pairs": pairs.id}, force=force, resumable=True)
+    key = stable_key(params, LATER_OPTIONS, name)
+    run = store.stage("dpo", "adapter", name, params, {"pairs": pairs.id}, key_params=key, force=force, resumable=True)
     if run.cached:
         return run.cached
     if not is_main_process():  # under `accelerate launch`: only rank 0 writes to the store
@@ -322,6 +331,7 @@ def _trainer(
         bf16=options.precision == "bf16",
         precompute_ref_log_probs=options.precompute_ref,
         gradient_checkpointing=options.gradient_checkpointing,
+        ld_alpha=None if options.ld_alpha == 1.0 else options.ld_alpha,
         use_cpu=not torch.cuda.is_available(),
         disable_tqdm=True,
     )

@@ -14,6 +14,12 @@ from typing import Annotated, Optional
 from lettingo_cli.errors import UsageError, require
 
 
+def stable_key(params: dict, later: dict, name: str) -> dict:
+    """The params of a stage's run key: options added after the stage's first release (`later`: name -> default)
+    are left out while at their default, so the runs a store made before them stay cache hits."""
+    return {k: v for k, v in params.items() if k not in later or v != later[k]} | {"name": name}
+
+
 def option(default, help: str, flag: str | None = None):
     """A dataclass field that is also a command-line option (`flag`: e.g. "--resume/--no-resume" for booleans)."""
     return dataclasses.field(default=default, metadata={"help": help, "flag": flag})

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import itertools
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from lettingo_cli.errors import IntegrityError, UsageError
+from lettingo_cli.options import stable_key
 from lettingo_cli.prompts import Template, prompt_hash, render
 from lettingo_cli.split import load_histories
 from lettingo_cli.store import Artifact, Store
@@ -27,17 +28,30 @@ UNUSABLE_FLAGS = ("empty", "degenerate")  # a profile with one of these gen flag
 RULES = ("all", "best-worst", "margin")
 
 
+LATER_OPTIONS = {"max_length_ratio": None}  # pair options added later, with their defaults (see stable_key)
+
+
 @dataclass(frozen=True)
 class PairOptions:
     rule: str = "all"
     margin: float = 0.1
     max_per_user: int | None = None
+    # a length control: keep a pair only if chosen / rejected tokens lies within [1/R, R] (None: any lengths), so
+    # DPO cannot learn "longer wins" (or "shorter wins") from the pairs alone
+    max_length_ratio: float | None = None
 
     def __post_init__(self) -> None:
         if self.rule not in RULES:
             raise UsageError(f"--rule must be one of {', '.join(RULES)}")
         if self.max_per_user is not None and self.max_per_user < 1:
             raise UsageError("--max-per-user must be >= 1")
+        if self.max_length_ratio is not None and self.max_length_ratio < 1:
+            raise UsageError("--max-length-ratio must be >= 1 (e.g. 1.25: neither profile 25% longer)")
+
+
+def length_ratio(chosen: dict, rejected: dict) -> float:
+    """Chosen / rejected profile tokens (at least 1 token each)."""
+    return max(chosen["tokens"], 1) / max(rejected["tokens"], 1)
 
 
 def choose_pairs(scored: list[dict], options: PairOptions) -> list[tuple[dict, dict]]:
@@ -50,6 +64,9 @@ def choose_pairs(scored: list[dict], options: PairOptions) -> list[tuple[dict, d
     else:
         pairs = [(a, b) for a, b in itertools.permutations(scored, 2) if a["score"] - b["score"] >= options.margin]
     pairs = [(a, b) for a, b in pairs if not a["flagged"]]
+    if options.max_length_ratio is not None:
+        limit = options.max_length_ratio
+        pairs = [(a, b) for a, b in pairs if 1 / limit <= length_ratio(a, b) <= limit]
     pairs.sort(key=lambda pair: (-(pair[0]["score"] - pair[1]["score"]), pair[0]["key"], pair[1]["key"]))
     return pairs[: options.max_per_user] if options.max_per_user else pairs
 
@@ -62,7 +79,8 @@ def make_pairs(
     profiles = store.get(scores.params["profiles"])
     split = store.get(profiles.params["split"])
     params = {"scores": scores.id, "profiles": profiles.id, **asdict(options)}
-    run = store.stage("pair", "pairs", name, params, {"scores": scores.id}, force=force, atomic=True)
+    key = stable_key(params, LATER_OPTIONS, name)
+    run = store.stage("pair", "pairs", name, params, {"scores": scores.id}, key_params=key, force=force, atomic=True)
     artifact = run.cached or _write_pairs(store, run, scores, profiles, split, options)
     if jsonl is not None:
         write_jsonl(store, artifact, jsonl)
@@ -80,6 +98,9 @@ def _write_pairs(store: Store, run, scores: Artifact, profiles: Artifact, split:
     histories = load_histories(store, split, users, profiles.params["history"])
 
     rows, outcome = [], {"users_with_pairs": 0, "all_right": 0, "all_wrong": 0, "no_pair_other": 0}
+    if options.max_length_ratio is not None:
+        outcome["dropped_for_length"] = 0
+    tokens = {"chosen": [], "rejected": []}
     for user in users:
         scored = []
         for (profile_user, generator, sample), results in sorted(by_profile.items()):
@@ -96,9 +117,15 @@ def _write_pairs(store: Store, run, scores: Artifact, profiles: Artifact, split:
                     "score": sum(r["p_true"] for r in results) / len(results),
                     "right": True if accuracy > 0.5 else False if accuracy < 0.5 else None,
                     "flagged": any(flag in UNUSABLE_FLAGS for flag in json.loads(profile["flags"])),
+                    "tokens": profile["n_tokens"] or len(profile["text"].split()),
                 }
             )
         pairs = choose_pairs(scored, options)
+        if options.max_length_ratio is not None:  # how many candidate pairs the length control took away
+            candidates = replace(options, max_per_user=None)
+            outcome["dropped_for_length"] += len(
+                choose_pairs(scored, replace(candidates, max_length_ratio=None))
+            ) - len(choose_pairs(scored, candidates))
         if not pairs:
             if all(p["right"] is True for p in scored):
                 outcome["all_right"] += 1
@@ -109,6 +136,8 @@ def _write_pairs(store: Store, run, scores: Artifact, profiles: Artifact, split:
             continue
         outcome["users_with_pairs"] += 1
         for index, (chosen, rejected) in enumerate(pairs):
+            tokens["chosen"].append(chosen["tokens"])
+            tokens["rejected"].append(rejected["tokens"])
             # a pair trains one generator: its prompt is the prompt the chosen profile was written from
             prompt = render(templates[chosen["generator"]], histories[user], chat[chosen["generator"]])
             if prompt_hash(prompt) != chosen["prompt_hash"]:
@@ -126,7 +155,14 @@ def _write_pairs(store: Store, run, scores: Artifact, profiles: Artifact, split:
             )
     with run:
         store.insert_rows(run.artifact, "pairs", rows)
-        return run.finish(counts={"users": len(users), **outcome}, report={"outcome": outcome})
+        means = {f"{side}_mean_tokens": round(sum(t) / len(t), 1) if t else None for side, t in tokens.items()}
+        ratio = (
+            means["chosen_mean_tokens"] / means["rejected_mean_tokens"]
+            if rows and means["rejected_mean_tokens"]
+            else None
+        )
+        report = {"outcome": outcome, **means, "length_ratio": round(ratio, 3) if ratio else None}
+        return run.finish(counts={"users": len(users), **outcome}, report=report)
 
 
 def preference_records(store: Store, pairs: Artifact) -> list[dict]:

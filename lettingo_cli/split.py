@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 
 from lettingo_cli.console import log
 from lettingo_cli.errors import UsageError
+from lettingo_cli.options import stable_key
 from lettingo_cli.prompts import clean_field
 from lettingo_cli.store import Artifact, Store
 
@@ -99,9 +100,7 @@ def split_dataset(store: Store, dataset: Artifact, name: str, options: SplitOpti
     if options.value_words is None and options.sentiment == "per-user-quantile":
         column = dataset.params.get("columns", {}).get("rating") or "value"
         params["value_words"] = "{value} " + column  # "1,234 plays"
-    # options added after the first release leave the run key alone at their defaults: a store's earlier splits
-    # stay cache hits
-    key = {k: v for k, v in params.items() if k not in LATER_OPTIONS or v != LATER_OPTIONS[k]} | {"name": name}
+    key = stable_key(params, LATER_OPTIONS, name)
     run = store.stage("split", "split", name, params, {"dataset": dataset.id}, key_params=key, force=force, atomic=True)
     if run.cached:
         return run.cached

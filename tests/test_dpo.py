@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from lettingo_cli.store import Store
 
 
@@ -64,6 +66,33 @@ def test_dpo_moves_margins_and_the_adapter_loads(lettingo, store_path, tiny_mode
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model.hf_dir), folder)
     lora = [name for name, _ in model.named_parameters() if "lora_" in name]
     assert lora and not any("embed" in name or "lm_head" in name for name in lora)
+
+
+def test_length_desensitized_dpo_trains_differently_and_is_its_own_run(lettingo, store_path, tiny_model):
+    """--ld-alpha reaches TRL: with a long chosen and a short rejected profile, the second step's loss differs
+    from plain DPO's; the plain run's key is the one it had before the option existed (a cache hit)."""
+    write_pairs(store_path, "lengths", 4, chosen="liked drama and war films, " * 6, rejected="zz")
+    common = ["dpo", "pairs:lengths", "--base", tiny_model.hf_dir, "--lr", "5e-3", "--max-steps", "2", "--lora-r", "4"]
+    plain = lettingo(*common, "--name", "plain")
+    desensitized = lettingo(*common, "--ld-alpha", "0.3", "--name", "ld")
+    assert plain.exit_code == 0 and desensitized.exit_code == 0, desensitized.stderr
+    store = Store(store_path)
+
+    def losses(name):
+        run = store.resolve(f"adapter:{name}").run_id
+        return [r["loss"] for r in store.db.query("SELECT loss FROM dpo_steps WHERE run_id = ? ORDER BY step", [run])]
+
+    first, second = losses("plain"), losses("ld")
+    assert first[0] == pytest.approx(second[0], abs=1e-4)  # policy = reference at step 1: log 2 either way
+    assert abs(first[1] - second[1]) > 1e-3
+    assert store.resolve("adapter:ld").params["ld_alpha"] == 0.3
+    again = lettingo(*common, "--name", "plain")
+    assert "already" in again.stderr and again.stdout == plain.stdout
+    adapter = store.resolve("adapter:plain")
+    earlier = {k: v for k, v in adapter.params.items() if k != "ld_alpha"}  # the params before --ld-alpha existed
+    key = store.run_key("dpo", {"pairs": adapter.params["pairs"]}, {**earlier, "name": "plain"})
+    assert store.cached(key).id == adapter.id
+    assert lettingo(*common, "--ld-alpha", "1.5").exit_code == 2
 
 
 def test_dpo_refusals(lettingo, store_path, tiny_model):

@@ -7,6 +7,7 @@ import math
 
 import pytest
 
+from lettingo_cli.errors import UsageError
 from lettingo_cli.eval import compare, evaluate, metrics
 from lettingo_cli.pair import PairOptions, choose_pairs
 from lettingo_cli.predictors.llm import V1_LABELS, fit_prior, probabilities
@@ -64,7 +65,7 @@ def test_the_label_prior_undoes_a_prompts_lean():
     assert sum(max(d, key=d.get) == t for d, t in zip(fixed, truths)) == len(truths)
 
 
-def profile(key, score, right, flagged=False):
+def profile(key, score, right, flagged=False, tokens=100):
     return {
         "key": (key, 0),
         "generator": "g",
@@ -73,6 +74,7 @@ def profile(key, score, right, flagged=False):
         "score": score,
         "right": right,
         "flagged": flagged,
+        "tokens": tokens,
     }
 
 
@@ -85,6 +87,22 @@ def test_pair_rules_by_hand():
     assert names(choose_pairs([a, b, c, d], PairOptions("all", max_per_user=1))) == [("a", "c")]
     assert choose_pairs([profile("x", 0.9, True, flagged=True), c], PairOptions("all")) == []  # never chosen
     assert choose_pairs([a, b], PairOptions("all")) == []  # all right: no pair
+
+
+def test_pair_length_control_by_hand():
+    long_right, short_right = profile("long", 0.9, True, tokens=200), profile("short", 0.8, True, tokens=90)
+    wrong = profile("wrong", 0.2, False, tokens=100)
+    names = lambda pairs: [(x["text"], y["text"]) for x, y in pairs]  # noqa: E731
+    assert names(choose_pairs([long_right, short_right, wrong], PairOptions("all"))) == [
+        ("long", "wrong"),
+        ("short", "wrong"),
+    ]
+    # 200/100 = 2.0 is outside [1/1.25, 1.25]; 90/100 = 0.9 inside; the cap then picks among what is left
+    kept = choose_pairs([long_right, short_right, wrong], PairOptions("all", max_length_ratio=1.25, max_per_user=1))
+    assert names(kept) == [("short", "wrong")]
+    assert names(choose_pairs([long_right, wrong], PairOptions("all", max_length_ratio=2.0))) == [("long", "wrong")]
+    with pytest.raises(UsageError):
+        PairOptions(max_length_ratio=0.8)
 
 
 def test_eval_bootstrap_and_compare_on_a_known_fixture(store_path):
@@ -176,6 +194,19 @@ def test_pair_stage_prompt_is_the_generation_prompt_and_trl_reads_it(scored_stor
     stored_hashes = {r["prompt_hash"] for r in store.rows(profiles, "profiles", "user_id = ?", [rows[0]["user_id"]])}
     assert prompt_hash(rows[0]["prompt"]) in stored_hashes
     assert f"{pairs.count} pairs from" in result.stderr
+    report = pairs.report
+    assert report["chosen_mean_tokens"] > 0 and report["length_ratio"] == pytest.approx(
+        report["chosen_mean_tokens"] / report["rejected_mean_tokens"], abs=1e-3
+    )
+    # the length control: a ratio of 1 keeps only equal-length pairs, and says how many it dropped
+    strict = scored_store("pair", "--rule", "margin", "--margin", "0", "--max-length-ratio", "1", "--name", "strict")
+    assert strict.exit_code == 0, strict.stderr
+    kept = Store(store_path).resolve("pairs:strict")
+    assert kept.count + kept.counts["dropped_for_length"] == pairs.count
+    assert "dropped by --max-length-ratio 1.0" in strict.stderr
+    # an option added later leaves the earlier run key alone: the first command is still a cache hit
+    again = scored_store("pair", "--rule", "margin", "--margin", "0")
+    assert "already" in again.stderr and again.stdout == result.stdout
 
     import datasets
 
