@@ -105,6 +105,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer users per row (a smoke run)")
     parser.add_argument("--max-tokens", type=int, default=200)
     parser.add_argument("--only", default="", help="rows whose label contains one of these (comma-separated)")
+    parser.add_argument("--name", default="", help="write gen_throughput_NAME.json (a partial run keeps the full one)")
     args = parser.parse_args()
     scale = 1 if args.quick else 2
     with tempfile.TemporaryDirectory() as tmp:
@@ -173,7 +174,7 @@ def main() -> None:
     best = max(r["tokens_per_s"] for r in results.values())
     print(f"\nbest aggregate {best} tok/s; goal >= 300 tok/s: {'met' if best >= 300 else 'NOT met'}")
     path = write_result(
-        "gen_throughput",
+        "gen_throughput" + ("_" + args.name if args.name else ""),
         {
             "max_tokens": args.max_tokens,
             "temperature": 1.0,

@@ -31,7 +31,6 @@ NEAR_LOSSLESS = ("f16", "q8_0", "lora")
 # difference); base + LoRA must then close at least half of that difference.
 LORA_MIN_BASE_DIFF = 0.01
 LORA_MAX_REMAINING_SHARE = 0.5
-SHORT_PROMPT_TOKENS = 192  # the context of every continuation after the first (which keeps its whole prompt)
 CONTEXT_MARGIN_TOKENS = 8  # spare context cells beyond prompt + continuation
 MIN_CONTEXT_TOKENS = 64
 
@@ -47,12 +46,6 @@ def verify_export(hf_dir: Path, ggufs: dict[str, Path], prompts: list[str], cont
     model = transformers.AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32).eval()
     texts = list(PARITY_TEXTS) + [p if isinstance(p, str) else json.dumps(p) for p in prompts]
     prompt_ids = [tokenizer(text)["input_ids"] for text in texts[len(PARITY_TEXTS) :]]
-    # what the continuations must prove: the first prompt, whole, that long contexts agree (past Gemma 3's
-    # 512-token sliding window); the others only add agreement samples, so they keep BOS and their last tokens
-    prompt_ids = prompt_ids[:1] + [
-        ids if len(ids) <= SHORT_PROMPT_TOKENS else ids[:1] + ids[-(SHORT_PROMPT_TOKENS - 1) :]
-        for ids in prompt_ids[1:]
-    ]
     references = [_hf_greedy(model, ids, continuation, torch) for ids in prompt_ids]
     report: dict = {"files": {}, "failures": [], "texts": len(texts), "prompts": len(prompt_ids)}
     report["prompt_tokens"] = [len(ids) for ids in prompt_ids]
