@@ -86,23 +86,17 @@ def _migrations():
     return migrations, names
 
 
-SQLITE_HEADER = b"SQLite format 3\x00"
-
-
-def _check_file(path: Path) -> None:
-    """Refuse, before SQLite touches it, a file that is not an SQLite database or that was cut short (its header
-    says how many pages it has: a truncated copy has fewer bytes)."""
-    if not path.exists() or path.stat().st_size == 0:
-        return  # a new store
-    with open(path, "rb") as handle:
-        header = handle.read(100)
-    if not header.startswith(SQLITE_HEADER):
-        raise IntegrityError(f"{path} is not a lettingo store (not an SQLite database); pass --store with another file")
-    page_size = int.from_bytes(header[16:18], "big")
-    page_size = 65536 if page_size == 1 else page_size
-    pages = int.from_bytes(header[28:32], "big")
-    valid_for, change_counter = header[92:96], header[24:28]  # the page count is valid only when these agree
-    if len(header) == 100 and valid_for == change_counter and path.stat().st_size < pages * page_size:
+def _check_size(path: Path, conn) -> None:
+    """Refuse a store cut short: SQLite's page count (from the file's header) times the page size is more than
+    the file holds. Checked only while the WAL is empty (pages still in a WAL legitimately lie beyond the file).
+    SQLite's connection reads the header: opening and closing the file here would drop the POSIX locks other
+    connections of this process hold on it."""
+    wal = Path(f"{path}-wal")
+    if not path.exists() or (wal.exists() and wal.stat().st_size > 0):
+        return
+    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    if path.stat().st_size < pages * page_size:
         raise IntegrityError(
             f"{path} is damaged: it has {path.stat().st_size:,} bytes, its header says {pages * page_size:,} "
             "(truncated copy?); restore it from a backup"
@@ -146,7 +140,6 @@ class Store(Upkeep):
             raise LettingoError(f"cannot create a store at {self.path}: folder {self.path.parent} does not exist")
         Store.opened = self.path
         self.blob_dir = self.path.with_name(self.path.stem + ".blobs")
-        _check_file(self.path)
         # WAL needs to write the file and create -wal/-shm files beside it: without both, open it read-only
         self.read_only = self.path.exists() and not (
             os.access(self.path, os.W_OK) and os.access(self.path.parent or Path("."), os.W_OK)
@@ -160,11 +153,15 @@ class Store(Upkeep):
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             conn.execute("PRAGMA foreign_keys = ON")
             self._check_is_lettingo_store()
+            _check_size(self.path, conn)
             if not self.read_only:
                 self.db.enable_wal()
                 conn.execute("PRAGMA synchronous = NORMAL")
             self._migrate()
         except sqlite3.DatabaseError as error:
+            if "file is not a database" in str(error):
+                raise IntegrityError(f"{self.path} is not a lettingo store (not an SQLite database); pass --store "
+                                     "with another file") from None  # fmt: skip
             if is_damage(error):
                 raise damaged(self.path, error) from None
             raise
