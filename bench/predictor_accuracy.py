@@ -30,7 +30,7 @@ from lettingo_cli.predictors import make_predictor  # noqa: E402
 from lettingo_cli.predictors.base import NO_PROFILE  # noqa: E402
 from lettingo_cli.predictors.baselines import baseline_labels  # noqa: E402
 from lettingo_cli.predictors.llm import LLMPredictor, probabilities  # noqa: E402
-from lettingo_cli.prompts import history_line  # noqa: E402
+from lettingo_cli.prompts import history_text  # noqa: E402
 from lettingo_cli.split import load_histories, load_recent_and_targets, select_users  # noqa: E402
 from lettingo_cli.store import Store  # noqa: E402
 
@@ -94,7 +94,7 @@ def prepare(store_path: Path, users: int | None) -> tuple[Store, object, list[st
     timings["gen gemma-3-270m train users"] = round(time.perf_counter() - started, 1)
     # a control: the profile history itself written out as the profile (what the LLM profiles summarise)
     histories = load_histories(store, split, test, HISTORY_AS_TEXT)
-    profile_sets["history-as-text"] = {u: ["\n".join(history_line(r) for r in rows)] for u, rows in histories.items()}
+    profile_sets["history-as-text"] = {u: [history_text(rows)] for u, rows in histories.items()}
     return store, split, test, {"profiles": profile_sets, "seconds": timings}
 
 

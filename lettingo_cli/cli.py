@@ -20,7 +20,7 @@ from typer.core import TyperGroup
 
 from lettingo_cli import __version__
 from lettingo_cli.dpo import DPOOptions
-from lettingo_cli.errors import EXIT_INTEGRITY, ArtifactNotFound, LettingoError, MissingDependency, UsageError
+from lettingo_cli.errors import ArtifactNotFound, LettingoError, MissingDependency, UsageError
 from lettingo_cli.options import command_options
 from lettingo_cli.predictors import DEFAULT_PREDICTOR
 from lettingo_cli.store import KINDS, check_name
@@ -52,10 +52,10 @@ class LettingoGroup(TyperGroup):
             sys.stderr.close()
             raise typer.Exit(0) from None
         except (OSError, sqlite3.Error) as error:  # a full disk, a locked or unreadable store, ...
-            from lettingo_cli.store import Store, damaged, is_damage
+            from lettingo_cli.store import Store, broken_store
 
-            if is_damage(error):  # SQLite found a broken page after the store opened
-                fail(str(damaged(Store.opened, error)), EXIT_INTEGRITY)
+            if (broken := broken_store(Store.opened, error)) is not None:  # SQLite found damage after the opening
+                fail(str(broken), broken.exit_code)
             fail(str(error), 1)
         except Exception as error:
             if type(error).__module__.startswith("typer") or os.environ.get("LETTINGO_DEBUG"):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from lettingo_cli.errors import IntegrityError, UsageError
@@ -55,7 +55,12 @@ def length_ratio(chosen: dict, rejected: dict) -> float:
 
 
 def choose_pairs(scored: list[dict], options: PairOptions) -> list[tuple[dict, dict]]:
-    """(chosen, rejected) profile pairs of one user; each profile has `score`, `right` and `flagged`."""
+    """(chosen, rejected) profile pairs of one user; each profile has `score`, `right`, `flagged` and `tokens`."""
+    return _largest_gaps(_within_length(_candidates(scored, options), options.max_length_ratio), options)
+
+
+def _candidates(scored: list[dict], options: PairOptions) -> list[tuple[dict, dict]]:
+    """Every pair the rule allows (a flagged profile is never chosen), before the length control and the cap."""
     if options.rule == "all":
         pairs = [(a, b) for a in scored if a["right"] is True for b in scored if b["right"] is False]
     elif options.rule == "best-worst":
@@ -63,11 +68,17 @@ def choose_pairs(scored: list[dict], options: PairOptions) -> list[tuple[dict, d
         pairs = [(ranked[0], ranked[-1])] if len(ranked) > 1 and ranked[0]["score"] > ranked[-1]["score"] else []
     else:
         pairs = [(a, b) for a, b in itertools.permutations(scored, 2) if a["score"] - b["score"] >= options.margin]
-    pairs = [(a, b) for a, b in pairs if not a["flagged"]]
-    if options.max_length_ratio is not None:
-        limit = options.max_length_ratio
-        pairs = [(a, b) for a, b in pairs if 1 / limit <= length_ratio(a, b) <= limit]
-    pairs.sort(key=lambda pair: (-(pair[0]["score"] - pair[1]["score"]), pair[0]["key"], pair[1]["key"]))
+    return [(a, b) for a, b in pairs if not a["flagged"]]
+
+
+def _within_length(pairs: list[tuple[dict, dict]], limit: float | None) -> list[tuple[dict, dict]]:
+    if limit is None:
+        return pairs
+    return [(a, b) for a, b in pairs if 1 / limit <= length_ratio(a, b) <= limit]
+
+
+def _largest_gaps(pairs: list[tuple[dict, dict]], options: PairOptions) -> list[tuple[dict, dict]]:
+    pairs = sorted(pairs, key=lambda pair: (-(pair[0]["score"] - pair[1]["score"]), pair[0]["key"], pair[1]["key"]))
     return pairs[: options.max_per_user] if options.max_per_user else pairs
 
 
@@ -120,12 +131,11 @@ def _write_pairs(store: Store, run, scores: Artifact, profiles: Artifact, split:
                     "tokens": profile["n_tokens"] or len(profile["text"].split()),
                 }
             )
-        pairs = choose_pairs(scored, options)
+        candidates = _candidates(scored, options)
+        allowed = _within_length(candidates, options.max_length_ratio)
         if options.max_length_ratio is not None:  # how many candidate pairs the length control took away
-            candidates = replace(options, max_per_user=None)
-            outcome["dropped_for_length"] += len(
-                choose_pairs(scored, replace(candidates, max_length_ratio=None))
-            ) - len(choose_pairs(scored, candidates))
+            outcome["dropped_for_length"] += len(candidates) - len(allowed)
+        pairs = _largest_gaps(allowed, options)
         if not pairs:
             if all(p["right"] is True for p in scored):
                 outcome["all_right"] += 1
@@ -156,12 +166,9 @@ def _write_pairs(store: Store, run, scores: Artifact, profiles: Artifact, split:
     with run:
         store.insert_rows(run.artifact, "pairs", rows)
         means = {f"{side}_mean_tokens": round(sum(t) / len(t), 1) if t else None for side, t in tokens.items()}
-        ratio = (
-            means["chosen_mean_tokens"] / means["rejected_mean_tokens"]
-            if rows and means["rejected_mean_tokens"]
-            else None
-        )
-        report = {"outcome": outcome, **means, "length_ratio": round(ratio, 3) if ratio else None}
+        chosen, rejected = means["chosen_mean_tokens"], means["rejected_mean_tokens"]
+        ratio = round(chosen / rejected, 3) if rejected else None  # no pairs, or only empty rejected profiles
+        report = {"outcome": outcome, **means, "length_ratio": ratio}
         return run.finish(counts={"users": len(users), **outcome}, report=report)
 
 

@@ -100,10 +100,14 @@ def history_line(row: dict) -> str:
     return f'- "{clean_field(row["text"])}": {SENTIMENT_WORDS[row["sentiment"]]} ({row["shown"]})'
 
 
+def history_text(rows: list[dict]) -> str:
+    """Interactions as prompt lines, one per row, oldest first (also the history written out as a profile)."""
+    return "\n".join(history_line(row) for row in rows)
+
+
 def render(template: Template, history: list[dict], chat: bool):
-    """The prompt for one user: `history` rows have item text, sentiment and rating, oldest first."""
-    lines = "\n".join(history_line(row) for row in history)
-    body = template.text.replace("{n_items}", str(len(history))).replace("{history}", lines)
+    """The prompt for one user: `history` rows have item text, sentiment and the value in words, oldest first."""
+    body = template.text.replace("{n_items}", str(len(history))).replace("{history}", history_text(history))
     if chat:
         return [{"role": "user", "content": body}]
     return body

@@ -238,6 +238,11 @@ def profiles_fit_split(profile_split: Artifact, split: Artifact) -> bool:
     )
 
 
+def value_words(split: Artifact) -> str:
+    """The split's template for showing a value in prompts (splits made before --value-words show stars)."""
+    return split.params.get("value_words") or STARS
+
+
 def in_words(value: float, words: str = STARS) -> str:
     """A rating or count as prompts show it: 4 -> "4/5", 4.5 -> "4.5/5"; with "{value} plays", 1234 -> "1,234 plays"."""
     number = f"{int(value):,}" if float(value).is_integer() else f"{value:,.4g}"
@@ -247,7 +252,7 @@ def in_words(value: float, words: str = STARS) -> str:
 def load_histories(store: Store, split: Artifact, users: list[str], history: int) -> dict[str, list[dict]]:
     """Each user's profile history (never the recent history or the targets), the most recent `history`
     rows, oldest first, with the item text from the split's dataset and the value in words ("shown")."""
-    words = split.params.get("value_words") or STARS
+    words = value_words(split)
     rows: dict[str, list[dict]] = {u: [] for u in users}
     for row in store.split_interactions(split, ("history",)):
         if row["user_id"] in rows:
@@ -259,7 +264,7 @@ def load_recent_and_targets(
     store: Store, split: Artifact, users: list[str], targets: int
 ) -> tuple[dict[str, list[dict]], dict[str, list[Target]]]:
     """Recent-history rows (text, sentiment, rating, shown) and the first `targets` held-out targets of each user."""
-    words = split.params.get("value_words") or STARS
+    words = value_words(split)
     recent: dict[str, list[dict]] = {u: [] for u in users}
     held_out: dict[str, list[Target]] = {u: [] for u in users}
     for row in store.split_interactions(split, ("recent", "target")):

@@ -115,15 +115,20 @@ def _connect_read_only(path: Path) -> sqlite3.Connection:
         return sqlite3.connect(f"{path.resolve().as_uri()}?immutable=1", uri=True)
 
 
-def is_damage(error: Exception) -> bool:
-    """Whether SQLite's error means the file itself is broken (rather than busy, locked or read-only)."""
-    text = str(error)
-    return isinstance(error, sqlite3.DatabaseError) and ("malformed" in text or "not a database" in text)
-
-
-def damaged(path: Path | None, error: Exception) -> IntegrityError:
-    where = f"the store {path}" if path else "the store"
-    return IntegrityError(f"{where} is damaged ({error}); `lettingo store verify` checks it; restore it from a backup")
+def broken_store(path: Path | None, error: Exception) -> IntegrityError | None:
+    """The error to report when SQLite's `error` means the file itself is not a usable store (not a database,
+    or damaged pages) rather than busy, locked or read-only; None otherwise."""
+    text, where = str(error), path or "the store"
+    if not isinstance(error, sqlite3.DatabaseError):
+        return None
+    if "file is not a database" in text:
+        return IntegrityError(
+            f"{where} is not a lettingo store (not an SQLite database); pass --store with another file"
+        )
+    if "malformed" in text:
+        return IntegrityError(f"the store {where} is damaged ({error}); `lettingo store verify` checks it; restore it "
+                              "from a backup")  # fmt: skip
+    return None
 
 
 class Store(Upkeep):
@@ -159,11 +164,8 @@ class Store(Upkeep):
                 conn.execute("PRAGMA synchronous = NORMAL")
             self._migrate()
         except sqlite3.DatabaseError as error:
-            if "file is not a database" in str(error):
-                raise IntegrityError(f"{self.path} is not a lettingo store (not an SQLite database); pass --store "
-                                     "with another file") from None  # fmt: skip
-            if is_damage(error):
-                raise damaged(self.path, error) from None
+            if (broken := broken_store(self.path, error)) is not None:
+                raise broken from None
             raise
 
     def _check_is_lettingo_store(self) -> None:

@@ -177,13 +177,16 @@ def fuzz_store(tmp_path: Path) -> Path:
 # --- one test per reader -------------------------------------------------------------------------------
 
 
-def fuzz_files(tmp_path, store, files: dict[Path, bytes], command: list, data, parse=mangled_lines, sep=b","):
-    """Mangle one of `files` (restoring the others), run `command`, check the outcome."""
+def fuzz_files(
+    store, files: dict[Path, bytes], command: list, data, mangle=lambda content: mangled_lines(content, b",")
+):
+    """Mangle one of `files` (`mangle`: original bytes -> a strategy; the others restored), run `command`, check
+    the outcome."""
     for path, content in files.items():
         write_mangled(path, content, content, path.suffix == ".gz", False)
     target = data.draw(st.sampled_from(sorted(files)))
     original = files[target]
-    mangled = data.draw(parse(original) if parse is mangled_json_lines else parse(original, sep))
+    mangled = data.draw(mangle(original))
     raw_fault = target.suffix == ".gz" and data.draw(st.integers(0, 4)) == 0
     write_mangled(target, original, mangled, target.suffix == ".gz", raw_fault)
     before = snapshot(store)
@@ -194,17 +197,12 @@ def fuzz_files(tmp_path, store, files: dict[Path, bytes], command: list, data, p
 @FUZZ
 @given(data=st.data())
 def test_fuzz_movielens_100k(tmp_path, fuzz_store, data):
-    folder = tmp_path / "ml100k"
-    if not folder.exists():
-        write_ml100k(folder, n_users=4, per_user=6)
-    files = {folder / n: (tmp_path / f"orig-{n}").read_bytes() if (tmp_path / f"orig-{n}").exists() else None
-             for n in ("u.data", "u.item", "u.user")}  # fmt: skip
-    for path in files:
-        if files[path] is None:
-            files[path] = path.read_bytes()
-            (tmp_path / f"orig-{path.name}").write_bytes(files[path])
+    originals, folder = (write_ml100k(tmp_path / name, n_users=4, per_user=6) for name in ("ml100k-orig", "ml100k"))
+    files = {folder / n: (originals / n).read_bytes() for n in ("u.data", "u.item", "u.user")}
     separator = data.draw(st.sampled_from([b"\t", b"|"]))
-    fuzz_files(tmp_path, fuzz_store, files, ["ingest", "movielens", folder], data, sep=separator)
+    fuzz_files(
+        fuzz_store, files, ["ingest", "movielens", folder], data, lambda content: mangled_lines(content, separator)
+    )
 
 
 @FUZZ
@@ -214,7 +212,7 @@ def test_fuzz_movielens_csv(tmp_path, fuzz_store, data):
     write_ml_csv(tmp_path / "ml-csv-orig")
     files = {folder / n: (tmp_path / "ml-csv-orig" / n).read_bytes() for n in ("ratings.csv", "movies.csv")}
     folder.mkdir(exist_ok=True)
-    fuzz_files(tmp_path, fuzz_store, files, ["ingest", "movielens", folder], data)
+    fuzz_files(fuzz_store, files, ["ingest", "movielens", folder], data)
 
 
 @pytest.mark.parametrize("compressed", [True, False], ids=["gzip", "plain"])
@@ -228,7 +226,7 @@ def test_fuzz_amazon(tmp_path, fuzz_store, compressed, data):
     reviews = folder / ("Tiny_Category_5" + suffix)
     meta = folder / ("meta_Tiny_Category" + suffix)
     files = {reviews: gzip.decompress(reviews_gz.read_bytes()), meta: gzip.decompress(meta_gz.read_bytes())}
-    fuzz_files(tmp_path, fuzz_store, files, ["ingest", "amazon", reviews, "--meta", meta], data, mangled_json_lines)
+    fuzz_files(fuzz_store, files, ["ingest", "amazon", reviews, "--meta", meta], data, mangled_json_lines)
 
 
 def ratings_rows() -> list[tuple]:
@@ -243,7 +241,7 @@ def test_fuzz_csv(tmp_path, fuzz_store, data):
     target = tmp_path / "ratings.csv"
     command = ["ingest", "csv", target, "--user", "user", "--item", "item", "--rating", "stars", "--time", "when",
                "--title", "name"]  # fmt: skip
-    fuzz_files(tmp_path, fuzz_store, {target: path.read_bytes()}, command, data)
+    fuzz_files(fuzz_store, {target: path.read_bytes()}, command, data)
 
 
 @pytest.mark.parametrize("compressed", [False, True], ids=["plain", "gzip"])
@@ -258,7 +256,7 @@ def test_fuzz_jsonl(tmp_path, fuzz_store, compressed, data):
     target = tmp_path / ("ratings.jsonl" + (".gz" if compressed else ""))
     command = ["ingest", "jsonl", target, "--user", "user", "--item", "item", "--rating", "stars", "--time", "when",
                "--title", "name"]  # fmt: skip
-    fuzz_files(tmp_path, fuzz_store, {target: content}, command, data, mangled_json_lines)
+    fuzz_files(fuzz_store, {target: content}, command, data, mangled_json_lines)
 
 
 # --- broken stores -------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from __future__ import annotations
 from lettingo_cli.errors import require
 from lettingo_cli.predictors.base import NO_PROFILE
 from lettingo_cli.predictors.fitting import FOLDS, embed_into, fold, fold_heads, load_minilm
-from lettingo_cli.prompts import history_line
+from lettingo_cli.prompts import history_text
 from lettingo_cli.split import SENTIMENTS, load_histories, load_recent_and_targets
 from lettingo_cli.store import Artifact, Store
 
@@ -35,7 +35,7 @@ class EmbeddingPredictor:
         recent, held_out = load_recent_and_targets(store, split, train, 1)
         histories = load_histories(store, split, train, TRAIN_HISTORY)
         examples = [u for u in train if held_out[u] and recent[u]]
-        profiles = {u: "\n".join(history_line(r) for r in histories[u]) for u in examples}
+        profiles = {u: history_text(histories[u]) for u in examples}
         self._embed([t for u in examples for t in [held_out[u][0].text, profiles[u], *(r["text"] for r in recent[u])]])
         features = torch.stack([self._features(recent[u], held_out[u][0].text, profiles[u]) for u in examples])
         labels = torch.tensor([SENTIMENTS.index(held_out[u][0].sentiment) for u in examples])

@@ -27,7 +27,7 @@ import re
 from lettingo_cli.errors import UsageError, require
 from lettingo_cli.predictors.base import NO_PROFILE
 from lettingo_cli.predictors.fitting import FOLDS, embed_into, fold, fold_heads, load_minilm
-from lettingo_cli.prompts import history_line
+from lettingo_cli.prompts import history_text
 from lettingo_cli.split import SENTIMENTS, Target, load_histories, load_recent_and_targets, profiles_fit_split
 from lettingo_cli.store import Artifact, Store
 
@@ -122,8 +122,7 @@ class HeadPredictor:
     def _train_profiles(self, store: Store, split: Artifact, train: list[str], profiles: Artifact | None):
         if profiles is None:
             histories = load_histories(store, split, train, TRAIN_HISTORY)
-            lines = {u: [history_line(r) for r in rows] for u, rows in histories.items()}
-            return {u: ["\n".join(rows)] for u, rows in lines.items() if rows}
+            return {u: [history_text(rows)] for u, rows in histories.items() if rows}
         if not profiles_fit_split(store.get(profiles.params["split"]), split):
             raise UsageError(f"head:minilm?profiles={profiles.ref}: its profiles are of a split whose users or "
                              f"history differ from {split.ref}'s")  # fmt: skip

@@ -19,7 +19,7 @@ import math
 
 from lettingo_cli.errors import UsageError
 from lettingo_cli.predictors.base import NO_PROFILE
-from lettingo_cli.prompts import clean_field, history_line
+from lettingo_cli.prompts import clean_field, history_text
 from lettingo_cli.split import SENTIMENTS, Target, load_recent_and_targets
 from lettingo_cli.store import Artifact, Store
 
@@ -49,8 +49,7 @@ V2_TAIL = (
 
 def block(recent_rows: list[dict], target_text: str, profile: str | None = None) -> str:
     """predictor-v1: a user's block; without `profile` it stops before the profile line (the shared prefix)."""
-    lines = [history_line(r) for r in recent_rows]
-    text = "Recent ratings:\n" + "\n".join(lines) + f'\nNew item: "{target_text}"\n'
+    text = "Recent ratings:\n" + history_text(recent_rows) + f'\nNew item: "{target_text}"\n'
     return text if profile is None else text + profile_suffix(profile)
 
 
@@ -115,8 +114,7 @@ class ChatPrompt:
         self.details = {}
 
     def queries(self, user: str, recent: list[dict], targets: list[Target], profiles: list[str]):
-        lines = "\n".join(history_line(r) for r in recent)
-        head = V2_HEAD.format(recent=lines)
+        head = V2_HEAD.format(recent=history_text(recent))
         prefix, suffixes = None, []
         for target in targets:
             for profile in profiles:
