@@ -30,7 +30,7 @@ CHECKPOINTS = "checkpoints/"  # where a pending adapter keeps its newest checkpo
 
 
 # options that change how fast or how often, never what is trained: not part of the run key
-SPEED_ONLY = ("save_steps", "gradient_checkpointing")
+SPEED_ONLY = ("save_steps", "gradient_checkpointing", "shared_prompt")
 LATER_OPTIONS = {"ld_alpha": 1.0}  # options added later, with their defaults (see options.stable_key)
 
 
@@ -68,6 +68,14 @@ class DPOOptions:
         False,
         "Recompute activations in the backward pass: less memory, more time (TRL's own default is on).",
         "--gradient-checkpointing/--no-gradient-checkpointing",
+    )
+
+    # TRL reads a pair's prompt twice (prompt + chosen, prompt + rejected); lettingo_cli/shared_prompt.py packs
+    # the pair into one row, so the prompt, most of a pair's tokens, goes through the model once
+    shared_prompt: bool = option(
+        True,
+        "Read each pair's prompt once, in one packed pass over prompt + chosen + rejected (TRL reads it twice).",
+        "--shared-prompt/--no-shared-prompt",
     )
 
     def __post_init__(self) -> None:
@@ -257,6 +265,27 @@ def _lm_head_on_profile_tokens(enabled: bool):
         trl_utils._use_triton = original
 
 
+def _shared_prompt_trainer(trl):
+    """TRL's DPOTrainer whose policy and reference passes read each pair's prompt once (see shared_prompt)."""
+    from lettingo_cli import shared_prompt
+
+    class SharedPromptDPOTrainer(trl.DPOTrainer):
+        def _compute_loss(self, model, inputs, return_outputs):
+            return super()._compute_loss(self._shared(model), inputs, return_outputs)
+
+        def compute_ref_log_probs(self, model, inputs):
+            return super().compute_ref_log_probs(self._shared(model), inputs)
+
+        def _shared(self, model):
+            wrapped = shared_prompt.wrap(model)
+            if wrapped is None and not getattr(self, "_warned_unshared", False):
+                log("warning: this model's attention cannot be packed; each pair's prompt is read twice")
+                self._warned_unshared = True
+            return wrapped or model
+
+    return SharedPromptDPOTrainer
+
+
 def _trainer(
     store: Store,
     artifact: Artifact | None,
@@ -344,7 +373,8 @@ def _trainer(
                 advance(1)
 
         with _lm_head_on_profile_tokens(options.profile_only_head):  # the reference pass runs in the constructor
-            trainer = trl.DPOTrainer(
+            trainer_class = _shared_prompt_trainer(trl) if options.shared_prompt else trl.DPOTrainer
+            trainer = trainer_class(
                 model=model,
                 args=config,
                 train_dataset=_dataset(datasets, records, store, work),

@@ -95,6 +95,31 @@ def test_length_desensitized_dpo_trains_differently_and_is_its_own_run(lettingo,
     assert lettingo(*common, "--ld-alpha", "1.5").exit_code == 2
 
 
+def test_the_shared_prompt_pass_trains_as_trls_own(lettingo, store_path, tiny_model):
+    """One packed pass per pair (the default) gives the steps TRL's two rows per pair give: the same losses,
+    margins and reward accuracies (fp32), and is the same run (a speed option, not in the run key)."""
+    write_pairs(store_path, "shared", 4, chosen="liked drama and war films, " * 3, rejected="zz qq")
+    common = ["dpo", "pairs:shared", "--base", tiny_model.hf_dir, "--lr", "5e-3", "--max-steps", "3", "--lora-r", "4"]
+    common += ["--precision", "fp32", "--batch-size", "2"]
+    packed = lettingo(*common, "--name", "packed")
+    twice = lettingo(*common, "--no-shared-prompt", "--name", "twice")
+    assert packed.exit_code == 0 and twice.exit_code == 0, packed.stderr + twice.stderr
+    assert "cannot be packed" not in packed.stderr
+    store = Store(store_path)
+
+    def steps(name):
+        run = store.resolve(f"adapter:{name}").run_id
+        query = "SELECT loss, rewards_margins, rewards_chosen FROM dpo_steps WHERE run_id = ? ORDER BY step"
+        return [tuple(row.values()) for row in store.db.query(query, [run])]
+
+    found, expected = steps("packed"), steps("twice")
+    assert len(found) == len(expected) == 3
+    for row, want in zip(found, expected, strict=True):
+        assert row == pytest.approx(want, abs=2e-4)
+    assert expected[-1][1] > expected[0][1] + 1e-3  # training moved the margins: the comparison means something
+    assert "already" in lettingo(*common, "--no-shared-prompt", "--name", "packed").stderr
+
+
 def test_dpo_refusals(lettingo, store_path, tiny_model):
     write_pairs(store_path, "empty", 0)
     empty = lettingo("dpo", "pairs:empty", "--base", tiny_model.hf_dir)
