@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import ctypes
 import json
+import mmap
 import os
 import shutil
+import struct
 import subprocess
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from lettingo_cli.errors import LettingoError, require
@@ -65,45 +68,129 @@ def convert_to_gguf(model_dir: Path, out_file: Path) -> Path:
     return out_file
 
 
+# --- reading and rewriting GGUF metadata without parsing the tokenizer arrays ---------------------------------
+# gguf-py's GGUFReader builds a numpy view for every element of every array: for the default model's 262k-token
+# vocabulary that is several seconds per file, and an export read four files. These functions walk the file's
+# layout (GGUF v2/v3, little-endian) with struct, decoding only scalars and strings and skipping arrays.
+
+GGUF_MAGIC = b"GGUF"
+_STRING, _ARRAY = 8, 9
+_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+DEFAULT_ALIGNMENT = 32
+
+
+@dataclass
+class GGUFLayout:
+    """Where each part of a GGUF file lies: every key's raw bytes (type and value included) and decoded value
+    (None for arrays), every tensor's name and type, and where the tensor infos and the data begin."""
+
+    version: int
+    entries: dict[str, tuple[int, int]] = field(default_factory=dict)  # key -> (start, end) of the whole entry
+    values: dict[str, object] = field(default_factory=dict)
+    tensor_types: dict[str, int] = field(default_factory=dict)  # tensor name -> ggml type id
+    n_tensors: int = 0
+    infos: tuple[int, int] = (0, 0)  # (start, end) of the tensor infos
+    data_start: int = 0
+
+    @property
+    def alignment(self) -> int:
+        return int(self.values.get("general.alignment") or DEFAULT_ALIGNMENT)
+
+
+def read_gguf_layout(path: Path) -> GGUFLayout:
+    """The layout of a GGUF file (see GGUFLayout). Raises LettingoError on a file that is not a v2/v3
+    little-endian GGUF."""
+    with path.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        if data[:4] != GGUF_MAGIC:
+            raise LettingoError(f"{path.name} is not a GGUF file")
+        version, n_tensors, n_kv = struct.unpack_from("<IQQ", data, 4)
+        if version not in (2, 3):
+            raise LettingoError(f"{path.name}: GGUF version {version} (big-endian or unknown) is not supported here")
+        layout = GGUFLayout(version, n_tensors=n_tensors)
+        at = 24
+
+        def string(at: int) -> tuple[str, int]:
+            (length,) = struct.unpack_from("<Q", data, at)
+            return data[at + 8 : at + 8 + length].decode("utf-8", errors="replace"), at + 8 + length
+
+        def value(kind: int, at: int) -> tuple[object, int]:
+            if kind == _STRING:
+                return string(at)
+            if kind == _ARRAY:
+                item, count = struct.unpack_from("<IQ", data, at)
+                at += 12
+                if item == _STRING:
+                    for _ in range(count):  # each string is a length and its bytes: walk, never decode
+                        at += 8 + struct.unpack_from("<Q", data, at)[0]
+                elif item in _SCALARS:
+                    at += count * struct.calcsize(_SCALARS[item])
+                else:  # arrays of arrays: rare, walk them
+                    for _ in range(count):
+                        _, at = value(item, at)
+                return None, at
+            if kind not in _SCALARS:
+                raise LettingoError(f"{path.name}: unknown GGUF value type {kind}")
+            return struct.unpack_from(_SCALARS[kind], data, at)[0], at + struct.calcsize(_SCALARS[kind])
+
+        for _ in range(n_kv):
+            start = at
+            key, at = string(at)
+            (kind,) = struct.unpack_from("<I", data, at)
+            layout.values[key], at = value(kind, at + 4)
+            layout.entries[key] = (start, at)
+        info_start = at
+        for _ in range(n_tensors):
+            name, at = string(at)
+            (dims,) = struct.unpack_from("<I", data, at)
+            at += 4 + 8 * dims
+            (kind,) = struct.unpack_from("<I", data, at)
+            layout.tensor_types[name] = kind
+            at += 4 + 8  # type, offset
+        layout.infos = (info_start, at)
+        layout.data_start = -(-at // layout.alignment) * layout.alignment
+        return layout
+
+
+def _string_entry(key: str, text: str) -> bytes:
+    encoded_key, encoded = key.encode("utf-8"), text.encode("utf-8")
+    return struct.pack("<Q", len(encoded_key)) + encoded_key + struct.pack("<IQ", _STRING, len(encoded)) + encoded
+
+
 def rewrite_gguf(source: Path, target: Path, metadata: dict[str, str], tokenizer_gguf: Path | None) -> Path:
-    """Copy a GGUF adding `lettingo.*` string keys and, if given, taking every `tokenizer.*` key from another GGUF."""
-    gguf = require("gguf")
-    reader = gguf.GGUFReader(source)
-    tokenizer_fields = {}
-    if tokenizer_gguf is not None:
-        donor = gguf.GGUFReader(tokenizer_gguf)
-        tokenizer_fields = {n: f for n, f in donor.fields.items() if n.startswith("tokenizer.")}
-    architecture = reader.get_field(gguf.Keys.General.ARCHITECTURE).contents()
-    writer = gguf.GGUFWriter(target, arch=architecture, endianess=reader.endianess)
-    alignment = reader.get_field(gguf.Keys.General.ALIGNMENT)
-    if alignment is not None:
-        writer.data_alignment = alignment.contents()
+    """Copy a GGUF adding `lettingo.*` string keys and, if given, taking every `tokenizer.*` key from another GGUF.
 
-    def copy_field(field) -> None:
-        value_type = field.types[0]
-        sub_type = field.types[-1] if value_type == gguf.GGUFValueType.ARRAY else None
-        writer.add_key_value(field.name, field.contents(), value_type, sub_type=sub_type)
-
-    for field in reader.fields.values():
-        if field.name == gguf.Keys.General.ARCHITECTURE or field.name.startswith("GGUF."):
-            continue  # the writer writes these itself
-        if tokenizer_fields and field.name.startswith("tokenizer."):
-            continue
-        copy_field(field)
-    for field in tokenizer_fields.values():
-        copy_field(field)
-    for key, value in metadata.items():
-        writer.add_string(key, value)
-    for tensor in reader.tensors:
-        writer.add_tensor_info(
-            tensor.name, tensor.data.shape, tensor.data.dtype, tensor.data.nbytes, tensor.tensor_type
-        )
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_ti_data_to_file()
-    for tensor in reader.tensors:
-        writer.write_tensor_data(tensor.data, tensor_endianess=reader.endianess)
-    writer.close()
+    Byte level: the source's entries (less its tokenizer.* ones when a donor is given), the donor's tokenizer.*
+    entries and the new keys, then the source's tensor infos unchanged and its tensor data, realigned. Tensor
+    offsets are relative to the data section, so they stay valid."""
+    layout = read_gguf_layout(source)
+    donor = read_gguf_layout(tokenizer_gguf) if tokenizer_gguf is not None else None
+    taken = [k for k in layout.entries if not (donor and k.startswith("tokenizer.")) and k not in metadata]
+    donated = [k for k in donor.entries if k.startswith("tokenizer.")] if donor else []
+    with source.open("rb") as handle, target.open("wb") as out:
+        source_bytes = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        try:
+            count = len(taken) + len(donated) + len(metadata)
+            out.write(GGUF_MAGIC + struct.pack("<IQQ", layout.version, layout.n_tensors, count))
+            for key in taken:
+                start, end = layout.entries[key]
+                out.write(source_bytes[start:end])
+            if donor:
+                with tokenizer_gguf.open("rb") as donor_handle:
+                    donor_bytes = mmap.mmap(donor_handle.fileno(), 0, access=mmap.ACCESS_READ)
+                    try:
+                        for key in donated:
+                            start, end = donor.entries[key]
+                            out.write(donor_bytes[start:end])
+                    finally:
+                        donor_bytes.close()
+            for key, text in metadata.items():
+                out.write(_string_entry(key, text))
+            out.write(source_bytes[layout.infos[0] : layout.infos[1]])
+            out.write(b"\0" * (-out.tell() % layout.alignment))
+            handle.seek(layout.data_start)
+            shutil.copyfileobj(handle, out, 16 << 20)
+        finally:
+            source_bytes.close()
     return target
 
 
@@ -162,17 +249,17 @@ def gguf_facts(path: Path) -> dict:
     """Per-tensor quantization types (k-quants fall back where a row is not a multiple of 256), stop metadata,
     and the lettingo.* provenance keys, read back from the file."""
     gguf = require("gguf")
-    reader = gguf.GGUFReader(path)
+    layout = read_gguf_layout(path)
+    names = {name: gguf.GGMLQuantizationType(kind).name for name, kind in layout.tensor_types.items()}
     types: dict[str, int] = {}
-    for tensor in reader.tensors:
-        types[tensor.tensor_type.name] = types.get(tensor.tensor_type.name, 0) + 1
-    eos = reader.get_field("tokenizer.ggml.eos_token_id")
-    template = reader.get_field("tokenizer.chat_template")
+    for kind in names.values():
+        types[kind] = types.get(kind, 0) + 1
+    eos = layout.values.get("tokenizer.ggml.eos_token_id")
     return {
         "tensor_types": dict(sorted(types.items())),
-        "tensors": {tensor.name: tensor.tensor_type.name for tensor in reader.tensors},
-        "eos_token_id": int(eos.contents()) if eos is not None else None,
-        "chat_template": template is not None,
-        "tokenizer_model": model.contents() if (model := reader.get_field("tokenizer.ggml.model")) else None,
-        "provenance": {name: field.contents() for name, field in reader.fields.items() if name.startswith("lettingo.")},
+        "tensors": names,
+        "eos_token_id": int(eos) if eos is not None else None,
+        "chat_template": "tokenizer.chat_template" in layout.values,
+        "tokenizer_model": layout.values.get("tokenizer.ggml.model"),
+        "provenance": {k: v for k, v in layout.values.items() if k.startswith("lettingo.")},
     }

@@ -159,3 +159,36 @@ def test_lora_only_applies_at_run_time_and_matches_the_merged_model(split_store,
     assert gen.exit_code == 0, gen.stderr
     rows = list(Store(store_path).rows(Store(store_path).resolve(gen.stdout.strip()), "profiles"))
     assert rows and rows[0]["generator"].startswith("gguf:strong-v1-lora")
+
+
+def test_metadata_rewrite_and_facts_agree_with_the_gguf_library(tiny_model, tmp_path):
+    """rewrite_gguf and gguf_facts walk the file's bytes (no per-element parsing of the tokenizer arrays); the
+    reference reader, gguf-py's GGUFReader, must read the rewritten file as the source plus the new keys, with
+    the donor's tokenizer and every tensor's bytes unchanged, and find the facts gguf_facts finds."""
+    import numpy as np
+    from gguf import GGUFReader
+
+    from lettingo_cli.gguf_files import gguf_facts, rewrite_gguf
+
+    donor = rewrite_gguf(tiny_model.gguf, tmp_path / "donor.gguf", {"tokenizer.chat_template": "{{ x }}"}, None)
+    target = rewrite_gguf(tiny_model.gguf, tmp_path / "out.gguf", {"lettingo.adapter.ref": "adapter:a@v1"}, donor)
+
+    def fields(path):
+        reader = GGUFReader(path)
+        found = {name: f.contents() for name, f in reader.fields.items() if not name.startswith("GGUF.")}
+        return found, {t.name: (t.tensor_type.name, np.asarray(t.data).tobytes()) for t in reader.tensors}
+
+    source, source_tensors = fields(tiny_model.gguf)
+    written, written_tensors = fields(target)
+    assert written == {**source, "tokenizer.chat_template": "{{ x }}", "lettingo.adapter.ref": "adapter:a@v1"}
+    assert len(source["tokenizer.ggml.tokens"]) > 100  # the arrays walked over are real
+    assert written_tensors == source_tensors and len(written_tensors) > 5
+
+    reader = GGUFReader(target)
+    types = {t.name: t.tensor_type.name for t in reader.tensors}
+    facts = gguf_facts(target)
+    assert facts["tensors"] == types
+    assert facts["eos_token_id"] == int(reader.get_field("tokenizer.ggml.eos_token_id").contents())
+    assert facts["tokenizer_model"] == reader.get_field("tokenizer.ggml.model").contents()
+    assert facts["chat_template"] is True and gguf_facts(tiny_model.gguf)["chat_template"] is False
+    assert facts["provenance"] == {"lettingo.adapter.ref": "adapter:a@v1"}
