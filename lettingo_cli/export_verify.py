@@ -23,9 +23,14 @@ PARITY_TEXTS = (
     "two  spaces\nnew line\ttab  and trailing  ",
     "Profile: likes 90s thrillers (e.g. Se7en), dislikes musicals.",
 )
-# Greedy agreement a near-lossless file (f16, q8_0, or the LoRA over its base) must reach with the HF model;
-# q4_k_m is reported, not held to it (4-bit weights change some greedy choices).
+# Greedy agreement a near-lossless file (f16, q8_0, or the LoRA over its base) must reach with the HF model, on
+# the decided positions: those where the HF model's first choice leads its second by at least NEAR_TIE nats.
+# Below that, any rounding can swap the two and a swap proves nothing about the file (a DPO-trained 270M model
+# writing free text had 4 such near-ties in 48 positions; q8_0 swapped 3 of them and 2 of the 44 others).
+# Agreement over all positions is reported too. q4_k_m is reported, not held to it (4-bit weights change some
+# greedy choices).
 MIN_AGREEMENT = 0.9
+NEAR_TIE = 0.1
 NEAR_LOSSLESS = ("f16", "q8_0", "lora")
 # The LoRA check applies once the base alone differs from the merged model by more than this (mean |log-prob|
 # difference); base + LoRA must then close at least half of that difference.
@@ -54,11 +59,14 @@ def verify_export(hf_dir: Path, ggufs: dict[str, Path], prompts: list[str], cont
         mismatches, agree, differences = _compare_with_hf(
             LlamaCppBackend, path, lora, tokenizer, texts, prompt_ids, references, continuation
         )
+        decided = [same for same, clear in agree if clear]
         entry = {
             "mb": round((lora or path).stat().st_size / 1e6, 1),
             "tokenizer_parity": f"{len(texts) - len(mismatches)}/{len(texts)}",
             "tokenizer_mismatches": [text[:80] for text in mismatches],
-            "agreement": round(sum(agree) / len(agree), 3) if agree else None,
+            "agreement": round(sum(same for same, _ in agree) / len(agree), 3) if agree else None,
+            "decided_agreement": round(sum(decided) / len(decided), 3) if decided else None,
+            "near_ties": len(agree) - len(decided),
             "mean_abs_logprob_diff": round(sum(differences) / len(differences), 4) if differences else None,
             **gguf_facts(path),
         }
@@ -90,8 +98,12 @@ def verify_export(hf_dir: Path, ggufs: dict[str, Path], prompts: list[str], cont
             report["failures"].append(f"{quant}: no tokenizer.ggml.eos_token_id, generation would not stop")
         if tokenizer.chat_template and not entry["chat_template"]:
             report["failures"].append(f"{quant}: the HF tokenizer has a chat template and the GGUF has none")
-        if quant in NEAR_LOSSLESS and entry["agreement"] is not None and entry["agreement"] < MIN_AGREEMENT:
-            report["failures"].append(f"{quant}: greedy agreement with the HF model only {entry['agreement']}")
+        held = entry["decided_agreement"]
+        if quant in NEAR_LOSSLESS and held is not None and held < MIN_AGREEMENT:
+            report["failures"].append(
+                f"{quant}: greedy agreement with the HF model only {held} (on the positions it does not leave to a "
+                f"near-tie; {entry['agreement']} on all)"
+            )
     report["passed"] = not report["failures"]
     return report
 
@@ -106,7 +118,8 @@ def _compare_with_hf(
     references,
     continuation: int,
 ):
-    """Texts llama.cpp tokenizes differently; per continuation token: same greedy choice?, |log-prob difference|."""
+    """Texts llama.cpp tokenizes differently; per continuation token: (same greedy choice?, decided by the HF model,
+    i.e. not a near-tie?) and |log-prob difference|."""
     backend = backend_class(
         path,
         f"gguf:{path}",
@@ -120,18 +133,19 @@ def _compare_with_hf(
     try:
         mismatches = [text for text in texts if backend.tokenize(text, add_bos=True) != tokenizer(text)["input_ids"]]
         agree, differences = [], []
-        for ids, (continuation_ids, hf_logprobs) in zip(prompt_ids, references):
+        for ids, (continuation_ids, hf_logprobs, hf_margins) in zip(prompt_ids, references):
             gguf_logprobs = backend.last_logprobs(ids + continuation_ids[:-1], len(continuation_ids))
             for row, (token, hf_row) in enumerate(zip(continuation_ids, hf_logprobs)):
-                agree.append(int(gguf_logprobs[row].argmax()) == token)
+                agree.append((int(gguf_logprobs[row].argmax()) == token, hf_margins[row] >= NEAR_TIE))
                 differences.append(abs(float(gguf_logprobs[row][token]) - float(hf_row)))
     finally:
         backend.close()
     return mismatches, agree, differences
 
 
-def _hf_greedy(model, ids: list[int], count: int, torch) -> tuple[list[int], list[float]]:
-    """The HF model's greedy continuation of `ids` and the log-prob of each chosen token."""
+def _hf_greedy(model, ids: list[int], count: int, torch) -> tuple[list[int], list[float], list[float]]:
+    """The HF model's greedy continuation of `ids`, the log-prob of each chosen token, and by how much (nats) it
+    led the second choice."""
     with torch.no_grad():
         output = model.generate(
             torch.tensor([ids]),
@@ -143,5 +157,7 @@ def _hf_greedy(model, ids: list[int], count: int, torch) -> tuple[list[int], lis
             pad_token_id=model.config.eos_token_id if model.config.pad_token_id is None else None,
         )
     tokens = output.sequences[0, len(ids) :].tolist()
-    logprobs = [float(torch.log_softmax(score[0].float(), -1)[token]) for score, token in zip(output.scores, tokens)]
-    return tokens, logprobs
+    rows = [torch.log_softmax(score[0].float(), -1) for score in output.scores]
+    logprobs = [float(row[token]) for row, token in zip(rows, tokens)]
+    margins = [float(top[0] - top[1]) for top in (row.topk(2).values for row in rows)]
+    return tokens, logprobs, margins

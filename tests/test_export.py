@@ -42,7 +42,8 @@ def test_export_round_trip_verifies_and_the_gguf_generates(split_store, store_pa
         # a shipped file names its base and says its hash, but holds no path of this machine
         assert facts["provenance"]["lettingo.base.name"] == tiny_model.hf_dir.name
         assert not [v for v in facts["provenance"].values() if "/" in v or str(Path.home()) in v]
-    assert report["files"]["q8_0"]["agreement"] >= 0.9
+    assert report["files"]["q8_0"]["agreement"] >= 0.9 and report["files"]["q8_0"]["decided_agreement"] >= 0.9
+    assert 0 <= report["files"]["q8_0"]["near_ties"] < report["prompts"] * 16
     assert report["files"]["q8_0"]["tensor_types"].get("Q8_0", 0) > 0
     # hidden size 64 is not a multiple of 256: the k-quant falls back, and the report says so
     assert "Q4_K" not in report["files"]["q4_k_m"]["tensor_types"]
@@ -192,3 +193,18 @@ def test_metadata_rewrite_and_facts_agree_with_the_gguf_library(tiny_model, tmp_
     assert facts["tokenizer_model"] == reader.get_field("tokenizer.ggml.model").contents()
     assert facts["chat_template"] is True and gguf_facts(tiny_model.gguf)["chat_template"] is False
     assert facts["provenance"] == {"lettingo.adapter.ref": "adapter:a@v1"}
+
+
+def test_verification_fails_a_file_of_another_model(tiny_model, tmp_path):
+    """The agreement check can fail: a GGUF of another model (same tokenizer, other weights) disagrees on the
+    decided positions and the report says so; near-ties are counted, not held against the file."""
+    from lettingo_cli.export_verify import verify_export
+    from tests.tiny_model import build_tiny_model, convert_to_gguf
+
+    other = convert_to_gguf(build_tiny_model(tmp_path / "other", seed=7), tmp_path / "other.gguf")
+    prompts = ["Ratings: liked drama, disliked horror. Profile:", "the user enjoys tense crime films and"]
+    same = verify_export(tiny_model.hf_dir, {"q8_0": tiny_model.gguf}, prompts)
+    wrong = verify_export(tiny_model.hf_dir, {"q8_0": other}, prompts)
+    assert same["passed"] and same["files"]["q8_0"]["decided_agreement"] >= 0.9
+    assert not wrong["passed"] and wrong["files"]["q8_0"]["decided_agreement"] < 0.9
+    assert any("greedy agreement" in failure for failure in wrong["failures"])

@@ -23,6 +23,7 @@ def test_paper_script_runs_the_whole_chain_and_writes_its_results(tmp_path, tiny
         "RESULTS": str(results),
         "USERS": "8",
         "TEST_USERS": "4",
+        "TARGETS": "2",
         "N": "3",
         "N_TEST": "1",
         "MAX_TOKENS": "12",
@@ -30,35 +31,59 @@ def test_paper_script_runs_the_whole_chain_and_writes_its_results(tmp_path, tiny
         "BASE": str(tiny_model.hf_dir),
         "PREDICTOR": "emb:minilm",  # the tiny LLM saturates its label probabilities: no score differences, no pairs
         "RULE": "best-worst",
-        "DPO_ARGS": "--max-steps 2 --lora-r 4 --lr 5e-3 --max-length 4096",
+        "DPO_ARGS": "--max-steps 2 --lora-r 4 --lr 1e-3 --max-length 4096",
+        "REFERENCE": f"gguf:{tiny_model.gguf}",  # stands in for the bigger writer
+        "QWEN_USERS": "2",
+        "SECOND": "head:minilm",
+        "SECOND_TARGETS": "1",
+        "N2": "3",
     }
     done = subprocess.run(
         ["bash", str(ROOT / "bench" / "paper.sh")], capture_output=True, text=True, env=env, timeout=900
     )
     assert done.returncode == 0, done.stderr[-3000:]
     payload = json.loads((results / "paper-ci.json").read_text())
-    difference = payload["aligned_minus_base"]
-    assert set(difference) >= {"accuracy", "ci_low", "ci_high"}
-    assert -1 <= difference["ci_low"] <= difference["accuracy"] <= difference["ci_high"] <= 1
-    for name in ("10h", "base", "aligned"):
-        assert payload[name]["users"] == 4 and 0 <= payload[name]["accuracy"] <= 1
-    assert payload["pairs_used"] > 0 and payload["dpo"]["steps"] == 2
-    assert set(payload["stage_seconds"]) == {
-        "ingest",
-        "split",
-        "gen_train",
-        "score",
-        "pair",
-        "dpo",
-        "export",
-        "gen_test_base",
-        "gen_test_aligned",
-        "eval_10h",
-        "eval_base",
-        "eval_aligned",
+    headline = payload["aligned_minus_base"]
+    for metric in ("accuracy", "macro_f1", "weighted_f1"):
+        figures = headline[metric]
+        assert -1 <= figures["ci_low"] <= figures["value"] <= figures["ci_high"] <= 1
+    assert headline["users"] == 4 and headline["length_ratio"] > 0
+    arms = payload["arms"]
+    assert set(arms) == {f"eval_{a}" for a in ("10h", "base", "aligned", "history", "swapped", "reference", "r2")} | {
+        "second_base",
+        "second_aligned",
     }
+    for role, figures in arms.items():
+        assert figures["users"] == (2 if role == "eval_reference" else 4), role
+        assert 0 <= figures["accuracy_ci"][0] <= figures["accuracy"] <= figures["accuracy_ci"][1] <= 1
+    # each arm's predictions: test users x profiles x targets (the second predictor judges 1 target)
+    assert arms["eval_base"]["predictions"] == 4 * 1 * 2 and arms["second_base"]["predictions"] == 4
+    assert set(payload["baselines"]) == {"always_majority", "recent_mean"}
+    differences = payload["differences"]
+    assert differences["aligned - base"]["accuracy"] == {
+        k: headline["accuracy"][k] for k in ("value", "ci_low", "ci_high")
+    }
+    assert differences["reference - base"]["users"] == 2
+    assert differences["aligned - base (reference users)"]["users"] == 2
+    assert {"r2 - aligned", "aligned - swapped", "history - base", "second_aligned - second_base"} <= set(differences)
+
+    # the controls: (a) whole history lines within the base profiles' mean length; (b) the same texts, moved
+    profiles = payload["profiles"]
+    assert profiles["history_profiles"]["mean_tokens"] <= profiles["base_profiles"]["mean_tokens"] + 0.5
+    assert profiles["swapped_profiles"]["mean_tokens"] == profiles["aligned_profiles"]["mean_tokens"]
+    for facts in profiles.values():
+        assert 0 <= facts["share_at_max_tokens"] <= 1 and set(facts["label_words"]) >= {"the word neutral"}
+    behaviour = payload["answers_and_length_buckets"]["eval_base"]
+    assert sum(behaviour["answers"]["predicted"].values()) == sum(behaviour["answers"]["truth"].values()) == 8
+    assert sum(b["predictions"] for b in behaviour["length_buckets"].values()) == 8
+
+    assert payload["pairs"]["round1"]["pairs"] > 0 and payload["dpo"]["round1"]["steps"] == 2
+    assert payload["dpo"]["round2"]["steps"] == 2
+    assert {"gen_train", "dpo", "export", "control_history", "control_swap", "gen_reference", "second_aligned",
+            "dpo_r2", "export_r2", "eval_r2"} <= set(payload["stage_seconds"])  # fmt: skip
     assert payload["artifacts"]["export"]["ref"] == "export:paper-ci@v1"
-    assert payload["settings"]["dpo_args"] == "--max-steps 2 --lora-r 4 --lr 5e-3 --max-length 4096"
+    assert payload["artifacts"]["export2"]["ref"] == "export:paper-ci-r2@v1"
+    assert payload["settings"]["dpo_args"] == "--max-steps 2 --lora-r 4 --lr 1e-3 --max-length 4096"
     assert "aligned - base: accuracy" in (results / "paper-ci.md").read_text()
     # the script's own stdout is the comparison (A = aligned, B = base)
     assert "A - B accuracy" in done.stdout
@@ -69,3 +94,4 @@ def test_paper_script_runs_the_whole_chain_and_writes_its_results(tmp_path, tiny
     )
     assert again.returncode == 0, again.stderr[-3000:]
     assert "already trained" in again.stderr and "already exported" in again.stderr
+    assert json.loads((results / "paper-ci.json").read_text())["aligned_minus_base"] == headline
