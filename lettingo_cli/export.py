@@ -137,7 +137,10 @@ def export_adapter(
         store.add_dir(run.artifact, merged, prefix="hf/")  # a --base for another dpo round
         timings["total_s"] = round(sum(timings.values()), 1)
         result = run.finish(counts={"files": len(kept)}, report=report, stats=timings)
-    sizes = ", ".join(f"{q} {f['mb']} MB, agreement {f['agreement']}" for q, f in report["files"].items())
+    sizes = ", ".join(
+        f"{q} {f['mb']} MB, agreement {f['agreement']} ({f.get('decided_agreement')} without near-ties)"
+        for q, f in report["files"].items()
+    )
     log(f"{result.ref}: {sizes}; {timings['total_s']} s")
     if out is not None:
         _copy_out(store, result, out)
