@@ -1,28 +1,47 @@
 #!/usr/bin/env bash
-# The LettinGo experiment end to end, as a user would chain lettingo commands:
-#   ingest -> split -> gen (train users) -> score -> pair -> dpo -> export -> gen (test users, base and aligned)
-#   -> eval (10H, base, aligned) -> eval --compare aligned base -> results JSON + markdown.
+# The LettinGo experiment end to end, as a user would chain lettingo commands, with the controls a reviewer asks
+# for (issue 13). All arms are judged on the same test users and targets by the same frozen predictor:
+#   round 1:   gen (train users) -> score -> pair -> dpo -> export
+#   arms:      10H (no profile; eval also reports always-majority and recent-mean), base generator, aligned
+#              generator, (a) the user's own history as text cut to the base profiles' mean length, (b) another
+#              user's aligned profiles, the Qwen 1.5B writer as a reference (first QWEN_USERS test users)
+#   checks:    a second predictor DPO never saw re-scores base and aligned (SECOND)
+#   round 2:   the aligned generator writes the train users' profiles -> score -> pair -> dpo --base export ->
+#              export -> test profiles -> eval (ROUND2=1)
+#   report:    paper_report.py -> $RESULTS/$TAG.json and $TAG.md (lengths, answer distributions, length buckets,
+#              label words, each stage's seconds)
 # Every stage is cached in the store: rerunning after a crash redoes only what is missing.
 #
-# Knobs (environment variables; defaults run the full experiment on MovieLens 100K, about an hour on 2 cores):
-#   DATA        MovieLens 100K folder                 (../shared/data/movielens-100k)
-#   STORE       the store for this run                (bench/results/paper-store/lettingo.db)
-#   NAME        name of this experiment's artifacts   (paper: split:paper, adapter:paper, ...)
-#   TAG         name of the results files             ($NAME -> $RESULTS/$TAG.json and $TAG.md); give each
-#               try its own TAG and keep NAME: stages whose inputs did not change are reused from the store
-#   RESULTS     where they go                         (bench/results)
-#   USERS       train users that get profiles         (120)
-#   TEST_USERS  held-out test users                   (100)
-#   N           profiles per train user               (4)
-#   N_TEST      profiles per test user and arm        (2)
-#   MAX_TOKENS  tokens per profile                    (120)
-#   GENERATOR   base generator                        (gemma-3-270m)
-#   BASE        dpo --base (the generator as HF)      (gemma-3-270m)
-#   PREDICTOR   frozen predictor                      (head:minilm fitted on the train users' base profiles)
-#   RULE        pair rule                             (all)
-#   MAX_PAIRS   pairs per user                        (2)
-#   DPO_ARGS    extra dpo flags                       ("--beta 0.1 --lr 5e-5 --epochs 1")
-#   QUANT       the aligned arm's GGUF                (q8_0)
+# Knobs (environment variables; the defaults are the MovieLens 100K run, ~1.5 h on 2 cores):
+#   DATA         MovieLens folder (100K or a CSV release)  (../shared/data/movielens-100k)
+#   STORE        the store for this run                (bench/results/paper-store/lettingo.db)
+#   NAME         name of this experiment's artifacts   (paper: split:paper, adapter:paper, ...)
+#   TAG          name of the results files             ($NAME -> $RESULTS/$TAG.json and $TAG.md)
+#   RESULTS      where they go                         (bench/results)
+#   USERS        train users that get profiles         (100)
+#   TEST_USERS   held-out test users                   (100)
+#   TARGETS      held-out targets per user (split --targets; score and eval use all of them)  (4)
+#   N            profiles per train user               (4)
+#   N_TEST       profiles per test user and arm        (2)
+#   MAX_TOKENS   tokens per profile                    (120)
+#   GENERATOR    base generator                        (gemma-3-270m)
+#   BASE         dpo --base (the generator as HF)      (gemma-3-270m)
+#   PREDICTOR    frozen predictor                      (head:minilm fitted on the train users' base profiles)
+#   RULE         pair rule                             (best-worst: with 4 targets "all" needs a profile right on
+#                most targets and another wrong on most, and the head predictor's answers rarely move with
+#                the profile: on MovieLens 100K 64 of 100 users' 4 profiles got the same number right, and
+#                "all" found no pair at all)
+#   MAX_PAIRS    pairs per user                        (1)
+#   LENGTH_RATIO pair --max-length-ratio (empty: none) ()
+#   DPO_ARGS     extra dpo flags                       ("--beta 0.1 --lr 5e-5 --epochs 1 --max-length 1280": prompts
+#                of 30 ratings reach ~1,030 tokens)
+#   QUANT        the aligned arm's GGUF                (q8_0)
+#   REFERENCE    the bigger writer (empty: skip)       (qwen2.5-1.5b)
+#   QWEN_USERS   test users it writes for (1 profile)  (50)
+#   SECOND       second predictor (empty: skip)        (llm:gemma-3-270m)
+#   SECOND_TARGETS targets it judges per user          (2)
+#   ROUND2       1: run the second, on-policy round    (1)
+#   N2           profiles per train user in round 2    (2)
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -31,25 +50,34 @@ STORE="${STORE:-$here/results/paper-store/lettingo.db}"
 NAME="${NAME:-paper}"
 TAG="${TAG:-$NAME}"
 RESULTS="${RESULTS:-$here/results}"
-USERS="${USERS:-120}"
+USERS="${USERS:-100}"
 TEST_USERS="${TEST_USERS:-100}"
+TARGETS="${TARGETS:-4}"
 N="${N:-4}"
 N_TEST="${N_TEST:-2}"
 MAX_TOKENS="${MAX_TOKENS:-120}"
 GENERATOR="${GENERATOR:-gemma-3-270m}"
 BASE="${BASE:-gemma-3-270m}"
 PREDICTOR="${PREDICTOR:-}"  # empty: head:minilm?profiles=<the train users' base profiles>, set below
-RULE="${RULE:-all}"
-MAX_PAIRS="${MAX_PAIRS:-2}"
-DPO_ARGS="${DPO_ARGS:---beta 0.1 --lr 5e-5 --epochs 1}"
+RULE="${RULE:-best-worst}"
+MAX_PAIRS="${MAX_PAIRS:-1}"
+LENGTH_RATIO="${LENGTH_RATIO:-}"
+DPO_ARGS="${DPO_ARGS:---beta 0.1 --lr 5e-5 --epochs 1 --max-length 1280}"
 QUANT="${QUANT:-q8_0}"
+REFERENCE="${REFERENCE-qwen2.5-1.5b}"
+QWEN_USERS="${QWEN_USERS:-50}"
+SECOND="${SECOND-llm:gemma-3-270m}"
+SECOND_TARGETS="${SECOND_TARGETS:-2}"
+ROUND2="${ROUND2:-1}"
+N2="${N2:-2}"
 
 export LETTINGO_STORE="$STORE"
-mkdir -p "$(dirname "$STORE")"
-times="$(mktemp)"
-trap 'rm -f "$times"' EXIT
+mkdir -p "$(dirname "$STORE")" "$RESULTS"
+times="$RESULTS/$TAG.times"  # stage seconds, appended as stages finish (a resumed run adds its own lines)
+refs="$RESULTS/$TAG.refs"    # ROLE=REF of every artifact the report reads
+: > "$refs"
 
-# stage NAME COMMAND...: run a lettingo command, record its seconds, print its stdout (the new reference)
+# stage NAME COMMAND...: run a command, record its seconds, print its stdout (the new reference)
 stage() {
   local name="$1"; shift
   local start end
@@ -58,41 +86,101 @@ stage() {
   end=$(date +%s.%N)
   echo "$name $start $end" >> "$times"
 }
+# keep ROLE REF: remember an artifact for the report
+keep() { echo "$1=$2" >> "$refs"; }
+length_ratio=()
+if [ -n "$LENGTH_RATIO" ]; then length_ratio=(--max-length-ratio "$LENGTH_RATIO"); fi
 
 echo "== ingest and split" >&2
 dataset=$(stage ingest lettingo ingest movielens "$DATA")
-split=$(stage split lettingo split "$dataset" --targets 1 --recent 10 --history 30 \
+split=$(stage split lettingo split "$dataset" --targets "$TARGETS" --recent 10 --history 30 \
   --test-users "$TEST_USERS" --train-users "$USERS" --name "$NAME")
+keep dataset "$dataset"; keep split "$split"
 
-echo "== profiles of the train users, scored and paired" >&2
+echo "== round 1: profiles of the train users, scored and paired; dpo; export" >&2
 train_profiles=$(stage gen_train lettingo gen --split "$split" --users train --generator "$GENERATOR" --n "$N" \
   --max-tokens "$MAX_TOKENS" --name "$NAME-train")
 # the predictor chosen by bench/predictor_accuracy.py: a head fitted on the train users with their base-generator
 # profiles (out-of-fold: no user's profiles are scored by a head fitted on them), then frozen
 PREDICTOR="${PREDICTOR:-head:minilm?profiles=${train_profiles#profiles:}}"
-scores=$(stage score lettingo score "$train_profiles" --predictor "$PREDICTOR")
-pairs=$(stage pair lettingo pair "$scores" --rule "$RULE" --max-per-user "$MAX_PAIRS")
-
-echo "== alignment: dpo, export" >&2
+scores=$(stage score lettingo score "$train_profiles" --predictor "$PREDICTOR" --targets "$TARGETS")
+pairs=$(stage pair lettingo pair "$scores" --rule "$RULE" --max-per-user "$MAX_PAIRS" "${length_ratio[@]}")
 # shellcheck disable=SC2086  # DPO_ARGS is a list of flags
 adapter=$(stage dpo lettingo dpo "$pairs" --base "$BASE" $DPO_ARGS --name "$NAME")
 export_ref=$(stage export lettingo export "$adapter" --quant q8_0,q4_k_m --name "$NAME")
+keep train_profiles "$train_profiles"; keep scores "$scores"; keep pairs "$pairs"; keep adapter "$adapter"
+keep export "$export_ref"
 
-echo "== test users: base and aligned profiles, evaluated with the same predictor" >&2
+echo "== test users: the arms" >&2
 base_profiles=$(stage gen_test_base lettingo gen --split "$split" --users test --generator "$GENERATOR" \
   --n "$N_TEST" --max-tokens "$MAX_TOKENS" --name "$NAME-test-base")
 aligned_profiles=$(stage gen_test_aligned lettingo gen --split "$split" --users test \
   --generator "gguf:$export_ref?quant=$QUANT" --n "$N_TEST" --max-tokens "$MAX_TOKENS" --name "$NAME-test-aligned")
-eval_10h=$(stage eval_10h lettingo eval --no-profile --split "$split" --predictor "$PREDICTOR" --name "$NAME-10h")
-eval_base=$(stage eval_base lettingo eval "$base_profiles" --predictor "$PREDICTOR" --name "$NAME-base")
-eval_aligned=$(stage eval_aligned lettingo eval "$aligned_profiles" --predictor "$PREDICTOR" --name "$NAME-aligned")
-lettingo eval --compare "$eval_aligned" --compare "$eval_base"
+tokenizer=()  # the control's lengths are counted in the generator's tokens: BASE's tokenizer when it is a folder
+if [ -d "$BASE" ]; then tokenizer=(--tokenizer "$BASE"); fi
+history_profiles=$(stage control_history python3 "$here/paper_arms.py" history-text "$split" "$base_profiles" \
+  "${tokenizer[@]}" --name "$NAME-test-history")
+swapped_profiles=$(stage control_swap python3 "$here/paper_arms.py" swap "$aligned_profiles" \
+  --name "$NAME-test-swapped")
+keep base_profiles "$base_profiles"; keep aligned_profiles "$aligned_profiles"
+keep history_profiles "$history_profiles"; keep swapped_profiles "$swapped_profiles"
 
-python3 "$here/paper_report.py" --tag "$TAG" --times "$times" --results "$RESULTS" \
-  --setting "users=$USERS" --setting "test_users=$TEST_USERS" --setting "n=$N" --setting "n_test=$N_TEST" \
-  --setting "max_tokens=$MAX_TOKENS" --setting "generator=$GENERATOR" --setting "base=$BASE" \
-  --setting "predictor=$PREDICTOR" --setting "rule=$RULE" --setting "max_pairs=$MAX_PAIRS" --setting "quant=$QUANT" \
-  --setting "dpo_args=$DPO_ARGS" \
-  dataset="$dataset" split="$split" train_profiles="$train_profiles" scores="$scores" pairs="$pairs" \
-  adapter="$adapter" export="$export_ref" base_profiles="$base_profiles" aligned_profiles="$aligned_profiles" \
-  eval_10h="$eval_10h" eval_base="$eval_base" eval_aligned="$eval_aligned"
+evaluate() {  # evaluate ROLE [PROFILES]: one arm by the frozen predictor, on all TARGETS targets
+  local role="$1" ref
+  if [ $# -eq 1 ]; then
+    ref=$(stage "eval_$role" lettingo eval --no-profile --split "$split" --predictor "$PREDICTOR" \
+      --targets "$TARGETS" --name "$NAME-$role")
+  else
+    ref=$(stage "eval_$role" lettingo eval "$2" --predictor "$PREDICTOR" --targets "$TARGETS" --name "$NAME-$role")
+  fi
+  keep "eval_$role" "$ref"
+}
+evaluate 10h
+evaluate base "$base_profiles"
+evaluate aligned "$aligned_profiles"
+evaluate history "$history_profiles"
+evaluate swapped "$swapped_profiles"
+lettingo eval --compare "eval:$NAME-aligned" --compare "eval:$NAME-base"
+
+if [ -n "$REFERENCE" ]; then
+  echo "== the bigger writer: $REFERENCE, first $QWEN_USERS test users" >&2
+  reference_profiles=$(python3 "$here/paper_arms.py" users "$split" test "$QWEN_USERS" |
+    stage gen_reference lettingo gen --split "$split" --users - --generator "$REFERENCE" --n 1 \
+      --max-tokens "$MAX_TOKENS" --name "$NAME-test-reference")
+  keep reference_profiles "$reference_profiles"
+  evaluate reference "$reference_profiles"
+fi
+
+if [ -n "$SECOND" ]; then
+  echo "== a second predictor DPO never saw: $SECOND" >&2
+  for role in base aligned; do
+    profiles_of="${role}_profiles"
+    ref=$(stage "second_$role" lettingo eval "${!profiles_of}" --predictor "$SECOND" --targets "$SECOND_TARGETS" \
+      --name "$NAME-second-$role")
+    keep "second_$role" "$ref"
+  done
+fi
+
+if [ "$ROUND2" = 1 ]; then
+  echo "== round 2, on policy: the aligned generator writes the train users' profiles" >&2
+  train2=$(stage gen_train_r2 lettingo gen --split "$split" --users train \
+    --generator "gguf:$export_ref?quant=$QUANT" --n "$N2" --max-tokens "$MAX_TOKENS" --name "$NAME-r2-train")
+  scores2=$(stage score_r2 lettingo score "$train2" --predictor "$PREDICTOR" --targets "$TARGETS")
+  pairs2=$(stage pair_r2 lettingo pair "$scores2" --rule "$RULE" --max-per-user "$MAX_PAIRS" "${length_ratio[@]}")
+  # shellcheck disable=SC2086
+  adapter2=$(stage dpo_r2 lettingo dpo "$pairs2" --base "export:${export_ref#export:}" $DPO_ARGS --name "$NAME-r2")
+  export2=$(stage export_r2 lettingo export "$adapter2" --quant q8_0,q4_k_m --name "$NAME-r2")
+  r2_profiles=$(stage gen_test_r2 lettingo gen --split "$split" --users test \
+    --generator "gguf:$export2?quant=$QUANT" --n "$N_TEST" --max-tokens "$MAX_TOKENS" --name "$NAME-test-r2")
+  keep train2_profiles "$train2"; keep scores2 "$scores2"; keep pairs2 "$pairs2"; keep adapter2 "$adapter2"
+  keep export2 "$export2"; keep r2_profiles "$r2_profiles"
+  evaluate r2 "$r2_profiles"
+fi
+
+python3 "$here/paper_report.py" --tag "$TAG" --times "$times" --refs "$refs" --results "$RESULTS" \
+  --setting "data=$(basename "$DATA")" --setting "users=$USERS" --setting "test_users=$TEST_USERS" \
+  --setting "targets=$TARGETS" --setting "n=$N" --setting "n_test=$N_TEST" --setting "max_tokens=$MAX_TOKENS" \
+  --setting "generator=$GENERATOR" --setting "base=$BASE" --setting "predictor=$PREDICTOR" --setting "rule=$RULE" \
+  --setting "max_pairs=$MAX_PAIRS" --setting "length_ratio=$LENGTH_RATIO" --setting "quant=$QUANT" \
+  --setting "dpo_args=$DPO_ARGS" --setting "reference=$REFERENCE" --setting "qwen_users=$QWEN_USERS" \
+  --setting "second=$SECOND" --setting "second_targets=$SECOND_TARGETS" --setting "round2=$ROUND2" --setting "n2=$N2"

@@ -1,8 +1,12 @@
-"""Assemble the results of bench/paper.sh from the store: per-arm metrics with 95% intervals, aligned - base with
-its paired interval, pairs used, DPO's last logged rewards, profile lengths, and each stage's time.
+"""Assemble the results of bench/paper.sh from the store: every arm's metrics with 95% intervals, the paired
+differences a reviewer asks for (aligned - base, each control and the reference against base and aligned, the
+second predictor's verdict, the second round), profile lengths and the share cut at --max-tokens, each arm's
+answer distribution against the truth, accuracy within profile-length buckets, label words in the profiles, the
+pairs' lengths, DPO's last logged rewards, and each stage's seconds.
 
-Writes bench/results/<TAG>.json (with a top-level `aligned_minus_base` object: accuracy, ci_low, ci_high as
-fractions) and bench/results/<TAG>.md. Called by paper.sh as: paper_report.py --tag T --times FILE ROLE=REF ...
+Writes <RESULTS>/<TAG>.json (top level `aligned_minus_base`: accuracy, macro_f1 and weighted_f1, each with
+value, ci_low and ci_high, plus users and length_ratio = aligned/base mean profile tokens) and <TAG>.md.
+Called by paper.sh as: paper_report.py --tag T --times FILE --refs FILE (ROLE=REF lines).
 """
 
 from __future__ import annotations
@@ -10,142 +14,301 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import sys
+from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, write_result  # noqa: E402
 
-from lettingo_cli.eval import compare_evals  # noqa: E402
+from lettingo_cli.eval import METRICS, _by_user, compare_evals, paired  # noqa: E402
+from lettingo_cli.split import SENTIMENTS  # noqa: E402
 from lettingo_cli.store import Store  # noqa: E402
 
+# the arms, in the report's order: eval role -> (profiles role, label)
+ARMS = {
+    "eval_10h": (None, "10H (no profile)"),
+    "eval_base": ("base_profiles", "base generator"),
+    "eval_aligned": ("aligned_profiles", "aligned generator"),
+    "eval_history": ("history_profiles", "control (a): own history as text, base length"),
+    "eval_swapped": ("swapped_profiles", "control (b): another user's aligned profiles"),
+    "eval_reference": ("reference_profiles", "reference writer (first users only)"),
+    "eval_r2": ("r2_profiles", "aligned, second round"),
+}
+# paired comparisons: (A, B) -> A - B on the users both have
+COMPARISONS = [
+    ("eval_aligned", "eval_base"),
+    ("eval_base", "eval_10h"),
+    ("eval_aligned", "eval_10h"),
+    ("eval_history", "eval_base"),
+    ("eval_aligned", "eval_history"),
+    ("eval_aligned", "eval_swapped"),
+    ("eval_reference", "eval_base"),
+    ("eval_aligned", "eval_base", "reference users"),  # aligned - base on the reference's users only
+    ("eval_r2", "eval_aligned"),
+    ("eval_r2", "eval_base"),
+    ("second_aligned", "second_base"),
+]
+# words aimed at the predictor rather than describing the user
+LABEL_WORDS = {
+    "will like/enjoy/love": r"\bwill (?:likely |probably |definitely )?(?:like|enjoy|love)\b",
+    "will dislike/hate": r"\bwill (?:likely |probably )?(?:dislike|hate|not like|not enjoy)\b",
+    "likes/loves everything": r"\b(?:likes|loves|enjoys) (?:everything|all (?:movies|films))\b",
+    "dislikes/hates everything": r"\b(?:dislikes|hates) (?:everything|all (?:movies|films))\b",
+    "the word neutral": r"\bneutral\b",
+    "the word dislike(s/d)": r"\bdislik(?:e|es|ed)\b",
+}
+LENGTH_BUCKETS = ((0, 40), (40, 80), (80, 119), (119, 10**9))  # n_tokens in [low, high); the last: cut at 120
 
-def arm(report: dict) -> dict:
-    figures = {"users": report["users"], "predictions": report["n"]}
-    for metric in ("accuracy", "macro_f1", "weighted_f1"):
+
+def figures_of(report: dict) -> dict:
+    out = {"users": report["users"], "predictions": report["n"]}
+    for metric in METRICS:
         low, high = report["ci95"][metric]
-        figures[metric] = round(report[metric], 4)
-        figures[f"{metric}_ci"] = [round(low, 4), round(high, 4)]
-    figures["confusion"] = report["confusion"]
-    return figures
+        out[metric] = round(report[metric], 4)
+        out[f"{metric}_ci"] = [round(low, 4), round(high, 4)]
+    return out
 
 
-def profile_facts(store: Store, profiles) -> dict:
+def difference(compared: dict) -> dict:
+    if not compared.get("users"):
+        return {"users": 0}
+    out = {"users": compared["users"]}
+    for metric in METRICS:
+        low, high = compared["ci95"][metric]
+        out[metric] = {
+            "value": round(compared["difference"][metric], 4),
+            "ci_low": round(low, 4),
+            "ci_high": round(high, 4),
+        }
+    return out
+
+
+def profile_facts(store: Store, profiles, max_tokens: int) -> dict:
     rows = list(store.rows(profiles, "profiles"))
-    tokens = [row["n_tokens"] for row in rows]
-    flags: dict[str, int] = {}
+    tokens = [row["n_tokens"] or 0 for row in rows]
+    flags: Counter = Counter()
     for row in rows:
-        for flag in json.loads(row["flags"]):
-            flags[flag] = flags.get(flag, 0) + 1
-    return {"profiles": len(rows), "mean_tokens": round(statistics.mean(tokens), 1) if tokens else 0, "flags": flags}
+        flags.update(json.loads(row["flags"]))
+    words = {
+        label: round(sum(bool(re.search(pattern, row["text"], re.I)) for row in rows) / len(rows), 4)
+        for label, pattern in LABEL_WORDS.items()
+    }
+    return {
+        "profiles": len(rows),
+        "mean_tokens": round(statistics.mean(tokens), 1) if tokens else 0,
+        "share_at_max_tokens": round(sum(t >= max_tokens for t in tokens) / len(tokens), 4) if tokens else 0,
+        "flags": dict(sorted(flags.items())),
+        "label_words": words,
+    }
+
+
+def answers_and_buckets(store: Store, scores, profiles) -> dict:
+    """The answer distribution against the truth, and accuracy within profile-length buckets."""
+    rows = list(store.rows(scores, "scores"))
+    answers = {
+        "predicted": {label: sum(r["predicted"] == label for r in rows) for label in SENTIMENTS},
+        "truth": {label: sum(r["truth"] == label for r in rows) for label in SENTIMENTS},
+    }
+    if profiles is None:
+        return {"answers": answers}
+    length = {(r["user_id"], r["generator"], r["sample_index"]): r["n_tokens"] or 0
+              for r in store.rows(profiles, "profiles")}  # fmt: skip
+    buckets = {}
+    for low, high in LENGTH_BUCKETS:
+        chosen = [r for r in rows if low <= length.get((r["user_id"], r["generator"], r["sample_index"]), -1) < high]
+        name = f"{low}-{high - 1}" if high < 10**9 else f">={low}"
+        buckets[name] = {
+            "predictions": len(chosen),
+            "accuracy": round(sum(r["correct"] for r in chosen) / len(chosen), 4) if chosen else None,
+        }
+    return {"answers": answers, "length_buckets": buckets}
+
+
+def dpo_facts(store: Store, adapter) -> dict:
+    steps = list(store.db.query("SELECT * FROM dpo_steps WHERE run_id = ? ORDER BY step", [adapter.run_id]))
+    last = steps[-5:]
+
+    def mean(key):
+        return round(statistics.mean(s[key] for s in last), 4) if last else None
+
+    return {
+        "steps": len(steps),
+        "first_loss": steps[0]["loss"] if steps else None,
+        "last5_mean_loss": mean("loss"),
+        "last5_mean_margin": mean("rewards_margins"),
+        "last5_mean_accuracy": mean("rewards_accuracies"),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tag", default="paper")
     parser.add_argument("--times", type=Path, required=True)
+    parser.add_argument("--refs", type=Path, required=True)
     parser.add_argument("--setting", action="append", default=[], help="KEY=VALUE, recorded as given")
     parser.add_argument("--results", type=Path, default=RESULTS)
-    parser.add_argument("refs", nargs="+", help="ROLE=REF")
     args = parser.parse_args()
     store = Store(Path(os.environ.get("LETTINGO_STORE", "lettingo.db")))
-    refs = dict(item.split("=", 1) for item in args.refs)
-    artifacts = {role: store.resolve(ref) for role, ref in refs.items()}
+    refs = dict(line.split("=", 1) for line in args.refs.read_text().splitlines() if "=" in line)
+    found = {role: store.resolve(ref) for role, ref in refs.items()}
+    settings = dict(item.split("=", 1) for item in args.setting)
+    max_tokens = int(settings.get("max_tokens", 120))
 
     times: dict[str, float] = {}
     for line in args.times.read_text().splitlines():
         name, start, end = line.split()
         times[name] = round(times.get(name, 0.0) + float(end) - float(start), 1)
-    arms = {
-        "10h": arm(artifacts["eval_10h"].report),
-        "base": arm(artifacts["eval_base"].report),
-        "aligned": arm(artifacts["eval_aligned"].report),
+
+    arms, profiles, behaviour = {}, {}, {}
+    for role, (profiles_role, _) in ARMS.items():
+        if role not in found:
+            continue
+        evaluation = found[role]
+        arms[role] = figures_of(evaluation.report)
+        profile_set = found.get(profiles_role)
+        if profile_set is not None:
+            profiles[profiles_role] = profile_facts(store, profile_set, max_tokens)
+        behaviour[role] = answers_and_buckets(store, store.get(evaluation.params["scores"]), profile_set)
+    for role in ("second_base", "second_aligned"):
+        if role in found:
+            arms[role] = figures_of(found[role].report)
+    baselines = {
+        name: {k: (round(v, 4) if isinstance(v, float) else v) for k, v in figures.items() if k in (*METRICS, "label")}
+        | {f"{m}_ci": [round(x, 4) for x in figures["ci95"][m]] for m in METRICS}
+        for name, figures in found["eval_10h"].report["baselines"].items()
     }
-    compared = compare_evals(store, artifacts["eval_aligned"], artifacts["eval_base"])
-    difference = compared.get("difference", {})
-    aligned_minus_base = {
-        "accuracy": round(difference.get("accuracy", 0.0), 4),
-        "ci_low": round(compared["ci95"]["accuracy"][0], 4) if difference else None,
-        "ci_high": round(compared["ci95"]["accuracy"][1], 4) if difference else None,
-        "macro_f1": round(difference.get("macro_f1", 0.0), 4),
-        "macro_f1_ci": [round(x, 4) for x in compared["ci95"]["macro_f1"]] if difference else None,
-        "weighted_f1": round(difference.get("weighted_f1", 0.0), 4),
-        "users": compared["users"],
+
+    comparisons = {}
+    for entry in COMPARISONS:
+        a, b = entry[:2]
+        if a not in found or b not in found:
+            continue
+        if len(entry) == 3:  # restricted to the reference arm's users
+            if "eval_reference" not in found:
+                continue
+            users = set(found["reference_profiles"].params["users"])
+            first = {u: v for u, v in _by_user(store, store.get(found[a].params["scores"])).items() if u in users}
+            second = {u: v for u, v in _by_user(store, store.get(found[b].params["scores"])).items() if u in users}
+            comparisons[f"{a[5:]} - {b[5:]} ({entry[2]})"] = difference(paired(first, second))
+            continue
+        label = f"{a.removeprefix('eval_')} - {b.removeprefix('eval_')}"
+        comparisons[label] = difference(compare_evals(store, found[a], found[b]))
+
+    headline = comparisons["aligned - base"]
+    base_tokens = profiles["base_profiles"]["mean_tokens"]
+    aligned_tokens = profiles["aligned_profiles"]["mean_tokens"]
+    headline["length_ratio"] = round(aligned_tokens / base_tokens, 3) if base_tokens else None
+    met = {
+        "accuracy_plus_0.03_interval_above_zero": headline["accuracy"]["value"] >= 0.03
+        and headline["accuracy"]["ci_low"] > 0,
+        "macro_f1_interval_above_zero": headline["macro_f1"]["ci_low"] > 0,
+        "length_ratio_within_0.85_1.15": headline["length_ratio"] is not None
+        and 0.85 <= headline["length_ratio"] <= 1.15,
     }
-    steps = list(
-        store.db.query("SELECT * FROM dpo_steps WHERE run_id = ? ORDER BY step", [artifacts["adapter"].run_id])
-    )
-    last = steps[-5:]
+    second = comparisons.get("second_aligned - second_base")
+    kept = None  # a share of a gain only means something when there is one (its interval above zero)
+    if second and headline["accuracy"]["ci_low"] > 0:
+        kept = round(second["accuracy"]["value"] / headline["accuracy"]["value"], 3)
+
     payload = {
-        "settings": dict(item.split("=", 1) for item in args.setting),
+        "settings": settings,
+        "aligned_minus_base": headline,
+        "bar": {**met, "met": all(met[k] for k in list(met)[:2]) and met["length_ratio_within_0.85_1.15"]},
         "arms": arms,
-        "10h": arms["10h"],
-        "base": arms["base"],
-        "aligned": arms["aligned"],
-        "aligned_minus_base": aligned_minus_base,
-        "goal": {
-            "accuracy_points": 0.03,
-            "met": aligned_minus_base["accuracy"] >= 0.03 and (aligned_minus_base["ci_low"] or 0) > 0,
-        },
-        "pairs_used": artifacts["pairs"].count,
-        "dpo": {
-            "steps": len(steps),
-            "first_loss": steps[0]["loss"] if steps else None,
-            "last5_mean_loss": round(statistics.mean(s["loss"] for s in last), 4) if last else None,
-            "last5_mean_margin": round(statistics.mean(s["rewards_margins"] for s in last), 4) if last else None,
-            "last5_mean_accuracy": round(statistics.mean(s["rewards_accuracies"] for s in last), 4) if last else None,
-        },
-        "profiles": {
-            "train": profile_facts(store, artifacts["train_profiles"]),
-            "test_base": profile_facts(store, artifacts["base_profiles"]),
-            "test_aligned": profile_facts(store, artifacts["aligned_profiles"]),
-        },
+        "baselines": baselines,
+        "differences": comparisons,
+        "second_predictor_keeps_share_of_accuracy_gain": kept,
+        "profiles": profiles,
+        "answers_and_length_buckets": behaviour,
+        "pairs": {"round1": found["pairs"].report | {"pairs": found["pairs"].count}}
+        | ({"round2": found["pairs2"].report | {"pairs": found["pairs2"].count}} if "pairs2" in found else {}),
+        "dpo": {"round1": dpo_facts(store, found["adapter"])}
+        | ({"round2": dpo_facts(store, found["adapter2"])} if "adapter2" in found else {}),
         "export": {
             q: {k: f.get(k) for k in ("mb", "agreement", "mean_abs_logprob_diff", "tokenizer_parity")}
-            for q, f in artifacts["export"].report.get("files", {}).items()
+            for q, f in found["export"].report.get("files", {}).items()
         },
         "stage_seconds": times,
         "total_seconds": round(sum(times.values()), 1),
-        "artifacts": {role: {"id": a.id, "ref": a.ref} for role, a in artifacts.items()},
+        "artifacts": {role: {"id": a.id, "ref": a.ref} for role, a in found.items()},
     }
     path = write_result(args.tag, payload, args.results)
-
-    def row(name: str, figures: dict) -> str:
-        cells = [
-            f"{figures[m]:.3f} [{figures[m + '_ci'][0]:.3f}, {figures[m + '_ci'][1]:.3f}]"
-            for m in ("accuracy", "macro_f1", "weighted_f1")
-        ]
-        return f"| {name} | {figures['users']} | " + " | ".join(cells) + " |"
-
-    d = aligned_minus_base
-    lines = [
-        f"# {args.tag}: {payload['settings'].get('generator', '')} on MovieLens, "
-        f"predictor {payload['settings'].get('predictor', '')}",
-        "",
-        "| arm | users | accuracy [95% CI] | macro F1 [95% CI] | weighted F1 [95% CI] |",
-        "|---|---|---|---|---|",
-        row("10H (no profile)", arms["10h"]),
-        row("base generator", arms["base"]),
-        row("aligned generator", arms["aligned"]),
-        "",
-        f"aligned - base: accuracy {d['accuracy']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}], macro F1 "
-        f"{d['macro_f1']:+.3f}, weighted F1 {d['weighted_f1']:+.3f} (paired bootstrap over {d['users']} users); "
-        f"goal +0.030 with the interval above zero: {'met' if payload['goal']['met'] else 'NOT met'}.",
-        "",
-        f"pairs used: {payload['pairs_used']}; dpo steps: {payload['dpo']['steps']}, last-5 mean loss "
-        f"{payload['dpo']['last5_mean_loss']}, margin {payload['dpo']['last5_mean_margin']}, reward accuracy "
-        f"{payload['dpo']['last5_mean_accuracy']}.",
-        "",
-        "| stage | seconds |",
-        "|---|---|",
-        *[f"| {name} | {seconds} |" for name, seconds in times.items()],
-        f"| total | {payload['total_seconds']} |",
-    ]
     markdown = args.results / f"{args.tag}.md"
-    markdown.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print("\n".join(lines))
-    print(f"\nwrote {path} and {markdown}")
+    text = render(args.tag, payload)
+    markdown.write_text(text, encoding="utf-8")
+    print(text)
+    print(f"wrote {path} and {markdown}")
+
+
+def render(tag: str, payload: dict) -> str:
+    settings = payload["settings"]
+
+    def cells(figures: dict) -> str:
+        return " | ".join(
+            f"{figures[m]:.3f} [{figures[m + '_ci'][0]:.3f}, {figures[m + '_ci'][1]:.3f}]" for m in METRICS
+        )
+
+    def signed(d: dict, metric: str) -> str:
+        v = d[metric]
+        return f"{v['value']:+.3f} [{v['ci_low']:+.3f}, {v['ci_high']:+.3f}]"
+
+    lines = [
+        f"# {tag}: {settings.get('generator', '')} on {settings.get('data', '')}, predictor "
+        f"{settings.get('predictor', '')}, {settings.get('targets', '')} targets per user",
+        "",
+        "| arm | users | accuracy [95% CI] | macro F1 [95% CI] | weighted F1 [95% CI] | mean tokens |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, figures in payload["baselines"].items():
+        lines.append(f"| {name.replace('_', '-')} | | {cells(figures)} | |")
+    for role, figures in payload["arms"].items():
+        label = ARMS[role][1] if role in ARMS else f"second predictor ({settings.get('second', '')}): {role[7:]}"
+        profiles_role = ARMS[role][0] if role in ARMS else f"{role[7:]}_profiles"
+        tokens = payload["profiles"].get(profiles_role, {}).get("mean_tokens", "")
+        lines.append(f"| {label} | {figures['users']} | {cells(figures)} | {tokens} |")
+    lines += ["", "| paired difference | users | accuracy [95% CI] | macro F1 [95% CI] |", "|---|---|---|---|"]
+    for label, d in payload["differences"].items():
+        if d.get("users"):
+            lines.append(f"| {label} | {d['users']} | {signed(d, 'accuracy')} | {signed(d, 'macro_f1')} |")
+    head = payload["aligned_minus_base"]
+    bar = payload["bar"]
+    lines += [
+        "",
+        f"aligned - base: accuracy {signed(head, 'accuracy')}, macro F1 {signed(head, 'macro_f1')}, length ratio "
+        f"{head['length_ratio']}. The bar (+0.03 accuracy with the interval above zero, macro F1 interval above "
+        f"zero, length ratio in [0.85, 1.15] or the gain within length buckets): {'met' if bar['met'] else 'NOT met'}.",
+        "",
+        "| profiles | mean tokens | share at max tokens | " + " | ".join(LABEL_WORDS) + " |",
+        "|---|---|---|" + "---|" * len(LABEL_WORDS),
+    ]
+    for role, facts in payload["profiles"].items():
+        words = " | ".join(f"{facts['label_words'][w]:.2f}" for w in LABEL_WORDS)
+        lines.append(f"| {role} | {facts['mean_tokens']} | {facts['share_at_max_tokens']:.2f} | {words} |")
+    lines += ["", "| arm | answers like/neutral/dislike (truth) | accuracy by profile tokens |", "|---|---|---|"]
+    for role, facts in payload["answers_and_length_buckets"].items():
+        answers = facts["answers"]
+        said = "/".join(str(answers["predicted"][s]) for s in SENTIMENTS)
+        truth = "/".join(str(answers["truth"][s]) for s in SENTIMENTS)
+        buckets = ", ".join(
+            f"{name}: {b['accuracy']:.3f} (n={b['predictions']})"
+            for name, b in facts.get("length_buckets", {}).items()
+            if b["predictions"]
+        )
+        lines.append(f"| {role.removeprefix('eval_')} | {said} ({truth}) | {buckets} |")
+    lines += ["", "| round | pairs | chosen/rejected tokens | dpo steps | last-5 loss | margin | reward acc |"]
+    lines += ["|---|---|---|---|---|---|---|"]
+    for name, pairs in payload["pairs"].items():
+        dpo = payload["dpo"].get(name, {})
+        tokens = f"{pairs.get('chosen_mean_tokens')}/{pairs.get('rejected_mean_tokens')} ({pairs.get('length_ratio')})"
+        trained = " | ".join(str(dpo.get(k)) for k in ("steps", "last5_mean_loss", "last5_mean_margin"))
+        lines.append(f"| {name} | {pairs['pairs']} | {tokens} | {trained} | {dpo.get('last5_mean_accuracy')} |")
+    lines += ["", "| stage | seconds |", "|---|---|"]
+    lines += [f"| {name} | {seconds} |" for name, seconds in payload["stage_seconds"].items()]
+    lines.append(f"| total | {payload['total_seconds']} |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
