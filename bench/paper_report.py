@@ -127,6 +127,26 @@ def answers_and_buckets(store: Store, scores, profiles) -> dict:
     return {"answers": answers, "length_buckets": buckets}
 
 
+def reward_signal(store: Store, scores) -> dict:
+    """How much the frozen predictor's verdict on a train user's profiles varies between the profiles: the
+    users whose profiles all got the same number of targets right, and the best-minus-worst gap in mean P(true)."""
+    per_profile: dict[tuple, list[dict]] = {}
+    for row in store.rows(scores, "scores"):
+        per_profile.setdefault((row["user_id"], row["generator"], row["sample_index"]), []).append(row)
+    per_user: dict[str, list[tuple[float, int]]] = {}
+    for (user, _, _), rows in per_profile.items():
+        mean_p = statistics.mean(r["p_true"] for r in rows)
+        per_user.setdefault(user, []).append((mean_p, sum(r["correct"] for r in rows)))
+    gaps = sorted(max(p for p, _ in v) - min(p for p, _ in v) for v in per_user.values())
+    same = sum(len({right for _, right in v}) == 1 for v in per_user.values())
+    return {
+        "users": len(per_user),
+        "users_whose_profiles_all_got_the_same_number_right": same,
+        "p_true_best_minus_worst_median": round(statistics.median(gaps), 4) if gaps else None,
+        "p_true_best_minus_worst_max": round(gaps[-1], 4) if gaps else None,
+    }
+
+
 def dpo_facts(store: Store, adapter) -> dict:
     steps = list(store.db.query("SELECT * FROM dpo_steps WHERE run_id = ? ORDER BY step", [adapter.run_id]))
     last = steps[-5:]
@@ -223,6 +243,8 @@ def main() -> None:
         "second_predictor_keeps_share_of_accuracy_gain": kept,
         "profiles": profiles,
         "answers_and_length_buckets": behaviour,
+        "reward_signal": {"round1": reward_signal(store, found["scores"])}
+        | ({"round2": reward_signal(store, found["scores2"])} if "scores2" in found else {}),
         "pairs": {"round1": found["pairs"].report | {"pairs": found["pairs"].count}}
         | ({"round2": found["pairs2"].report | {"pairs": found["pairs2"].count}} if "pairs2" in found else {}),
         "dpo": {"round1": dpo_facts(store, found["adapter"])}
@@ -305,6 +327,12 @@ def render(tag: str, payload: dict) -> str:
         tokens = f"{pairs.get('chosen_mean_tokens')}/{pairs.get('rejected_mean_tokens')} ({pairs.get('length_ratio')})"
         trained = " | ".join(str(dpo.get(k)) for k in ("steps", "last5_mean_loss", "last5_mean_margin"))
         lines.append(f"| {name} | {pairs['pairs']} | {tokens} | {trained} | {dpo.get('last5_mean_accuracy')} |")
+    for name, signal in payload["reward_signal"].items():
+        lines.append(
+            f"\n{name}: {signal['users_whose_profiles_all_got_the_same_number_right']} of {signal['users']} train "
+            f"users' profiles all got the same number of targets right; best - worst mean P(true) per user: median "
+            f"{signal['p_true_best_minus_worst_median']}, largest {signal['p_true_best_minus_worst_max']}."
+        )
     lines += ["", "| stage | seconds |", "|---|---|"]
     lines += [f"| {name} | {seconds} |" for name, seconds in payload["stage_seconds"].items()]
     lines.append(f"| total | {payload['total_seconds']} |")
