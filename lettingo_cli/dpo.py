@@ -277,7 +277,7 @@ def _shared_prompt_trainer(trl):
             return super().compute_ref_log_probs(self._shared(model), inputs)
 
         def _shared(self, model):
-            wrapped = shared_prompt.wrap(model)
+            wrapped = shared_prompt.wrap(model, self.accelerator.unwrap_model(model))
             if wrapped is None and not getattr(self, "_warned_unshared", False):
                 log("warning: this model's attention cannot be packed; each pair's prompt is read twice")
                 self._warned_unshared = True

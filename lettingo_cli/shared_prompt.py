@@ -109,8 +109,9 @@ class SharedPromptModel:
     """Calls a TRL-patched model (fused LM head) on packed pairs and answers in TRL's own output layout; every
     other attribute is the wrapped model's."""
 
-    def __init__(self, model, kinds: list[str], sliding_window: int | None, attention: str):
+    def __init__(self, model, kinds: list[str], sliding_window: int | None, attention: str, dtype):
         self._model, self._kinds, self._window, self._attention = model, kinds, sliding_window, attention
+        self._dtype = dtype
 
     def __getattr__(self, name):
         return getattr(self._model, name)
@@ -150,16 +151,19 @@ class SharedPromptModel:
             return mask
         import torch
 
-        dtype = self._model.dtype
+        dtype = self._dtype
         return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
 
 
-def wrap(model) -> SharedPromptModel | None:
-    """The model wrapped for shared-prompt passes, or None when its masks cannot be expressed (see module doc)."""
-    config = model.config
+def wrap(model, unwrapped=None) -> SharedPromptModel | None:
+    """The model wrapped for shared-prompt passes, or None when its masks cannot be expressed (see module doc).
+    Under several processes `model` is the distributed wrapper (called, so gradients are synchronised) and
+    `unwrapped` the model inside it (read for its config and dtype)."""
+    inner = unwrapped if unwrapped is not None else model
+    config = inner.config
     kinds = layer_types(config)
     attention = getattr(config, "_attn_implementation", None) or "eager"
     if kinds is None or attention not in ("sdpa", "eager"):
         return None
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
-    return SharedPromptModel(model, kinds, getattr(text, "sliding_window", None), attention)
+    return SharedPromptModel(model, kinds, getattr(text, "sliding_window", None), attention, inner.dtype)
