@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, write_result  # noqa: E402
 
-from lettingo_cli.eval import METRICS, _by_user, compare_evals, paired  # noqa: E402
+from lettingo_cli.eval import METRICS, compare_evals  # noqa: E402
 from lettingo_cli.split import SENTIMENTS  # noqa: E402
 from lettingo_cli.store import Store  # noqa: E402
 
@@ -210,9 +210,8 @@ def main() -> None:
             if "eval_reference" not in found:
                 continue
             users = set(found["reference_profiles"].params["users"])
-            first = {u: v for u, v in _by_user(store, store.get(found[a].params["scores"])).items() if u in users}
-            second = {u: v for u, v in _by_user(store, store.get(found[b].params["scores"])).items() if u in users}
-            comparisons[f"{a[5:]} - {b[5:]} ({entry[2]})"] = difference(paired(first, second))
+            compared = compare_evals(store, found[a], found[b], users)
+            comparisons[f"{a[5:]} - {b[5:]} ({entry[2]})"] = difference(compared)
             continue
         label = f"{a.removeprefix('eval_')} - {b.removeprefix('eval_')}"
         comparisons[label] = difference(compare_evals(store, found[a], found[b]))
@@ -250,7 +249,17 @@ def main() -> None:
         "dpo": {"round1": dpo_facts(store, found["adapter"])}
         | ({"round2": dpo_facts(store, found["adapter2"])} if "adapter2" in found else {}),
         "export": {
-            q: {k: f.get(k) for k in ("mb", "agreement", "mean_abs_logprob_diff", "tokenizer_parity")}
+            q: {
+                k: f.get(k)
+                for k in (
+                    "mb",
+                    "agreement",
+                    "decided_agreement",
+                    "near_ties",
+                    "mean_abs_logprob_diff",
+                    "tokenizer_parity",
+                )
+            }
             for q, f in found["export"].report.get("files", {}).items()
         },
         "stage_seconds": times,

@@ -114,9 +114,13 @@ def paired(first: dict[str, list[tuple[str, str]]], second: dict[str, list[tuple
     }
 
 
-def compare(store: Store, a: Artifact, b: Artifact) -> dict:
-    """a minus b on the users both scored: the difference of each metric with its paired bootstrap interval."""
-    return paired(_by_user(store, a), _by_user(store, b))
+def compare(store: Store, a: Artifact, b: Artifact, users: set[str] | None = None) -> dict:
+    """a minus b on the users both scored (and in `users`, if given): the difference of each metric with its
+    paired bootstrap interval."""
+    first, second = _by_user(store, a), _by_user(store, b)
+    if users is not None:
+        first = {u: rows for u, rows in first.items() if u in users}
+    return paired(first, second)
 
 
 def below_baselines(report: dict) -> list[str]:
@@ -192,6 +196,6 @@ def evaluate_profiles(
         return run.finish(counts={"users": report["users"], "rows": report["n"]}, report=report)
 
 
-def compare_evals(store: Store, a: Artifact, b: Artifact) -> dict:
+def compare_evals(store: Store, a: Artifact, b: Artifact, users: set[str] | None = None) -> dict:
     """A - B of two evals on the users both scored (see `compare`)."""
-    return compare(store, store.get(a.params["scores"]), store.get(b.params["scores"]))
+    return compare(store, store.get(a.params["scores"]), store.get(b.params["scores"]), users)
