@@ -66,8 +66,20 @@ def movielens_pairs(folder: Path, count: int):
     return store, store.finalize(pairs)
 
 
+def cpu_model() -> str:
+    """The CPU's model name (machines of one kind differ: an Intel Xeon with AMX, an AMD EPYC without)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def machine() -> dict:
     return {
+        "cpu": cpu_model(),
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "platform": platform.platform(),

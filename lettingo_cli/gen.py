@@ -184,11 +184,12 @@ def write_profiles(
         total = sum(len(chunk) for _, chunk in todo) * options.n
         started, tokens = time.perf_counter(), 0
         with stage_progress(f"gen {len(users)} users x {len(backends)} generator(s)", total, "profiles") as advance:
-            for backend, chunk in todo:
-                rows = _generate_chunk(backend, templates[backend.label], chunk, histories, options, advance)
-                tokens += sum(row["n_tokens"] for row in rows)
-                with store.transaction():  # a chunk is kept whole or not at all
-                    store.insert_rows(artifact, "profiles", rows)
+            for backend in backends:
+                mine = [chunk for b, chunk in todo if b is backend]
+                for rows in _generate_chunks(backend, templates[backend.label], mine, histories, options, advance):
+                    tokens += sum(row["n_tokens"] for row in rows)
+                    with store.transaction():  # a chunk is kept whole or not at all
+                        store.insert_rows(artifact, "profiles", rows)
 
         report = {"diversity": {}, "flags": {}}
         for backend in backends:
@@ -206,29 +207,41 @@ def write_profiles(
         return run.finish(counts=counts, report=report, stats=stats)
 
 
-def _generate_chunk(backend, template: Template, chunk: list[str], histories: dict, options: GenOptions, advance):
-    """The N profiles of each user of one chunk, from one generator, as profile rows (advancing the progress bar
-    as each profile finishes)."""
+def _generate_chunks(
+    backend, template: Template, chunks: list[list[str]], histories: dict, options: GenOptions, advance
+):
+    """Yield the profile rows of each chunk (the N profiles of each of its users) as soon as all are in, advancing
+    the progress bar as each profile finishes. A backend that streams requests gets every chunk's requests at
+    once, so its batch stays full across chunk boundaries; any other gets one chunk at a time."""
     stops = () if backend.chat else COMPLETION_STOPS
     sampling = SamplingOptions(options.max_tokens, options.temperature, stops)
-    prompts = {user: render(template, histories[user], backend.chat) for user in chunk}
-    slots = [(user, sample) for user in chunk for sample in range(options.n)]
-    requests = [Request(prompts[u], profile_seed(options.seed, u, backend.label, s)) for u, s in slots]
-    rows = []
-    for index, generation in backend.generate(requests, sampling):
-        user, sample = slots[index]
-        text = clean_profile(generation.text)
-        rows.append(
-            {
-                "user_id": user,
-                "generator": backend.label,
-                "sample_index": sample,
-                "seed": requests[index].seed,
-                "prompt_hash": prompt_hash(prompts[user]),
-                "text": text,
-                "n_tokens": generation.n_tokens,
-                "flags": canonical_json(profile_flags(text, generation.finished)),
-            }
-        )
-        advance(1, generation.n_tokens)
-    return rows
+    for calls in [chunks] if backend.streams_requests else [[chunk] for chunk in chunks]:
+        prompts = {user: render(template, histories[user], backend.chat) for chunk in calls for user in chunk}
+        slots = [
+            (number, user, sample)
+            for number, chunk in enumerate(calls)
+            for user in chunk
+            for sample in range(options.n)
+        ]
+        requests = [Request(prompts[u], profile_seed(options.seed, u, backend.label, s)) for _, u, s in slots]
+        waiting = {number: len(chunk) * options.n for number, chunk in enumerate(calls)}
+        rows: dict[int, list[dict]] = {number: [] for number in waiting}
+        for index, generation in backend.generate(requests, sampling):
+            number, user, sample = slots[index]
+            text = clean_profile(generation.text)
+            rows[number].append(
+                {
+                    "user_id": user,
+                    "generator": backend.label,
+                    "sample_index": sample,
+                    "seed": requests[index].seed,
+                    "prompt_hash": prompt_hash(prompts[user]),
+                    "text": text,
+                    "n_tokens": generation.n_tokens,
+                    "flags": canonical_json(profile_flags(text, generation.finished)),
+                }
+            )
+            advance(1, generation.n_tokens)
+            waiting[number] -= 1
+            if not waiting[number]:
+                yield rows.pop(number)

@@ -7,7 +7,8 @@
     openai:MODEL@URL             any OpenAI-compatible server (vLLM, llama.cpp server, hosted APIs)
 
 Options: style=chat|completion (default: chat when the model has a chat template; chat for openai),
-parallel=N, ctx=N and sample_threads=N (llama.cpp; sampling threads, default: one per core), batch=N
+parallel=N, ctx=N, sample_threads=N (llama.cpp; sampling threads, default: one per core) and kv=split|unified
+(llama.cpp's KV cache; default: split, each sequence its own, for generation, unified for label scoring), batch=N
 (transformers), concurrency=N and key_env=VAR (openai), and for the default model dtype=bf16 (default; its
 Q4_K_M weights stored as bf16, faster here) or dtype=q4_k_m, and for an export artifact quant=q8_0|q4_k_m|f16
 (default: the first of these it has).
@@ -30,7 +31,7 @@ PARALLEL = 16
 CONTEXT = 2048
 HF_BATCH = 16
 CONCURRENCY = 4
-PERFORMANCE_OPTIONS = {"parallel", "ctx", "batch", "concurrency", "key_env", "threads", "sample_threads"}
+PERFORMANCE_OPTIONS = {"parallel", "ctx", "batch", "concurrency", "key_env", "threads", "sample_threads", "kv"}
 # dtype= picks the default model's runtime file; it changes the numbers, so it stays in the label
 
 
@@ -47,6 +48,13 @@ class BackendSpec:
         if style not in (None, "chat", "completion"):
             raise UsageError(f"{self.text}: style must be chat or completion")
         return None if style is None else style == "chat"
+
+    def choice_option(self, name: str, choices: tuple[str, ...]) -> str:
+        """The option's value, one of `choices`."""
+        value = self.options.get(name)
+        if value not in choices:
+            raise UsageError(f"{self.text}: {name} must be {' or '.join(choices)}")
+        return value
 
     def int_option(self, name: str, default: int) -> int:
         value = self.options.get(name, default)
@@ -98,6 +106,7 @@ def load_backend(text: str | None, store=None):
             context_per_sequence=spec.int_option("ctx", CONTEXT),
             threads=spec.options.get("threads") and spec.int_option("threads", 0),
             sample_threads=spec.options.get("sample_threads") and spec.int_option("sample_threads", 0),
+            kv=spec.options.get("kv") and spec.choice_option("kv", ("split", "unified")),
             chat=spec.style,
             lora=details.get("lora_path"),
         )

@@ -12,6 +12,7 @@ from lettingo_cli.errors import LettingoError, UsageError, require
 
 class TransformersBackend:
     exact_label_logprobs = True
+    streams_requests = False
 
     def __init__(self, model: str, spec: str, label: str, batch_size: int = 16, chat: bool | None = None):
         torch = self.torch = require("torch")

@@ -26,6 +26,7 @@ MICRO_BATCH_TOKENS = 512
 
 class LlamaCppBackend:
     exact_label_logprobs = True
+    streams_requests = True
 
     def __init__(
         self,
@@ -39,6 +40,7 @@ class LlamaCppBackend:
         chat: bool | None = None,
         lora: Path | None = None,
         sample_threads: int | None = None,
+        kv: str | None = None,
     ):
         self.llama_cpp = llama_cpp = require("llama_cpp", "llama-cpp-python")
         quiet_llama_cpp(llama_cpp)
@@ -57,33 +59,51 @@ class LlamaCppBackend:
         self.chat = bool(self.chat_template) if chat is None else chat
         self.details = {"backend": "llama.cpp", "llama_cpp_python": llama_cpp.__version__, **(details or {})}
 
-        context_params = llama_cpp.llama_context_default_params()
-        context_params.n_ctx = parallel * context_per_sequence
-        context_params.n_batch = BATCH_TOKENS
-        context_params.n_ubatch = MICRO_BATCH_TOKENS
-        context_params.n_seq_max = parallel
-        context_params.kv_unified = True  # sequences share the shared-prompt cells
-        context_params.n_threads = context_params.n_threads_batch = threads or os.cpu_count() or 1
-        self.ctx = llama_cpp.llama_init_from_model(self.model, context_params)
-        if not self.ctx:
-            raise LettingoError(f"llama.cpp could not create a context for {self.path}")
+        self.threads = threads or os.cpu_count() or 1
+        self.kv = kv
         self.lora = None
         if lora is not None:  # a GGUF LoRA (export --lora-only) applied at run time over this base
             self.lora = llama_cpp.llama_adapter_lora_init(self.model, str(lora).encode())
-            adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(self.lora)
-            if (
-                not self.lora
-                or llama_cpp.llama_set_adapters_lora(self.ctx, adapters, 1, (ctypes.c_float * 1)(1.0)) != 0
-            ):
-                raise LettingoError(f"llama.cpp could not apply the LoRA {lora} to {self.path}")
-        self.memory = llama_cpp.llama_get_memory(self.ctx)
-        self.n_batch = context_params.n_batch
-        self.batch = llama_cpp.llama_batch_init(self.n_batch, 0, parallel)
+            if not self.lora:
+                raise LettingoError(f"llama.cpp could not load the LoRA {lora} for {self.path}")
+        # One more sequence than `parallel`: it holds the prompts' common prefix, copied to each new sequence.
+        self.prefix_sequence = parallel
+        self.n_batch = BATCH_TOKENS
+        self.batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
+        self.ctx = self.memory = self.unified = None
         # Sampling one token from a 262k-token vocabulary takes ~2 ms in llama.cpp, as long per sequence as a
         # whole decode step takes for 16 of them; the cores are idle meanwhile (ctypes releases the GIL), so the
         # active sequences sample on a thread pool. Each sequence keeps its own sampler: the same tokens.
         workers = sample_threads or os.cpu_count() or 1
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="lettingo-sample") if workers > 1 else None
+
+    def _use(self, unified: bool) -> None:
+        """Have a context whose KV cache is unified (all sequences in one cache, where a shared prompt's cells are
+        shared: label scoring) or split (each sequence its own cache, attention over its own cells only:
+        generation), unless `kv=` fixed the kind; a context of the other kind is replaced."""
+        llama_cpp = self.llama_cpp
+        unified = {"unified": True, "split": False}.get(self.kv, unified)
+        if self.ctx and self.unified == unified:
+            return
+        if self.ctx:
+            llama_cpp.llama_free(self.ctx)
+            self.ctx = None
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = (self.parallel + 1) * self.context_per_sequence
+        params.n_batch = self.n_batch
+        params.n_ubatch = MICRO_BATCH_TOKENS
+        params.n_seq_max = self.parallel + 1
+        params.kv_unified = unified
+        params.n_threads = params.n_threads_batch = self.threads
+        self.ctx = llama_cpp.llama_init_from_model(self.model, params)
+        if not self.ctx:
+            raise LettingoError(f"llama.cpp could not create a context for {self.path}")
+        if self.lora:
+            adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(self.lora)
+            if llama_cpp.llama_set_adapters_lora(self.ctx, adapters, 1, (ctypes.c_float * 1)(1.0)) != 0:
+                raise LettingoError(f"llama.cpp could not apply the LoRA to {self.path}")
+        self.memory = llama_cpp.llama_get_memory(self.ctx)
+        self.unified = unified
 
     # --- tokens -----------------------------------------------------------------------------------------
 
@@ -149,59 +169,96 @@ class LlamaCppBackend:
         return chain
 
     def generate(self, requests: Sequence[Request], options: SamplingOptions) -> Iterator[tuple[int, Generation]]:
-        """Continuous batching: requests with the same prompt form a group that shares one prompt decode."""
+        """Continuous batching: requests with the same prompt form a group that shares one prompt read, and the
+        tokens every prompt starts with (a template's fixed part) are read once and copied to each group.
+
+        The active sequences always hold the ids 0..n-1 (a finished sequence's place is taken by the last one):
+        with a cache per sequence, llama.cpp computes a step in one pass only over consecutive sequence ids."""
         llama_cpp = self.llama_cpp
-        groups: dict[str, list[int]] = {}
+        prompts: dict[str, list[int]] = {}  # prompt key -> its tokens
+        groups: dict[str, list[int]] = {}  # prompt key -> request indexes
         for index, request in enumerate(requests):
             key = request.prompt if isinstance(request.prompt, str) else repr(request.prompt)
+            if key not in prompts:
+                prompts[key] = tokens = self.render(request.prompt)
+                if len(tokens) + options.max_tokens > self.context_per_sequence:
+                    raise LettingoError(
+                        f"a prompt of {len(tokens)} tokens + {options.max_tokens} new tokens does not fit the "
+                        f"{self.context_per_sequence}-token context per sequence; lower --history or --max-tokens"
+                    )
             groups.setdefault(key, []).append(index)
         queue = deque()
-        for members in groups.values():  # a group larger than the context's sequences is split
+        for key, members in groups.items():  # a group larger than the context's sequences is split
             for start in range(0, len(members), self.parallel):
-                queue.append(members[start : start + self.parallel])
-        free = list(range(self.parallel))
-        active: dict[int, dict] = {}  # sequence id -> state
-        llama_cpp.llama_memory_clear(self.memory, True)
+                queue.append((key, members[start : start + self.parallel]))
+        active: list[dict] = []  # the state of sequence i at index i
+        self._use(unified=False)
+        llama_cpp.llama_memory_clear(self.memory, False)
         try:
+            shared = self._read_common_prefix(list(prompts.values()))
             while queue or active:
-                while queue and len(queue[0]) <= len(free):
-                    members = queue.popleft()
-                    tokens = self.render(requests[members[0]].prompt)
-                    if len(tokens) + options.max_tokens > self.context_per_sequence:
-                        raise LettingoError(
-                            f"a prompt of {len(tokens)} tokens + {options.max_tokens} new tokens does not fit the "
-                            f"{self.context_per_sequence}-token context per sequence; lower --history or --max-tokens"
-                        )
-                    sequences = [free.pop() for _ in members]
-                    logits_index = self._decode_tokens(tokens, 0, sequences, logits_last=True)
-                    states = {}
-                    for sequence, request_index in zip(sequences, members):
-                        states[sequence] = active[sequence] = {
-                            "request": request_index,
-                            "sampler": self._sampler(requests[request_index].seed, options.temperature),
-                            "position": len(tokens),
-                            "bytes": b"",
-                            "n_tokens": 0,
-                        }
-                    first = self._sample([(states[s]["sampler"], logits_index) for s in sequences])
-                    for sequence, token in zip(sequences, first):
-                        yield from self._advance(sequence, states[sequence], token, options, active, free)
+                while queue and len(active) + len(queue[0][1]) <= self.parallel:
+                    key, members = queue.popleft()
+                    tokens, first = prompts[key], len(active)
+                    sequences = range(first, first + len(members))
+                    if shared:
+                        self._copy_sequence(self.prefix_sequence, [first])
+                    logits_index = self._decode_tokens(tokens[shared:], shared, first, logits_last=True)
+                    self._copy_sequence(first, sequences[1:])
+                    for request_index in members:
+                        sampler = self._sampler(requests[request_index].seed, options.temperature)
+                        active.append({"request": request_index, "sampler": sampler, "position": len(tokens)})
+                        active[-1].update(bytes=b"", n_tokens=0, logits=logits_index)
+                    yield from self._step(active, sequences, options)
                 if not active:
                     continue
                 self.batch.n_tokens = 0
-                indexes = {}
-                for sequence, state in active.items():
-                    indexes[sequence] = self._add(state["token"], state["position"], [sequence], True)
+                for sequence, state in enumerate(active):
+                    state["logits"] = self._add(state["token"], state["position"], [sequence], True)
                     state["position"] += 1
                 self._decode()
-                order = list(active)
-                sampled = self._sample([(active[s]["sampler"], indexes[s]) for s in order])
-                for sequence, token in zip(order, sampled):
-                    yield from self._advance(sequence, active[sequence], token, options, active, free)
+                yield from self._step(active, range(len(active)), options)
         finally:
-            for state in active.values():
+            for state in active:
                 llama_cpp.llama_sampler_free(state["sampler"])
-            llama_cpp.llama_memory_clear(self.memory, True)
+            llama_cpp.llama_memory_clear(self.memory, False)
+
+    def _step(self, active: list[dict], sequences: Sequence[int], options) -> Iterator[tuple[int, Generation]]:
+        """Sample the next token of `sequences` from their logits; finish those that end, then close the gaps
+        they leave by moving the last sequences into them."""
+        tokens = self._sample([(active[s]["sampler"], active[s]["logits"]) for s in sequences])
+        finished = []
+        for sequence, token in zip(sequences, tokens):
+            generation = self._advance(active[sequence], token, options)
+            if generation is not None:
+                finished.append(sequence)
+                yield active[sequence]["request"], generation
+        for sequence in sorted(finished, reverse=True):
+            self.llama_cpp.llama_sampler_free(active[sequence]["sampler"])
+            self.llama_cpp.llama_memory_seq_rm(self.memory, sequence, -1, -1)
+            last = len(active) - 1
+            if sequence != last:
+                self._copy_sequence(last, [sequence])
+                self.llama_cpp.llama_memory_seq_rm(self.memory, last, -1, -1)
+                active[sequence] = active[last]
+            active.pop()
+
+    def _read_common_prefix(self, prompts: list[list[int]]) -> int:
+        """Read the tokens all of several distinct prompts start with into the prefix sequence, once; returns
+        how many (0: nothing shared). Each prompt keeps at least its last token to read itself (its logits)."""
+        if len(prompts) < 2:
+            return 0
+        first, length = prompts[0], min(len(p) for p in prompts) - 1
+        for other in prompts[1:]:
+            length = next((i for i in range(length) if other[i] != first[i]), length)
+        if length > 0:
+            self._decode_tokens(first[:length], 0, self.prefix_sequence, logits_last=False)
+        return max(length, 0)
+
+    def _copy_sequence(self, source: int, targets: Sequence[int]) -> None:
+        """Give each target sequence the source's cache (a copy of its cells, or shared cells when unified)."""
+        for target in targets:
+            self.llama_cpp.llama_memory_seq_cp(self.memory, source, target, -1, -1)
 
     def _sample(self, work: list[tuple[object, int]]) -> list[int]:
         """One token per (sampler, batch index of its logits), on the thread pool when there are several."""
@@ -212,10 +269,9 @@ class LlamaCppBackend:
             self.llama_cpp.llama_get_logits_ith(self.ctx, index)  # here, before the threads only read them
         return list(self._pool.map(lambda item: sample(item[0], self.ctx, item[1]), work))
 
-    def _advance(self, sequence, state, token, options, active, free) -> Iterator[tuple[int, Generation]]:
-        """Take the sampled token of one sequence; finish it on end-of-generation, a stop string or max_tokens."""
-        llama_cpp = self.llama_cpp
-        finished = bool(llama_cpp.llama_vocab_is_eog(self.vocab, token))
+    def _advance(self, state: dict, token: int, options: SamplingOptions) -> Generation | None:
+        """Take one sampled token; the finished generation on end-of-generation, a stop string or max_tokens."""
+        finished = bool(self.llama_cpp.llama_vocab_is_eog(self.vocab, token))
         if not finished:
             state["bytes"] += self.piece(token)
             state["n_tokens"] += 1
@@ -223,11 +279,8 @@ class LlamaCppBackend:
         text = state["bytes"].decode("utf-8", errors="ignore")
         text, stopped = cut_at_stop(text, options.stop)
         if finished or stopped or state["n_tokens"] >= options.max_tokens:
-            llama_cpp.llama_sampler_free(state["sampler"])
-            llama_cpp.llama_memory_seq_rm(self.memory, sequence, -1, -1)
-            del active[sequence]
-            free.append(sequence)
-            yield state["request"], Generation(text=text, n_tokens=state["n_tokens"], finished=finished or stopped)
+            return Generation(text=text, n_tokens=state["n_tokens"], finished=finished or stopped)
+        return None
 
     # --- label scoring (the predictor) --------------------------------------------------------------------
 
@@ -244,11 +297,13 @@ class LlamaCppBackend:
         suffix_tokens = [self.tokenize(suffix, add_bos=False, special=True) for suffix in suffixes]
         label_tokens = {label: self.tokenize(label, add_bos=False) for label in labels}
         results = []
+        self._use(unified=True)
         for group in self._suffix_groups([len(t) for t in suffix_tokens], reuse_prefix):
-            self.llama_cpp.llama_memory_clear(self.memory, True)
+            self.llama_cpp.llama_memory_clear(self.memory, False)
             last = {}
             if reuse_prefix:
-                self._decode_tokens(prefix_tokens, 0, list(range(len(group))), logits_last=False)
+                self._decode_tokens(prefix_tokens, 0, 0, logits_last=False)
+                self._copy_sequence(0, range(1, len(group)))
                 self.batch.n_tokens = 0
                 for slot, index in enumerate(group):
                     for offset, token in enumerate(suffix_tokens[index]):
@@ -258,7 +313,7 @@ class LlamaCppBackend:
                             last[slot] = batch_index
                 self._decode()
             else:
-                last[0] = self._decode_tokens(prefix_tokens + suffix_tokens[group[0]], 0, [0], logits_last=True)
+                last[0] = self._decode_tokens(prefix_tokens + suffix_tokens[group[0]], 0, 0, logits_last=True)
             # read every sequence's first-token log-probs before any further decode overwrites the logits
             first = {slot: self._log_softmax(last[slot], np) for slot in range(len(group))}
             for slot, index in enumerate(group):
@@ -275,7 +330,7 @@ class LlamaCppBackend:
                         self.llama_cpp.llama_memory_seq_rm(self.memory, slot, position, -1)
                     scores[label] = total
                 results.append(scores)
-        self.llama_cpp.llama_memory_clear(self.memory, True)
+        self.llama_cpp.llama_memory_clear(self.memory, False)
         return results
 
     def _suffix_groups(self, lengths: list[int], together: bool) -> list[list[int]]:
@@ -291,15 +346,15 @@ class LlamaCppBackend:
             tokens += length
         return groups + ([current] if current else [])
 
-    def _decode_tokens(self, tokens: list[int], first_position: int, sequences: list[int], logits_last: bool) -> int:
-        """Decode a token run in n_batch chunks; returns the batch index of the last token."""
+    def _decode_tokens(self, tokens: list[int], first_position: int, sequence: int, logits_last: bool) -> int:
+        """Decode a token run of one sequence in n_batch chunks; returns the batch index of the last token."""
         index = -1
         for start in range(0, len(tokens), self.n_batch):
             self.batch.n_tokens = 0
             chunk = tokens[start : start + self.n_batch]
             for offset, token in enumerate(chunk):
                 is_last = logits_last and start + offset == len(tokens) - 1
-                index = self._add(token, first_position + start + offset, sequences, is_last)
+                index = self._add(token, first_position + start + offset, [sequence], is_last)
             self._decode()
         return index
 
@@ -307,7 +362,8 @@ class LlamaCppBackend:
         """Log-probs of the next token after each of the last `count` positions of `tokens` (one sequence,
         decoded from an empty cache): an array (count, vocabulary). Used to compare a GGUF with its source."""
         np = require("numpy")
-        self.llama_cpp.llama_memory_clear(self.memory, True)
+        self._use(unified=True)
+        self.llama_cpp.llama_memory_clear(self.memory, False)
         rows = []
         for start in range(0, len(tokens), self.n_batch):
             self.batch.n_tokens = 0

@@ -30,6 +30,7 @@ class OpenAIBackend:
     # first-token log-probs among the server's top candidates (exact for one-token labels); a greedy answer when the
     # server returns none (label_logprobs)
     exact_label_logprobs = False
+    streams_requests = True
 
     def __init__(
         self,
