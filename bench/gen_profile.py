@@ -1,7 +1,7 @@
 """Profile: where llama.cpp batched generation spends its time (prompt reads, decode steps, sampling).
 
-Default model (bf16 copy), 16 parallel sequences, 4 MovieLens 100K users x 4 samples, real prompts, up to
-200 new tokens. Run: python bench/gen_profile.py. Writes bench/results/gen_profile.json.
+Default model and settings, MovieLens 100K test users x 4 samples (default 16 users), real prompts, up to 200
+new tokens. Run: python bench/gen_profile.py [USERS]. Writes bench/results/gen_profile.json.
 """
 
 from __future__ import annotations
@@ -25,12 +25,12 @@ from lettingo_cli.split import load_histories, select_users  # noqa: E402
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         store, split = movielens_split(Path(tmp))
-        users = select_users(store, split, "test")[:4]
+        users = select_users(store, split, "test")[: int(sys.argv[1]) if len(sys.argv) > 1 else 16]
         histories = load_histories(store, split, users, 30)
-    backend = load_backend("gemma-3-270m?parallel=16")
-    llama_cpp = backend.llama_cpp
+    backend = load_backend("gemma-3-270m")
     timings = {"prompt_decode_s": 0.0, "step_decode_s": 0.0, "sampling_s": 0.0, "steps": 0, "prompt_tokens": 0}
-    decode_tokens, decode, sample = backend._decode_tokens, backend._decode, llama_cpp.llama_sampler_sample
+    decode_tokens, decode, sample, common = backend._decode_tokens, backend._decode, backend._sample, []
+    read_common_prefix = backend._read_common_prefix
 
     def timed_decode_tokens(tokens, *args, **kwargs):
         start = time.perf_counter()
@@ -47,11 +47,16 @@ def main() -> None:
 
     def timed_sample(*args):
         start = time.perf_counter()
-        token = sample(*args)
+        tokens = sample(*args)
         timings["sampling_s"] += time.perf_counter() - start
-        return token
+        return tokens
 
-    backend._decode_tokens, llama_cpp.llama_sampler_sample = timed_decode_tokens, timed_sample
+    def recorded_prefix(prompts):
+        common.append(read_common_prefix(prompts))
+        return common[-1]
+
+    backend._decode_tokens, backend._sample = timed_decode_tokens, timed_sample
+    backend._read_common_prefix = recorded_prefix
     template = builtin_template(False)
     requests = [
         Request(render(template, histories[u], False), profile_seed(0, u, backend.label, s))
@@ -62,7 +67,6 @@ def main() -> None:
     backend._decode = timed_decode  # after the prompt reads, which call the original through _decode_tokens
     tokens = sum(g.n_tokens for _, g in backend.generate(requests, SamplingOptions(200, 1.0, COMPLETION_STOPS)))
     total = time.perf_counter() - start
-    llama_cpp.llama_sampler_sample = sample
     backend.close()
     # prompt reads go through _decode too; take them out of the step time
     timings["step_decode_s"] -= timings["prompt_decode_s"]
@@ -71,10 +75,13 @@ def main() -> None:
         "new_tokens": tokens,
         "seconds": round(total, 2),
         "tokens_per_s": round(tokens / total, 1),
+        "parallel": backend.parallel,
         "prompt_tokens_read": timings["prompt_tokens"],
+        "prefix_tokens_read_once": common[0] if common else 0,
         "prompt_read_s": round(timings["prompt_decode_s"], 2),
         "prompt_read_per_user_s": round(timings["prompt_decode_s"] / len(users), 2),
         "decode_steps": timings["steps"],
+        "mean_tokens_per_step": round(tokens / max(timings["steps"], 1), 1),
         "mean_step_ms": round(timings["step_decode_s"] / max(timings["steps"], 1) * 1000, 1),
         "sampling_ms_per_token": round(timings["sampling_s"] / max(tokens, 1) * 1000, 2),
     }

@@ -8,7 +8,7 @@ The baseline row is the gen of an earlier commit (--base), checked out with `git
 folder and run with that tree first on PYTHONPATH. Sampled lengths differ between rows (other code, other
 numerics, other samples), so both tokens/s and profiles/min are reported, with the mean profile length.
 
-Run: python bench/gen_stage.py [--users 16] [--n 4] [--base d7365c1]. Writes bench/results/gen_stage.json.
+Run: python bench/gen_stage.py [--users 32] [--n 4] [--base d7365c1]. Writes bench/results/gen_stage.json.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def run_gen(tree: Path, store_file: Path, users: int, n: int, max_tokens: int, g
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--users", type=int, default=16)
+    parser.add_argument("--users", type=int, default=32)
     parser.add_argument("--n", type=int, default=4)
     parser.add_argument("--max-tokens", type=int, default=200)
     parser.add_argument("--base", default=BASE_COMMIT, help="the commit whose gen is the baseline")
@@ -81,10 +81,10 @@ def main() -> None:
         )
         try:
             rows = [
-                (f"lettingo {args.base} (baseline): kv unified, chunk by chunk", base_tree, "gemma-3-270m"),
+                (f"lettingo {args.base} (baseline)", base_tree, "gemma-3-270m"),
                 ("this checkout: default", ROOT, "gemma-3-270m"),
+                ("this checkout: parallel=16", ROOT, "gemma-3-270m?parallel=16"),
                 ("this checkout: kv=unified", ROOT, "gemma-3-270m?kv=unified"),
-                ("this checkout: parallel=32", ROOT, "gemma-3-270m?parallel=32"),
             ]
             results = {}
             for number, (label, tree, generator) in enumerate(rows):

@@ -84,3 +84,28 @@ def test_bad_kv_option_is_a_usage_error(tiny_model):
 
     with pytest.raises(UsageError, match="kv must be split or unified"):
         load_backend(f"gguf:{tiny_model.gguf}?kv=shared")
+
+
+def test_draw_samples_the_softmax_of_the_logits():
+    """The two-level inverse-CDF draw against the softmax it samples: frequencies over 20,000 draws, tokens in
+    several blocks (the last one ragged), temperature applied, argmax at temperature 0."""
+    import numpy as np
+
+    from lettingo_cli.backends.llamacpp import SAMPLE_BLOCK, draw
+
+    vocabulary = 3 * SAMPLE_BLOCK + 100
+    logits = np.full(vocabulary, -4.0, dtype=np.float32)
+    favourites = {5: 2.0, SAMPLE_BLOCK + 7: 1.5, 2 * SAMPLE_BLOCK - 1: 1.0, vocabulary - 1: 2.5}
+    for token, value in favourites.items():
+        logits[token] = value
+    starts = np.arange(0, vocabulary, SAMPLE_BLOCK)
+    for temperature in (1.0, 0.7):
+        expected = np.exp(logits.astype(np.float64) / temperature)
+        expected /= expected.sum()
+        rng = np.random.default_rng(7)
+        counts = np.bincount([draw(logits, rng, temperature, starts) for _ in range(20_000)], minlength=vocabulary)
+        for token in favourites:
+            assert abs(counts[token] / 20_000 - expected[token]) < 0.012, (temperature, token)
+        rest = [t for t in range(vocabulary) if t not in favourites]
+        assert abs(counts[rest].sum() / 20_000 - expected[rest].sum()) < 0.012
+    assert draw(logits, np.random.default_rng(0), 0.0, starts) == vocabulary - 1

@@ -27,7 +27,7 @@ KINDS = ("gguf", "hf", "openai")
 # Defaults of the performance options: llama.cpp runs PARALLEL sequences of CONTEXT tokens each (prompt + new
 # tokens; MovieLens prompts are ~900 tokens), transformers batches HF_BATCH prompts, openai sends CONCURRENCY
 # requests at a time.
-PARALLEL = 16
+PARALLEL = 32
 CONTEXT = 2048
 HF_BATCH = 16
 CONCURRENCY = 4
