@@ -40,10 +40,15 @@ def run_gen(tree: Path, store_file: Path, users: int, n: int, max_tokens: int, g
         sys.exit(f"expected lettingo from {tree}, got {loaded}")
     command = [sys.executable, "-m", "lettingo_cli", "gen", "--users", str(users), "--n", str(n)]
     command += ["--max-tokens", str(max_tokens), "--generator", generator, "--name", "bench", "--json"]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=tree)
-    if done.returncode != 0:
-        sys.exit(f"gen failed in {tree}:\n{done.stderr[-2000:]}")
-    reference = json.loads(done.stdout)["id"]
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        process = subprocess.Popen(command, env=env, stdout=out, stderr=err, cwd=tree, text=True)
+        _, status, usage = os.wait4(process.pid, 0)  # the child's own resource usage: its peak memory
+        process.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0), err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if process.returncode != 0:
+        sys.exit(f"gen failed in {tree}:\n{stderr[-2000:]}")
+    reference = json.loads(stdout)["id"]
     store = Store(store_file, create=False)
     artifact = store.resolve(str(reference))
     stats = store.run(artifact.run_id)["stats"]
@@ -60,6 +65,7 @@ def run_gen(tree: Path, store_file: Path, users: int, n: int, max_tokens: int, g
         "mean_tokens": round(stats["new_tokens"] / profiles, 1),
         "distinct_2": diversity["distinct_2"],
         "truncated_share": round(flags.get("truncated", 0) / profiles, 3),
+        "peak_rss_mb": round(usage.ru_maxrss / 1024),  # Linux reports kilobytes
     }
 
 
@@ -100,7 +106,7 @@ def main() -> None:
         figures["tokens_per_s_vs_baseline"] = round(figures["tokens_per_s"] / baseline["tokens_per_s"], 2)
         figures["profiles_per_min_vs_baseline"] = round(figures["profiles_per_min"] / baseline["profiles_per_min"], 2)
     print_table(
-        ["run", "profiles", "tokens", "s", "tok/s", "profiles/min", "mean tok", "distinct-2", "vs baseline (tok/s)"],
+        ["run", "profiles", "tokens", "s", "tok/s", "profiles/min", "mean tok", "peak MB", "vs baseline (tok/s)"],
         [
             [
                 k,
@@ -110,7 +116,7 @@ def main() -> None:
                 r["tokens_per_s"],
                 r["profiles_per_min"],
                 r["mean_tokens"],
-                r["distinct_2"],
+                r["peak_rss_mb"],
                 f"{r['tokens_per_s_vs_baseline']}x",
             ]
             for k, r in results.items()

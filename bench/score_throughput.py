@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _common import movielens_split, print_table, write_result  # noqa: E402
 
 from lettingo_cli.backends import load_backend  # noqa: E402
-from lettingo_cli.predictors.llm import LABELS, WorkedExamples, block, profile_suffix  # noqa: E402
+from lettingo_cli.predictors.llm import CompletionPrompt, WorkedExamples, block, profile_suffix  # noqa: E402
 from lettingo_cli.split import load_histories, load_recent_and_targets, select_users  # noqa: E402
 
 STYLES = ("Prefers", "Mostly watches", "Keeps returning to", "Rates highly")
@@ -63,7 +63,8 @@ def main() -> None:
     for label, reuse in (("naive: every prompt read whole", False), ("lettingo: shared prefix read once", True)):
         start = time.perf_counter()
         outputs[label] = [
-            predictor.label_logprobs(prefix, suffixes, list(LABELS), reuse_prefix=reuse) for prefix, suffixes in work
+            predictor.label_logprobs(prefix, suffixes, list(CompletionPrompt.labels), reuse_prefix=reuse)
+            for prefix, suffixes in work
         ]
         seconds = time.perf_counter() - start
         evaluations = len(work) * args.n

@@ -2,8 +2,9 @@
 
 Several generators = the paper's collaborative exploration. The work is cut into fixed chunks of users; each
 chunk's profiles are written in one transaction into a pending artifact, so an interrupted run keeps every
-finished chunk and the same command resumes with the rest (and, the chunks being the same, gives the same
-artifact). The artifact is sealed with a diversity report per generator.
+finished chunk and the same command resumes with the rest, completing the same artifact (on llama.cpp the
+profiles written after the resume can differ from an uninterrupted run's in rounding: the batch mixes chunks).
+The artifact is sealed with a diversity report per generator.
 """
 
 from __future__ import annotations
