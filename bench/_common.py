@@ -28,6 +28,33 @@ def movielens_split(folder: Path):
     return store, split_dataset(store, dataset, "movielens-100k", SplitOptions())
 
 
+def movielens_test_histories(count: int, history: int = 30) -> tuple[list[str], dict]:
+    """The first `count` test users of MovieLens 100K's default split and their profile histories of `history`
+    ratings (the store is made in a temporary folder and dropped)."""
+    import tempfile
+
+    from lettingo_cli.split import load_histories, select_users
+
+    with tempfile.TemporaryDirectory() as tmp:
+        store, split = movielens_split(Path(tmp))
+        users = select_users(store, split, "test")[:count]
+        return users, load_histories(store, split, users, history)
+
+
+def profile_requests(backend, users: list[str], histories: dict, n: int) -> list:
+    """The requests `gen` makes (seed 0): the built-in template for the backend's style, n samples per user."""
+    from lettingo_cli.backends.base import Request
+    from lettingo_cli.gen import profile_seed
+    from lettingo_cli.prompts import builtin_template, render
+
+    template = builtin_template(backend.chat)
+    return [
+        Request(render(template, histories[user], backend.chat), profile_seed(0, user, backend.label, sample))
+        for user in users
+        for sample in range(n)
+    ]
+
+
 CHOSEN = (
     "Enjoys tense crime thrillers, war films and fast action from the eighties and nineties, and rates them "
     "generously when the story is tight. Finds period romances and musicals dull and scores them low. "

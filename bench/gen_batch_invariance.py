@@ -11,18 +11,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from _common import movielens_split, print_table, write_result  # noqa: E402
+from _common import movielens_test_histories, print_table, profile_requests, write_result  # noqa: E402
 
 from lettingo_cli.backends import load_backend  # noqa: E402
-from lettingo_cli.backends.base import Request, SamplingOptions  # noqa: E402
-from lettingo_cli.gen import profile_seed  # noqa: E402
-from lettingo_cli.prompts import COMPLETION_STOPS, builtin_template, render  # noqa: E402
-from lettingo_cli.split import load_histories, select_users  # noqa: E402
+from lettingo_cli.backends.base import SamplingOptions  # noqa: E402
+from lettingo_cli.prompts import COMPLETION_STOPS  # noqa: E402
 
 REFERENCE = "gemma-3-270m"
 OTHERS = ("gemma-3-270m?sample_threads=1", "gemma-3-270m?parallel=16", "gemma-3-270m?parallel=1")
@@ -30,12 +27,7 @@ OTHERS = ("gemma-3-270m?sample_threads=1", "gemma-3-270m?parallel=16", "gemma-3-
 
 def generate(spec: str, users: list[str], histories: dict) -> list[str]:
     backend = load_backend(spec)
-    template = builtin_template(False)
-    requests = [
-        Request(render(template, histories[u], False), profile_seed(0, u, backend.label, s))
-        for u in users
-        for s in range(4)
-    ]
+    requests = profile_requests(backend, users, histories, 4)
     texts = dict(backend.generate(requests, SamplingOptions(200, 1.0, COMPLETION_STOPS)))
     backend.close()
     return [texts[i].text for i in range(len(requests))]
@@ -49,10 +41,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--users", type=int, default=8)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        store, split = movielens_split(Path(tmp))
-        users = select_users(store, split, "test")[: args.users]
-        histories = load_histories(store, split, users, 30)
+    users, histories = movielens_test_histories(args.users)
     reference = generate(REFERENCE, users, histories)
     results = {}
     for spec in OTHERS:

@@ -7,26 +7,20 @@ new tokens. Run: python bench/gen_profile.py [USERS]. Writes bench/results/gen_p
 from __future__ import annotations
 
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from _common import movielens_split, print_table, write_result  # noqa: E402
+from _common import movielens_test_histories, print_table, profile_requests, write_result  # noqa: E402
 
 from lettingo_cli.backends import load_backend  # noqa: E402
-from lettingo_cli.backends.base import Request, SamplingOptions  # noqa: E402
-from lettingo_cli.gen import profile_seed  # noqa: E402
-from lettingo_cli.prompts import COMPLETION_STOPS, builtin_template, render  # noqa: E402
-from lettingo_cli.split import load_histories, select_users  # noqa: E402
+from lettingo_cli.backends.base import SamplingOptions  # noqa: E402
+from lettingo_cli.prompts import COMPLETION_STOPS  # noqa: E402
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        store, split = movielens_split(Path(tmp))
-        users = select_users(store, split, "test")[: int(sys.argv[1]) if len(sys.argv) > 1 else 16]
-        histories = load_histories(store, split, users, 30)
+    users, histories = movielens_test_histories(int(sys.argv[1]) if len(sys.argv) > 1 else 16)
     backend = load_backend("gemma-3-270m")
     timings = {"prompt_decode_s": 0.0, "step_decode_s": 0.0, "sampling_s": 0.0, "steps": 0, "prompt_tokens": 0}
     decode_tokens, decode, sample, common = backend._decode_tokens, backend._decode, backend._sample, []
@@ -57,12 +51,7 @@ def main() -> None:
 
     backend._decode_tokens, backend._sample = timed_decode_tokens, timed_sample
     backend._read_common_prefix = recorded_prefix
-    template = builtin_template(False)
-    requests = [
-        Request(render(template, histories[u], False), profile_seed(0, u, backend.label, s))
-        for u in users
-        for s in range(4)
-    ]
+    requests = profile_requests(backend, users, histories, 4)
     start = time.perf_counter()
     backend._decode = timed_decode  # after the prompt reads, which call the original through _decode_tokens
     tokens = sum(g.n_tokens for _, g in backend.generate(requests, SamplingOptions(200, 1.0, COMPLETION_STOPS)))

@@ -15,21 +15,18 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from _common import movielens_split, print_table, write_result  # noqa: E402
+from _common import movielens_test_histories, print_table, profile_requests, write_result  # noqa: E402
 
 from lettingo_cli.backends import load_backend  # noqa: E402
-from lettingo_cli.backends.base import Request, SamplingOptions  # noqa: E402
-from lettingo_cli.gen import profile_seed  # noqa: E402
+from lettingo_cli.backends.base import SamplingOptions  # noqa: E402
 from lettingo_cli.models import default_gguf, default_hf_dir  # noqa: E402
-from lettingo_cli.prompts import COMPLETION_STOPS, builtin_template, render  # noqa: E402
-from lettingo_cli.split import load_histories, select_users  # noqa: E402
+from lettingo_cli.prompts import COMPLETION_STOPS  # noqa: E402
 
 BASELINE = "llama.cpp single stream, Q4_K_M (baseline)"
 ONE_THREAD = "llama.cpp batched x32, bf16, sampling on one thread"
@@ -77,12 +74,7 @@ def start_server(model: Path) -> tuple[subprocess.Popen, str]:
 
 def measure(spec: str, users: list[str], histories: dict, n: int, max_tokens: int) -> dict:
     backend = load_backend(spec)
-    template = builtin_template(backend.chat)
-    requests = [
-        Request(render(template, histories[user], backend.chat), profile_seed(0, user, backend.label, sample))
-        for user in users
-        for sample in range(n)
-    ]
+    requests = profile_requests(backend, users, histories, n)
     options = SamplingOptions(max_tokens, 1.0, () if backend.chat else COMPLETION_STOPS)
     start = time.perf_counter()
     generated = dict(backend.generate(requests, options))
@@ -105,47 +97,44 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="fewer users per row (a smoke run)")
     parser.add_argument("--max-tokens", type=int, default=200)
-    parser.add_argument("--only", default="", help="rows whose label contains one of these (comma-separated)")
+    parser.add_argument("--only", action="append", default=[], help="rows whose label contains this (repeatable)")
     parser.add_argument("--name", default="", help="write gen_throughput_NAME.json (a partial run keeps the full one)")
     args = parser.parse_args()
     scale = 1 if args.quick else 2
-    with tempfile.TemporaryDirectory() as tmp:
-        store, split = movielens_split(Path(tmp))
-        users = select_users(store, split, "test")[: 16 * scale]
-        histories = load_histories(store, split, users, 30)
-        hf_dir = default_hf_dir()
-        server, url = start_server(default_gguf())
-        try:
-            rows = [
-                (
-                    BASELINE,
-                    "gemma-3-270m?dtype=q4_k_m&parallel=1",
-                    users[: 2 * scale],
-                    2,
-                ),
-                ("llama.cpp batched x32, Q4_K_M", "gemma-3-270m?dtype=q4_k_m", users[: 8 * scale], 4),
-                (ONE_THREAD, "gemma-3-270m?sample_threads=1", users[: 8 * scale], 4),
-                (DEFAULT, "gemma-3-270m", users[: 8 * scale], 4),
-                (X16, "gemma-3-270m?parallel=16", users[: 8 * scale], 4),
-                ("llama.cpp batched x32, bf16, one shared KV cache", "gemma-3-270m?kv=unified", users[: 8 * scale], 4),
-                ("llama.cpp batched x32, bf16, 16 samples/user", "gemma-3-270m", users[: 2 * scale], 16),
-                ("transformers bf16, batch 16", f"hf:{hf_dir}?batch=16&style=completion", users[: 4 * scale], 4),
-                (
-                    "OpenAI-compatible (llama-cpp-python server, Q4_K_M)",
-                    f"openai:gemma@{url}?style=completion&concurrency=2",
-                    users[: 2 * scale],
-                    2,
-                ),
-            ]
-            if args.only:
-                rows = [row for row in rows if row[0] == BASELINE or any(k in row[0] for k in args.only.split(","))]
-            results = {}
-            for label, spec, chosen, n in rows:
-                print(f"measuring {label} ...", file=sys.stderr)
-                results[label] = measure(spec, chosen, histories, n, args.max_tokens)
-        finally:
-            server.send_signal(signal.SIGTERM)
-            server.wait(timeout=30)
+    users, histories = movielens_test_histories(16 * scale)
+    hf_dir = default_hf_dir()
+    server, url = start_server(default_gguf())
+    try:
+        rows = [
+            (
+                BASELINE,
+                "gemma-3-270m?dtype=q4_k_m&parallel=1",
+                users[: 2 * scale],
+                2,
+            ),
+            ("llama.cpp batched x32, Q4_K_M", "gemma-3-270m?dtype=q4_k_m", users[: 8 * scale], 4),
+            (ONE_THREAD, "gemma-3-270m?sample_threads=1", users[: 8 * scale], 4),
+            (DEFAULT, "gemma-3-270m", users[: 8 * scale], 4),
+            (X16, "gemma-3-270m?parallel=16", users[: 8 * scale], 4),
+            ("llama.cpp batched x32, bf16, one shared KV cache", "gemma-3-270m?kv=unified", users[: 8 * scale], 4),
+            ("llama.cpp batched x32, bf16, 16 samples/user", "gemma-3-270m", users[: 2 * scale], 16),
+            ("transformers bf16, batch 16", f"hf:{hf_dir}?batch=16&style=completion", users[: 4 * scale], 4),
+            (
+                "OpenAI-compatible (llama-cpp-python server, Q4_K_M)",
+                f"openai:gemma@{url}?style=completion&concurrency=2",
+                users[: 2 * scale],
+                2,
+            ),
+        ]
+        if args.only:
+            rows = [row for row in rows if row[0] == BASELINE or any(k in row[0] for k in args.only)]
+        results = {}
+        for label, spec, chosen, n in rows:
+            print(f"measuring {label} ...", file=sys.stderr)
+            results[label] = measure(spec, chosen, histories, n, args.max_tokens)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
     baseline = results[BASELINE]["tokens_per_s"]
     for figures in results.values():
         figures["speedup_vs_baseline"] = round(figures["tokens_per_s"] / baseline, 2)
