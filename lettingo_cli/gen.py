@@ -216,7 +216,7 @@ def _generate_chunks(
     once, so its batch stays full across chunk boundaries; any other gets one chunk at a time."""
     stops = () if backend.chat else COMPLETION_STOPS
     sampling = SamplingOptions(options.max_tokens, options.temperature, stops)
-    for calls in [chunks] if backend.streams_requests else [[chunk] for chunk in chunks]:
+    for calls in [chunks] if chunks and backend.streams_requests else [[chunk] for chunk in chunks]:
         prompts = {user: render(template, histories[user], backend.chat) for chunk in calls for user in chunk}
         slots = [
             (number, user, sample)

@@ -56,6 +56,15 @@ def test_each_request_gets_its_own_text_whatever_the_batch(tiny_model, kv):
     assert len({g.n_tokens for _, g in together}) > 1
 
 
+def test_no_requests_no_work(tiny_model):
+    backend = load_backend(f"gguf:{tiny_model.gguf}")
+    try:
+        assert list(backend.generate([], OPTIONS)) == []
+        assert backend.ctx is None  # nothing to generate: no context made either
+    finally:
+        backend.close()
+
+
 def test_label_scoring_and_generation_share_one_backend(tiny_model):
     """Generation uses a split cache and label scoring a unified one: switching back and forth gives the same
     answers as fresh backends."""

@@ -24,9 +24,9 @@ from urllib.parse import parse_qsl, urlsplit
 from lettingo_cli.errors import UsageError
 
 KINDS = ("gguf", "hf", "openai")
-# Defaults of the performance options: llama.cpp runs PARALLEL sequences of CONTEXT tokens each (prompt + new
-# tokens; MovieLens prompts are ~900 tokens), transformers batches HF_BATCH prompts, openai sends CONCURRENCY
-# requests at a time.
+# Defaults of the performance options: llama.cpp runs PARALLEL sequences of at most CONTEXT tokens each (prompt +
+# new tokens; MovieLens prompts are ~900 tokens; generation gives each what its longest prompt needs), transformers
+# batches HF_BATCH prompts, openai sends CONCURRENCY requests at a time.
 PARALLEL = 32
 CONTEXT = 2048
 HF_BATCH = 16

@@ -39,9 +39,9 @@ class Backend(Protocol):
     # True: label_logprobs are the model's own log-probabilities; False: a backend that cannot read them
     # approximates them from a greedy answer (the label it names gets log-prob 0, the others a large negative).
     exact_label_logprobs: bool
-    # True: each request's text depends only on its own prompt and seed, and generate() keeps its work full
-    # across a long request list, so gen passes every request at once; False: the text depends on which
-    # requests share a batch, so gen passes one resumable chunk at a time (the same texts after a resume).
+    # True: each request samples with its own seed (the batch can change only rounding) and generate() keeps
+    # its work full across a long request list, so gen passes every request at once; False: sampling is seeded
+    # per batch, so gen passes one resumable chunk at a time (the same texts after a resume).
     streams_requests: bool
 
     def generate(self, requests: Sequence[Request], options: SamplingOptions) -> Iterator[tuple[int, Generation]]:

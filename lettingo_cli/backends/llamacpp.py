@@ -22,6 +22,8 @@ from lettingo_cli.gguf_files import quiet_llama_cpp
 # micro-batches of MICRO_BATCH_TOKENS; labelled suffixes of one user are decoded together up to BATCH_TOKENS.
 BATCH_TOKENS = 2048
 MICRO_BATCH_TOKENS = 512
+# A generation context gives each sequence the cells its longest prompt needs, rounded up to CELLS_STEP.
+CELLS_STEP = 256
 # Sampling sums the exponentials of the logits in blocks of SAMPLE_BLOCK tokens to find the drawn token's block.
 SAMPLE_BLOCK = 512
 
@@ -72,25 +74,27 @@ class LlamaCppBackend:
         self.prefix_sequence = parallel
         self.n_batch = BATCH_TOKENS
         self.batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
-        self.ctx = self.memory = self.unified = None
+        self.ctx = self.memory = self.unified = self.cells = None
         # Each sequence samples with its own random generator, so its text depends on its prompt and seed only;
         # the sequences of a step sample on a thread pool (numpy releases the GIL over the vocabulary's arrays).
         workers = sample_threads or os.cpu_count() or 1
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="lettingo-sample") if workers > 1 else None
 
-    def _use(self, unified: bool) -> None:
+    def _use(self, unified: bool, cells: int | None = None) -> None:
         """Have a context whose KV cache is unified (all sequences in one cache, where a shared prompt's cells are
         shared: label scoring) or split (each sequence its own cache, attention over its own cells only:
-        generation), unless `kv=` fixed the kind; a context of the other kind is replaced."""
+        generation), unless `kv=` fixed the kind, with at least `cells` cells per sequence (default: `ctx`); a
+        context of the other kind or too small is replaced."""
         llama_cpp = self.llama_cpp
         unified = {"unified": True, "split": False}.get(self.kv, unified)
-        if self.ctx and self.unified == unified:
+        cells = cells or self.context_per_sequence
+        if self.ctx and self.unified == unified and self.cells >= cells:
             return
         if self.ctx:
             llama_cpp.llama_free(self.ctx)
             self.ctx = None
         params = llama_cpp.llama_context_default_params()
-        params.n_ctx = (self.parallel + 1) * self.context_per_sequence
+        params.n_ctx = (self.parallel + 1) * cells
         params.n_batch = self.n_batch
         params.n_ubatch = MICRO_BATCH_TOKENS
         params.n_seq_max = self.parallel + 1
@@ -104,7 +108,7 @@ class LlamaCppBackend:
             if llama_cpp.llama_set_adapters_lora(self.ctx, adapters, 1, (ctypes.c_float * 1)(1.0)) != 0:
                 raise LettingoError(f"llama.cpp could not apply the LoRA to {self.path}")
         self.memory = llama_cpp.llama_get_memory(self.ctx)
-        self.unified = unified
+        self.unified, self.cells = unified, cells
 
     # --- tokens -----------------------------------------------------------------------------------------
 
@@ -182,12 +186,16 @@ class LlamaCppBackend:
                         f"{self.context_per_sequence}-token context per sequence; lower --history or --max-tokens"
                     )
             groups.setdefault(key, []).append(index)
+        if not prompts:
+            return
         queue = deque()
         for key, members in groups.items():  # a group larger than the context's sequences is split
             for start in range(0, len(members), self.parallel):
                 queue.append((key, members[start : start + self.parallel]))
         active: list[dict] = []  # the state of sequence i at index i
-        self._use(unified=False)
+        # each sequence's cache holds what the longest prompt and its new tokens need (not all of ctx: memory)
+        needed = max(len(tokens) for tokens in prompts.values()) + options.max_tokens
+        self._use(unified=False, cells=-(-needed // CELLS_STEP) * CELLS_STEP)
         llama_cpp.llama_memory_clear(self.memory, False)
         try:
             shared = self._read_common_prefix(list(prompts.values()))
