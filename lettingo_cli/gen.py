@@ -216,7 +216,7 @@ def _generate_chunks(
     once, so its batch stays full across chunk boundaries; any other gets one chunk at a time."""
     stops = () if backend.chat else COMPLETION_STOPS
     sampling = SamplingOptions(options.max_tokens, options.temperature, stops)
-    for calls in [chunks] if chunks and backend.streams_requests else [[chunk] for chunk in chunks]:
+    for calls in [chunks] if backend.streams_requests else [[chunk] for chunk in chunks]:
         prompts = {user: render(template, histories[user], backend.chat) for chunk in calls for user in chunk}
         slots = [
             (number, user, sample)
@@ -225,8 +225,7 @@ def _generate_chunks(
             for sample in range(options.n)
         ]
         requests = [Request(prompts[u], profile_seed(options.seed, u, backend.label, s)) for _, u, s in slots]
-        waiting = {number: len(chunk) * options.n for number, chunk in enumerate(calls)}
-        rows: dict[int, list[dict]] = {number: [] for number in waiting}
+        rows: dict[int, list[dict]] = {number: [] for number in range(len(calls))}
         for index, generation in backend.generate(requests, sampling):
             number, user, sample = slots[index]
             text = clean_profile(generation.text)
@@ -243,6 +242,5 @@ def _generate_chunks(
                 }
             )
             advance(1, generation.n_tokens)
-            waiting[number] -= 1
-            if not waiting[number]:
+            if len(rows[number]) == len(calls[number]) * options.n:  # the chunk is whole
                 yield rows.pop(number)

@@ -163,17 +163,13 @@ class LlamaCppBackend:
         if status != 0:
             raise LettingoError(f"llama.cpp decode failed (status {status}); lower the number of parallel sequences")
 
-    def _random(self, seed: int):
-        """A sequence's own random generator."""
-        return require("numpy").random.default_rng(seed & 0xFFFFFFFFFFFFFFFF)
-
     def generate(self, requests: Sequence[Request], options: SamplingOptions) -> Iterator[tuple[int, Generation]]:
         """Continuous batching: requests with the same prompt form a group that shares one prompt read, and the
         tokens every prompt starts with (a template's fixed part) are read once and copied to each group.
 
         The active sequences always hold the ids 0..n-1 (a finished sequence's place is taken by the last one):
         with a cache per sequence, llama.cpp computes a step in one pass only over consecutive sequence ids."""
-        llama_cpp = self.llama_cpp
+        llama_cpp, np = self.llama_cpp, require("numpy")
         prompts: dict[str, list[int]] = {}  # prompt key -> its tokens
         groups: dict[str, list[int]] = {}  # prompt key -> request indexes
         for index, request in enumerate(requests):
@@ -208,10 +204,10 @@ class LlamaCppBackend:
                         self._copy_sequence(self.prefix_sequence, [first])
                     logits_index = self._decode_tokens(tokens[shared:], shared, first, logits_last=True)
                     self._copy_sequence(first, sequences[1:])
-                    for request_index in members:
-                        rng = self._random(requests[request_index].seed)
-                        active.append({"request": request_index, "rng": rng, "position": len(tokens)})
-                        active[-1].update(bytes=b"", n_tokens=0, logits=logits_index)
+                    for request_index in members:  # each sequence samples with its own seeded generator
+                        rng = np.random.default_rng(requests[request_index].seed & 0xFFFFFFFFFFFFFFFF)
+                        state = {"request": request_index, "rng": rng, "position": len(tokens), "logits": logits_index}
+                        active.append({**state, "bytes": b"", "n_tokens": 0})
                     yield from self._step(active, sequences, options)
                 if not active:
                     continue
