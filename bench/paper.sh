@@ -116,12 +116,14 @@ base_profiles=$(stage gen_test_base lettingo gen --split "$split" --users test -
   --n "$N_TEST" --max-tokens "$MAX_TOKENS" --name "$NAME-test-base")
 aligned_profiles=$(stage gen_test_aligned lettingo gen --split "$split" --users test \
   --generator "gguf:$export_ref?quant=$QUANT" --n "$N_TEST" --max-tokens "$MAX_TOKENS" --name "$NAME-test-aligned")
-tokenizer=()  # the control's lengths are counted in the generator's tokens: BASE's tokenizer when it is a folder
-if [ -d "$BASE" ]; then tokenizer=(--tokenizer "$BASE"); fi
-history_profiles=$(stage control_history python3 "$here/paper_arms.py" history-text "$split" "$base_profiles" \
-  "${tokenizer[@]}" --name "$NAME-test-history")
-swapped_profiles=$(stage control_swap python3 "$here/paper_arms.py" swap "$aligned_profiles" \
-  --name "$NAME-test-swapped")
+# the controls, written by lettingo's own generators: (a) the history's newest whole lines within the base profiles'
+# mean length (counted with the default model's tokenizer), (b) each user given the next user's aligned profiles
+budget=$(lettingo store show "$base_profiles" --json | python3 -c \
+  'import json, sys; print(max(1, round(next(iter(json.load(sys.stdin)["report"]["diversity"].values()))["mean_tokens"])))')
+history_profiles=$(stage control_history lettingo gen --split "$split" --users test \
+  --generator "history-text?tokens=$budget" --name "$NAME-test-history")
+swapped_profiles=$(stage control_swap lettingo gen --split "$split" --users test \
+  --generator "swap:$aligned_profiles" --name "$NAME-test-swapped")
 keep base_profiles "$base_profiles"; keep aligned_profiles "$aligned_profiles"
 keep history_profiles "$history_profiles"; keep swapped_profiles "$swapped_profiles"
 

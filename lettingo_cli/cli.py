@@ -22,7 +22,6 @@ from lettingo_cli import __version__
 from lettingo_cli.dpo import DPOOptions
 from lettingo_cli.errors import ArtifactNotFound, LettingoError, MissingDependency, UsageError
 from lettingo_cli.options import command_options
-from lettingo_cli.predictors import DEFAULT_PREDICTOR
 from lettingo_cli.store import KINDS, check_name
 
 if TYPE_CHECKING:
@@ -363,7 +362,7 @@ def gen_command(
         typer.Option(
             "--generator",
             help="gemma-3-270m (default) | gguf:PATH | gguf:EXPORT | hf:MODEL_DIR | openai:MODEL@URL; "
-            "repeat for several.",
+            "without a model: history-text[?tokens=N] | stats-text | swap:PROFILES_REF; repeat for several.",
         ),
     ] = None,
     n: Annotated[int, typer.Option("--n", help="Profiles per user per generator.")] = 4,
@@ -405,10 +404,11 @@ def gen_command(
 # --- score, pair, eval -----------------------------------------------------------------------------------------
 
 PredictorOption = Annotated[
-    str,
+    Optional[str],
     typer.Option(
         "--predictor",
-        help="head:minilm (default) | head:minilm?profiles=REF | llm:BACKEND_SPEC (llm:gemma-3-270m, "
+        help="head:minilm (default; reader:bow on a --recent 0 split) | head:minilm?profiles=REF | "
+        "reader:bow[?profiles=REF][&user_mean=1] | predictor:REF | llm:BACKEND_SPEC (llm:gemma-3-270m, "
         "llm:qwen2.5-1.5b, llm:gguf:PATH; ?prior=none) | emb:minilm.",
     ),
 ]
@@ -427,7 +427,7 @@ def score_command(
     profiles: Annotated[
         Optional[str], typer.Argument(help="Profiles reference (default: the latest profiles).")
     ] = None,
-    predictor: PredictorOption = DEFAULT_PREDICTOR,
+    predictor: PredictorOption = None,
     targets: TargetsOption = 1,
     calibrate: CalibrateOption = False,
     name: NameOption = None,
@@ -491,11 +491,13 @@ def eval_command(
     profiles: Annotated[
         Optional[str], typer.Argument(help="Profiles reference (default: the latest profiles).")
     ] = None,
-    no_profile: Annotated[bool, typer.Option("--no-profile", help="The 10H baseline: recent history only.")] = False,
+    no_profile: Annotated[
+        bool, typer.Option("--no-profile", help="No profile: the 10H baseline (item only on a --recent 0 split).")
+    ] = False,
     split: Annotated[Optional[str], typer.Option("--split", help="Split for --no-profile (default: latest).")] = None,
-    predictor: PredictorOption = DEFAULT_PREDICTOR,
+    predictor: PredictorOption = None,
     users: Annotated[
-        str, typer.Option("--users", help="Which users of the split to evaluate: test | train | all.")
+        str, typer.Option("--users", help="Which users to evaluate: test | train | all | N | id,id,... | - (stdin).")
     ] = "test",
     targets: TargetsOption = 1,
     calibrate: CalibrateOption = False,
@@ -534,7 +536,10 @@ def eval_command(
         raise UsageError("give either PROFILES or --no-profile, not both")
     source_profiles = None if no_profile else resolve_input(opened, profiles, "profiles")
     source_split = resolve_input(opened, split, "split") if no_profile else None
-    artifact = run_eval(opened, source_profiles, source_split, predictor, users, targets, calibrate, name, force)
+    listed = sys.stdin.read().split() if users == "-" else None
+    artifact = run_eval(
+        opened, source_profiles, source_split, predictor, users, targets, calibrate, name, force, listed=listed
+    )
     report = artifact.report
     log(f"{artifact.ref} ({report['users']} users, {report['n']} predictions)")
     for metric in ("accuracy", "macro_f1", "weighted_f1"):
@@ -598,6 +603,30 @@ def dpo_command(
             f"{artifact.ref}: {artifact.counts['steps']} steps on {artifact.counts['pairs']} pairs; last step loss "
             f"{step['loss']:.4f}, margin {step['rewards_margins']}, accuracy {step['rewards_accuracies']}"
         )
+    emit(artifact, as_json)
+
+
+# --- fit -----------------------------------------------------------------------------------------------------
+
+
+@app.command("fit")
+def fit_command(
+    split: Annotated[Optional[str], typer.Argument(help="Split reference (default: the latest split).")] = None,
+    predictor: Annotated[
+        str, typer.Option("--predictor", help="The trained predictor: reader:bow[?profiles=REF][&user_mean=1].")
+    ] = "reader:bow",
+    force: ForceOption = False,
+    as_json: JsonOption = False,
+    store: StoreOption = DEFAULT_STORE,
+) -> None:
+    """Fit a trained predictor once on the split's train users; writes a predictor artifact (score reuses it)."""
+    from lettingo_cli.predictors.reader import fit_reader, parse_reader_spec
+
+    opened = open_store(store)
+    source = resolve_input(opened, split, "split")
+    artifact = fit_reader(opened, source, parse_reader_spec(predictor, opened), force=force)
+    for kind, figures in artifact.report.get("out_of_fold", {}).items():
+        log(f"  out of fold, {kind:12s} accuracy {figures['accuracy']:.3f}, macro F1 {figures['macro_f1']:.3f}")
     emit(artifact, as_json)
 
 

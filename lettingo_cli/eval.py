@@ -1,7 +1,7 @@
 """Stage `eval`: accuracy, macro F1 and weighted F1 of a scored profile set (or of the no-profile 10H
 baseline), with 95% bootstrap intervals over users, the confusion matrix, paired comparisons, and the trivial
-baselines (always-majority, recent-mean) on the same users and targets, each with the predictor's paired
-difference from it.
+baselines of the split's protocol (10H + profile: always-majority, recent-mean; profile only: always-majority,
+item-mean, history-mean) on the same users and targets, each with the predictor's paired difference from it.
 
 Every (user, profile, target) prediction counts once; users are the resampling unit, since one user's
 profiles and targets are not independent.
@@ -12,8 +12,16 @@ from __future__ import annotations
 import random
 
 from lettingo_cli.errors import UsageError
-from lettingo_cli.predictors.baselines import BASELINES, baseline_labels
-from lettingo_cli.split import SENTIMENTS, load_recent_and_targets, select_users
+from lettingo_cli.predictors.baselines import baseline_answers, majority_label
+from lettingo_cli.split import (
+    SENTIMENTS,
+    Target,
+    item_ratings,
+    load_histories,
+    load_recent_and_targets,
+    profile_only,
+    select_users,
+)
 from lettingo_cli.store import Artifact, Store, check_name
 
 BOOTSTRAP_SAMPLES = 1000  # resamples of the users for each 95% interval
@@ -74,16 +82,31 @@ def with_interval(grouped: dict[str, list[tuple[str, str]]]) -> dict:
     return result
 
 
+def baseline_predictions(
+    store: Store, split: Artifact, targets: dict[str, list[Target]]
+) -> dict[str, dict[tuple[str, int], str]]:
+    """{baseline: {(user, target position): the baseline's answer}} for the users' targets, for the baselines that
+    fit the split's protocol (see predictors/baselines.py)."""
+    users = sorted(targets)
+    recent, _ = load_recent_and_targets(store, split, users, 0)
+    histories = load_histories(store, split, users, split.params["history"])
+    items = item_ratings(store, split) if profile_only(split) else None
+    return baseline_answers(split, users, recent, histories, targets, items)
+
+
 def evaluate_baselines(store: Store, scores: Artifact) -> dict:
-    """`baselines`: each baseline's figures on the same (user, target) predictions as the scores; and
+    """`baselines`: each baseline's figures on the same (user, profile, target) rows as the scores; and
     `minus_baselines`: predictor minus baseline, paired, with intervals."""
     grouped = _by_user(store, scores)
     split = store.get(scores.params["split"])
-    recent, _ = load_recent_and_targets(store, split, sorted(grouped), 0)
+    _, targets = load_recent_and_targets(store, split, sorted(grouped), scores.params["targets"])
     figures, differences = {}, {}
-    for baseline, labels in baseline_labels(split, recent).items():
-        answered = {user: [(truth, labels[user]) for truth, _ in rows] for user, rows in grouped.items()}
-        figures[baseline] = {"label": labels[next(iter(labels))]} if baseline == "always_majority" else {}
+    for baseline, labels in baseline_predictions(store, split, targets).items():
+        answered: dict[str, list[tuple[str, str]]] = {}
+        for row in store.rows(scores, "scores"):  # the order _by_user reads them in
+            answer = labels[(row["user_id"], row["target_position"])]
+            answered.setdefault(row["user_id"], []).append((row["truth"], answer))
+        figures[baseline] = {"label": majority_label(split)} if baseline == "always_majority" else {}
         figures[baseline].update({k: v for k, v in with_interval(answered).items() if k not in ("f1", "users")})
         differences[baseline] = paired(grouped, answered)
     return {"baselines": figures, "minus_baselines": differences}
@@ -127,7 +150,7 @@ def below_baselines(report: dict) -> list[str]:
     """The baselines an eval's accuracy or macro F1 falls below (for a warning)."""
     return [
         f"{baseline.replace('_', '-')} ({metric} {report['baselines'][baseline][metric]:.3f})"
-        for baseline in BASELINES
+        for baseline in report["baselines"]
         for metric in ("accuracy", "macro_f1")
         if report[metric] < report["baselines"][baseline][metric]
     ]
@@ -143,14 +166,15 @@ def run_eval(
     calibrate: bool = False,
     name: str | None = None,
     force: bool = False,
+    listed: list[str] | None = None,
 ) -> Artifact:
-    """The stage as the CLI runs it: the users of `selector` (test | train | all) that have profiles (with
+    """The stage as the CLI runs it: the users of `selector` (see split.select_users) that have profiles (with
     profiles=None: the no-profile 10H baseline on `split`), scored by the predictor and evaluated."""
     from lettingo_cli.predictors import make_predictor
 
     if profiles is not None:
         split = store.get(profiles.params["split"])
-    users = select_users(store, split, selector)
+    users = select_users(store, split, selector, listed)
     if profiles is not None:
         have = set(profiles.params["users"])
         users = [u for u in users if u in have]
@@ -180,7 +204,7 @@ def evaluate_profiles(
 
     selector = selector if selector in ("all", "train", "test") else "users"
     if profiles is None:
-        base = f"{split.name}-10h-{selector}"
+        base = f"{split.name}-{'none' if profile_only(split) else '10h'}-{selector}"
     else:
         base = profiles.name if selector == "test" else f"{profiles.name}-{selector}"
     scores = score_profiles(store, split, predictor, profiles, users, targets, check_name(base), force=force)

@@ -24,8 +24,9 @@ from lettingo_cli.console import stage_progress
 from lettingo_cli.digest import canonical_json
 from lettingo_cli.errors import UsageError
 from lettingo_cli.prompts import COMPLETION_STOPS, Template, builtin_template, load_template, prompt_hash, render
-from lettingo_cli.split import load_histories
+from lettingo_cli.split import load_histories, value_words
 from lettingo_cli.store import Artifact, Store
+from lettingo_cli.written import WrittenGenerator
 
 CHUNK_USERS = 4  # users per resumable unit of work: a crash loses at most this many users' profiles
 # A profile needs this many letters to say anything (fewer: flagged "empty").
@@ -137,11 +138,12 @@ def generate_profiles(
 ) -> Artifact:
     """The stage: load each generator's backend (None: the default generator), write the profiles, close."""
     from lettingo_cli.backends import load_backend
+    from lettingo_cli.written import is_written, load_written
 
     backends = []
     try:
         for spec in generator_specs:
-            backends.append(load_backend(spec, store=store))
+            backends.append(load_written(spec, store) if is_written(spec) else load_backend(spec, store=store))
         return write_profiles(store, split, backends, users, options, name, prompt_file, force)
     finally:
         for backend in backends:
@@ -184,10 +186,12 @@ def write_profiles(
         todo = [(b, chunk) for b in backends for chunk in chunks if not all((u, b.label) in done for u in chunk)]
         total = sum(len(chunk) for _, chunk in todo) * options.n
         started, tokens = time.perf_counter(), 0
+        words = value_words(split)
         with stage_progress(f"gen {len(users)} users x {len(backends)} generator(s)", total, "profiles") as advance:
             for backend in backends:
                 mine = [chunk for b, chunk in todo if b is backend]
-                for rows in _generate_chunks(backend, templates[backend.label], mine, histories, options, advance):
+                chunks_of = _written_chunks if isinstance(backend, WrittenGenerator) else _generate_chunks
+                for rows in chunks_of(backend, templates[backend.label], mine, histories, options, advance, words):
                     tokens += sum(row["n_tokens"] for row in rows)
                     with store.transaction():  # a chunk is kept whole or not at all
                         store.insert_rows(artifact, "profiles", rows)
@@ -196,10 +200,13 @@ def write_profiles(
         for backend in backends:
             texts: dict[str, list[str]] = {}
             flag_counts: Counter = Counter()
+            lengths = []
             for row in store.rows(artifact, "profiles", "generator = ?", [backend.label]):
                 texts.setdefault(row["user_id"], []).append(row["text"])
                 flag_counts.update(json.loads(row["flags"]))
+                lengths.append(row["n_tokens"])
             report["diversity"][backend.label] = diversity(texts)
+            report["diversity"][backend.label]["mean_tokens"] = round(sum(lengths) / len(lengths), 2) if lengths else 0
             report["flags"][backend.label] = dict(sorted(flag_counts.items()))
         elapsed = time.perf_counter() - started
         tokens_per_s = round(tokens / elapsed, 1) if elapsed and tokens else None
@@ -208,8 +215,33 @@ def write_profiles(
         return run.finish(counts=counts, report=report, stats=stats)
 
 
+def _written_chunks(
+    generator, template: Template, chunks: list[list[str]], histories: dict, options: GenOptions, advance, words
+):
+    """The profile rows of each chunk from a generator that needs no model (history-text, stats-text, swap)."""
+    for chunk in chunks:
+        rows = []
+        for user in chunk:
+            prompt = render(template, histories[user], generator.chat)
+            for sample, (text, n_tokens) in enumerate(generator.write(user, histories[user], words)):
+                rows.append(
+                    {
+                        "user_id": user,
+                        "generator": generator.label,
+                        "sample_index": sample,
+                        "seed": 0,
+                        "prompt_hash": prompt_hash(prompt),
+                        "text": text,
+                        "n_tokens": n_tokens,
+                        "flags": canonical_json(profile_flags(text, True)),
+                    }
+                )
+            advance(options.n, 0)
+        yield rows
+
+
 def _generate_chunks(
-    backend, template: Template, chunks: list[list[str]], histories: dict, options: GenOptions, advance
+    backend, template: Template, chunks: list[list[str]], histories: dict, options: GenOptions, advance, words
 ):
     """Yield the profile rows of each chunk (the N profiles of each of its users) as soon as all are in, advancing
     the progress bar as each profile finishes. A backend that streams requests gets every chunk's requests at

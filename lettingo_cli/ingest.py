@@ -256,6 +256,12 @@ def _year(title: str, release_date: str) -> int | None:
     return None
 
 
+def item_genres(item_text: str) -> set[str]:
+    """The genres of a MovieLens-style item text "Title (year) | Genre, Genre", lowercased; other texts: none."""
+    _, bar, genres = item_text.partition(" | ")
+    return {g.strip().lower() for g in genres.split(",") if g.strip()} if bar else set()
+
+
 def _movie(title: str, year: int | None, genres: list[str]) -> Item:
     text = title if year is None or str(year) in title else f"{title} ({year})"
     if genres:

@@ -260,6 +260,47 @@ def load_histories(store: Store, split: Artifact, users: list[str], history: int
     return {user: events[-history:] for user, events in rows.items()}
 
 
+def profile_only(split: Artifact) -> bool:
+    """Whether the split gives the predictor no recent history: the profile is the user's whole representation
+    (RLPF, DUET, LettinGo's released GRPO code), not the paper's 10H + profile."""
+    return split.params.get("recent", 10) == 0
+
+
+@dataclass(frozen=True)
+class ItemRatings:
+    """Each item's rating count and sum over a split's history and recent rows (targets never count), by item text."""
+
+    counts: dict[str, tuple[int, float]]
+    global_mean: float
+
+    def mean(self, item_text: str, prior_ratings: float = 0.0) -> float:
+        """The item's mean rating, shrunk towards the global mean as if it had `prior_ratings` more such ratings;
+        an item nobody rated outside the targets gets the global mean."""
+        n, total = self.counts.get(item_text, (0, 0.0))
+        if n + prior_ratings == 0:
+            return self.global_mean
+        return (total + prior_ratings * self.global_mean) / (n + prior_ratings)
+
+    def popularity(self, item_text: str) -> float:
+        return math.log1p(self.counts.get(item_text, (0, 0.0))[0])
+
+
+def item_ratings(store: Store, split: Artifact) -> ItemRatings:
+    counts: dict[str, tuple[int, float]] = {}
+    total, count = 0.0, 0
+    for row in store.split_interactions(split, ("history", "recent")):
+        text = clean_field(row["text"])  # as targets show it
+        n, s = counts.get(text, (0, 0.0))
+        counts[text] = (n + 1, s + row["rating"])
+        total, count = total + row["rating"], count + 1
+    return ItemRatings(counts, total / count if count else 3.0)
+
+
+def train_users(store: Store, split: Artifact) -> list[str]:
+    """The split's train users, by id."""
+    return sorted(row["user_id"] for row in store.rows(split, "split_users", "partition = 'train'"))
+
+
 def load_recent_and_targets(
     store: Store, split: Artifact, users: list[str], targets: int
 ) -> tuple[dict[str, list[dict]], dict[str, list[Target]]]:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from lettingo_cli.errors import LettingoError
 
-KINDS = ("dataset", "split", "profiles", "scores", "pairs", "adapter", "export", "eval")
+KINDS = ("dataset", "split", "profiles", "scores", "pairs", "adapter", "export", "eval", "predictor")
 
 # The row tables of each kind, each with the columns that order its rows canonically (its primary key).
 ROW_TABLES: dict[str, dict[str, tuple[str, ...]]] = {

@@ -36,6 +36,7 @@ STAGE_VERBS = {
     "eval": ("evaluate", "evaluated"),
     "dpo": ("train", "trained"),
     "export": ("export", "exported"),
+    "fit": ("fit", "fitted"),
 }
 
 

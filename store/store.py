@@ -65,6 +65,9 @@ def _import_sqlite_utils():
     return sqlite_utils
 
 
+REBUILDS_TABLES = "-- lettingo: rebuilds tables"  # first line of a migration that must run with foreign keys off
+
+
 def _migrations():
     """Register every migrations/NNNN_*.sql file, in order, as one sqlite-utils migration."""
     _import_sqlite_utils()
@@ -81,9 +84,41 @@ def _migrations():
         def apply(db, sql=sql):
             db.executescript(sql)
 
-        migrations(name=name)(apply)
+        if sql.startswith(REBUILDS_TABLES):
+            migrations(name=name, transactional=False)(_apply_rebuild(sql))
+        else:
+            migrations(name=name)(apply)
         names.append(name)
     return migrations, names
+
+
+def _apply_rebuild(sql: str):
+    """A migration that rebuilds a table (https://www.sqlite.org/lang_altertable.html#otheralter): foreign keys
+    must be off, or dropping the old table would cascade to every table that refers to it, and they can only be
+    switched outside a transaction. So: keys off, the script in one transaction, the keys checked before it
+    commits (any problem rolls it all back), keys on again. Rerunning it after a crash between the commit and
+    sqlite-utils' record of it rebuilds the same table again."""
+
+    def apply(db):
+        conn = db.conn
+        if conn.in_transaction:
+            conn.commit()
+        conn.execute("PRAGMA foreign_keys = OFF")
+        try:
+            conn.executescript("BEGIN IMMEDIATE;\n" + sql)
+            problems = conn.execute("PRAGMA foreign_key_check").fetchall()
+            if problems:
+                conn.rollback()
+                raise IntegrityError(f"the store's schema upgrade would break {len(problems)} references; not applied")
+            conn.commit()
+        except BaseException:
+            if conn.in_transaction:
+                conn.rollback()
+            raise
+        finally:
+            conn.execute("PRAGMA foreign_keys = ON")
+
+    return apply
 
 
 def _check_size(path: Path, conn) -> None:

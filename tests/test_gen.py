@@ -44,6 +44,7 @@ def test_gguf_backend_writes_n_profiles_per_user(split_store, store_path, tiny_m
         "distinct_1",
         "distinct_2",
         "mean_pairwise_similarity",
+        "mean_tokens",
     }
     assert artifact.params["templates"][label]["ref"].startswith("profile-completion-v1@")
     assert f"{label}: 15 profiles" in result.stderr

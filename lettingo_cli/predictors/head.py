@@ -25,10 +25,19 @@ import math
 import re
 
 from lettingo_cli.errors import UsageError, require
+from lettingo_cli.ingest import item_genres
 from lettingo_cli.predictors.base import NO_PROFILE
 from lettingo_cli.predictors.fitting import FOLDS, embed_into, fold, fold_heads, load_minilm
 from lettingo_cli.prompts import history_text
-from lettingo_cli.split import SENTIMENTS, Target, load_histories, load_recent_and_targets, profiles_fit_split
+from lettingo_cli.split import (
+    SENTIMENTS,
+    Target,
+    item_ratings,
+    load_histories,
+    load_recent_and_targets,
+    profiles_fit_split,
+    train_users,
+)
 from lettingo_cli.store import Artifact, Store
 
 L2 = 1e-3  # ridge penalty: ~20 features from several hundred train users need little
@@ -55,27 +64,20 @@ def _mentions(sentence: str, genres: set[str]) -> bool:
     return any(stem in lowered for stem in stems)
 
 
-def _genres(item_text: str) -> set[str]:
-    """MovieLens-style item text "Title (year) | Genre, Genre": the genres; other data sets: none."""
-    _, bar, genres = item_text.partition(" | ")
-    return {g.strip().lower() for g in genres.split(",") if g.strip()} if bar else set()
-
-
 class HeadPredictor:
     def __init__(self, store: Store, split: Artifact, profiles: Artifact | None = None):
         self.torch = torch = require("torch")
         self.model = load_minilm()
         self.cache: dict[str, object] = {}
-        self._item_statistics(store, split)
+        self.items = item_ratings(store, split)
+        self.global_mean = self.items.global_mean
         self._embed([POSITIVE, NEGATIVE, GENEROUS, HARSH])
 
-        train = sorted(r["user_id"] for r in store.rows(split, "split_users", "partition = 'train'"))
+        train = train_users(store, split)
         recent, held_out = load_recent_and_targets(store, split, train, split.params["targets"])
         train_profiles = self._train_profiles(store, split, train, profiles)
         examples = []  # (user, recent, target, profile text)
-        for user in train:
-            if not recent[user]:
-                continue
+        for user in train:  # in a profile-only split (--recent 0) every user's recent history is empty
             for target in held_out[user]:
                 examples.append((user, target, NO_PROFILE))
                 examples += [(user, target, text) for text in train_profiles.get(user, [])]
@@ -105,19 +107,8 @@ class HeadPredictor:
 
     # --- what is known before any profile ----------------------------------------------------------------
 
-    def _item_statistics(self, store: Store, split: Artifact) -> None:
-        """Each item's rating count and sum over the split's history and recent rows (targets never count)."""
-        self.item_ratings: dict[str, tuple[int, float]] = {}
-        total, count = 0.0, 0
-        for row in store.split_interactions(split, ("history", "recent")):
-            n, s = self.item_ratings.get(row["text"], (0, 0.0))
-            self.item_ratings[row["text"]] = (n + 1, s + row["rating"])
-            total, count = total + row["rating"], count + 1
-        self.global_mean = total / count if count else 3.0
-
     def _item_mean(self, item_text: str) -> tuple[float, float]:
-        n, s = self.item_ratings.get(item_text, (0, 0.0))
-        return (s + ITEM_PRIOR_RATINGS * self.global_mean) / (n + ITEM_PRIOR_RATINGS), math.log1p(n)
+        return self.items.mean(item_text, ITEM_PRIOR_RATINGS), self.items.popularity(item_text)
 
     def _train_profiles(self, store: Store, split: Artifact, train: list[str], profiles: Artifact | None):
         if profiles is None:
@@ -157,8 +148,8 @@ class HeadPredictor:
         spread = math.sqrt(sum((r - mean) ** 2 for r in ratings) / len(ratings))
         shares = [sum(r["sentiment"] == label for r in recent) / max(len(recent), 1) for label in SENTIMENTS]
         item_mean, popularity = self._item_mean(target.text)
-        genres = _genres(target.text)
-        alike = [r["rating"] for r in recent if genres & _genres(r["text"])]
+        genres = item_genres(target.text)
+        alike = [r["rating"] for r in recent if genres & item_genres(r["text"])]
         vector = self.cache[target.text]
         taste = 0.0
         for label, sign in (("like", 1.0), ("dislike", -1.0)):

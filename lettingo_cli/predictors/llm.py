@@ -49,7 +49,8 @@ V2_TAIL = (
 
 def block(recent_rows: list[dict], target_text: str, profile: str | None = None) -> str:
     """predictor-v1: a user's block; without `profile` it stops before the profile line (the shared prefix)."""
-    text = "Recent ratings:\n" + history_text(recent_rows) + f'\nNew item: "{target_text}"\n'
+    recent = "Recent ratings:\n" + history_text(recent_rows) + "\n" if recent_rows else ""  # none: profile only
+    text = recent + f'New item: "{target_text}"\n'
     return text if profile is None else text + profile_suffix(profile)
 
 
@@ -66,7 +67,7 @@ class WorkedExamples:
         recent, held_out = load_recent_and_targets(store, split, train, 1)
         self.candidates: dict[str, list[tuple[str, str]]] = {label: [] for label in SENTIMENTS}
         for user in train:
-            if not held_out[user] or not recent[user]:
+            if not held_out[user]:
                 continue
             label = held_out[user][0].sentiment
             if len(self.candidates[label]) < EXAMPLES_PER_LABEL:
@@ -114,7 +115,7 @@ class ChatPrompt:
         self.details = {}
 
     def queries(self, user: str, recent: list[dict], targets: list[Target], profiles: list[str]):
-        head = V2_HEAD.format(recent=history_text(recent))
+        head = V2_HEAD.format(recent=history_text(recent)) if recent else ""  # profile only: no recent ratings
         prefix, suffixes = None, []
         for target in targets:
             for profile in profiles:
@@ -188,7 +189,7 @@ class LLMPredictor:
         """The label prior from train users' no-profile answers on their first target (never a test user's)."""
         train = sorted(row["user_id"] for row in store.rows(split, "split_users", "partition = 'train'"))
         recent, held_out = load_recent_and_targets(store, split, train, 1)
-        users = [u for u in train if held_out[u] and recent[u]][:PRIOR_USERS]
+        users = [u for u in train if held_out[u]][:PRIOR_USERS]
         if not users:
             return dict.fromkeys(SENTIMENTS, 0.0)
         answers, truths = [], []
