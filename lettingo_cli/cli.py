@@ -51,10 +51,12 @@ class LettingoGroup(TyperGroup):
             sys.stderr.close()
             raise typer.Exit(0) from None
         except (OSError, sqlite3.Error) as error:  # a full disk, a locked or unreadable store, ...
-            from lettingo_cli.store import Store, broken_store
+            from lettingo_cli.store import Store, broken_store, disk_full
 
             if (broken := broken_store(Store.opened, error)) is not None:  # SQLite found damage after the opening
                 fail(str(broken), broken.exit_code)
+            if (full := disk_full(Store.opened, error)) is not None:
+                fail(str(full), full.exit_code)
             fail(str(error), 1)
         except Exception as error:
             if type(error).__module__.startswith("typer") or os.environ.get("LETTINGO_DEBUG"):
@@ -312,6 +314,13 @@ def split_command(
             '"{value}/5", or "{value} <rating column>" with per-user-quantile).'
         ),
     ] = None,
+    order: Annotated[
+        Optional[str],
+        typer.Option(
+            help="time (data with a time column) | file (the file's row order: the default without one) | "
+            "shuffle (a seeded random order per user: the targets are a random sample of the user's items)."
+        ),
+    ] = None,
     name: NameOption = None,
     force: ForceOption = False,
     as_json: JsonOption = False,
@@ -332,6 +341,7 @@ def split_command(
         like_min=like_min,
         sentiment=sentiment,
         value_words=value_words,
+        order=order,
     )
     opened = open_store(store)
     source = resolve_input(opened, dataset, "dataset")

@@ -14,7 +14,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from lettingo_cli.console import log, stage_progress
@@ -43,7 +43,9 @@ class DPOOptions:
     epochs: float = option(1.0, "Epochs over the pairs.")
     lora_r: int = option(16, "LoRA rank.")
     lora_alpha: int = option(32, "LoRA alpha.")
-    max_length: int = option(1024, "Most tokens of prompt + profile.")
+    max_length: int | None = option(
+        None, "Most tokens of prompt + profile (default: the longest pair's, rounded up to a multiple of 64)."
+    )
     batch_size: int = option(2, "Pairs per optimizer step.")
     seed: int = option(0, "Training seed.")
     max_steps: int = option(-1, "Stop after this many steps (-1: all epochs).")
@@ -87,6 +89,8 @@ class DPOOptions:
             raise UsageError("--ld-alpha must be between 0 and 1 (1: plain DPO)")
         if self.precision not in ("bf16", "fp32"):
             raise UsageError("--precision must be bf16 or fp32")
+        if self.max_length is not None and self.max_length < 2:
+            raise UsageError("--max-length must be >= 2")
 
 
 def resolve_base(spec: str | None, store: Store | None = None) -> Path:
@@ -126,6 +130,27 @@ def resolve_base(spec: str | None, store: Store | None = None) -> Path:
     raise UsageError(f"--base {spec}: not an HF model directory (no config.json) nor an export artifact")
 
 
+LENGTH_STEP = 64  # the default --max-length: the longest pair's tokens, rounded up to a multiple of this
+
+
+def _max_length(records: list[dict], tokenizer, given: int | None, pairs: Artifact) -> int:
+    """The length limit of training: `given` (--max-length), refused when a prompt does not fit under it; by
+    default the longest prompt + completion of the pairs, rounded up, so the defaults of gen, pair and dpo work
+    together (the default 30-rating prompt alone has ~1,000 tokens of the default model)."""
+    longest = 0
+    for index, record in enumerate(records):
+        prompt = record["prompt"] if isinstance(record["prompt"], str) else json.dumps(record["prompt"])
+        length = len(tokenizer(prompt)["input_ids"])
+        if given is not None and length >= given:
+            raise LettingoError(
+                f"pair {index} of {pairs.ref}: its prompt has {length} tokens, not under --max-length {given}"
+            )
+        completions = (record["chosen"], record["rejected"])
+        texts = [c if isinstance(c, str) else json.dumps(c) for c in completions]
+        longest = max(longest, length + max(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts))
+    return given if given is not None else -(-(longest + 1) // LENGTH_STEP) * LENGTH_STEP
+
+
 def train_dpo(
     store: Store,
     pairs: Artifact,
@@ -143,14 +168,7 @@ def train_dpo(
         raise LettingoError(f"{pairs.ref} has no pairs: nothing to train on (try another --rule or more profiles)")
     transformers = require("transformers")
     tokenizer = transformers.AutoTokenizer.from_pretrained(base)
-    for index, record in enumerate(records):
-        prompt = record["prompt"] if isinstance(record["prompt"], str) else json.dumps(record["prompt"])
-        length = len(tokenizer(prompt)["input_ids"])
-        if length >= options.max_length:
-            raise LettingoError(
-                f"pair {index} of {pairs.ref}: its prompt has {length} tokens, not under --max-length "
-                f"{options.max_length}"
-            )
+    options = replace(options, max_length=_max_length(records, tokenizer, options.max_length, pairs))
     params = {"pairs": pairs.id, "base": str(base), **{k: v for k, v in asdict(options).items() if k not in SPEED_ONLY}}
     key = stable_key(params, LATER_OPTIONS, name)
     run = store.stage("dpo", "adapter", name, params, {"pairs": pairs.id}, key_params=key, force=force, resumable=True)

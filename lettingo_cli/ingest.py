@@ -453,7 +453,8 @@ def safe_name(text: str) -> str:
     return cleaned or "dataset"
 
 
-def _item_order(item_id: str):
+def item_order(item_id: str):
+    """Item ids in their natural order: numeric ids as numbers, before any other id."""
     return (0, int(item_id), "") if item_id.isdigit() else (1, 0, item_id)
 
 
@@ -490,7 +491,7 @@ def write_dataset(store: Store, parsed: ParsedDataset, name: str, options: dict,
 
     def interaction_rows():
         for user_id, events in by_user.items():
-            events.sort(key=lambda pair: (pair[1].ts, _item_order(pair[1].item_id), pair[0]))
+            events.sort(key=lambda pair: (pair[1].ts, item_order(pair[1].item_id), pair[0]))
             for seq, (_, event) in enumerate(events):
                 yield {"user_id": user_id, "seq": seq, "item_id": event.item_id, "rating": event.rating, "ts": event.ts}
 

@@ -21,7 +21,11 @@ from lettingo_cli.store import Artifact, Store
 
 SENTIMENTS = ("like", "neutral", "dislike")  # the three labels, in the order every table and matrix uses
 SENTIMENT_MODES = ("thresholds", "per-user-quantile")
-LATER_OPTIONS = {"sentiment": "thresholds", "value_words": None}  # split options added later, with their defaults
+ORDERS = ("time", "file", "shuffle")
+# split options added later, with their defaults
+LATER_OPTIONS = {"sentiment": "thresholds", "value_words": None, "order": None}
+SORTED_SHARE = 0.5  # more of the users than this have rows sorted by item id or value in file order: warn
+SORTED_MIN_ROWS = 5  # a user needs this many rows for their order to say anything
 STARS = "{value}/5"  # how a rating is shown when a split does not say (value_words None)
 IMBALANCE_SHARE = 0.9  # one label holding more of the targets than this leaves little to predict: warn
 
@@ -43,8 +47,14 @@ class SplitOptions:
     # how prompts show a value: "{value}" is replaced by the number ("4", "1,234"); None: "{value}/5" for
     # thresholds, "{value} <rating column>" (e.g. "1,234 plays") for per-user-quantile
     value_words: str | None = None
+    # the order a user's interactions take (targets are the last): time (when the data has a time column: the
+    # only choice then), file (the rows' order in the ingested file: the default without one) or shuffle (a
+    # seeded random order per user: the targets are a random sample of the user's items); None: time or file
+    order: str | None = None
 
     def __post_init__(self) -> None:
+        if self.order is not None and self.order not in ORDERS:
+            raise UsageError(f"--order must be one of {', '.join(ORDERS)}")
         if self.value_words is not None and "{value}" not in self.value_words:
             raise UsageError('--value-words must contain "{value}", e.g. "played {value} times"')
         if self.sentiment not in SENTIMENT_MODES:
@@ -80,8 +90,16 @@ def quantile_sentiments(values: list[float]) -> list[str]:
     return labels
 
 
-def imbalance_warnings(balance: dict) -> list[str]:
-    """A warning per partition whose targets are more than IMBALANCE_SHARE one label, naming the remedy."""
+def imbalance_warnings(balance: dict, options: SplitOptions | None = None, order: str = "time") -> list[str]:
+    """A warning per partition whose targets are more than IMBALANCE_SHARE one label, naming the remedies not
+    tried yet."""
+    options = options or SplitOptions()
+    remedies = []
+    if order == "file":
+        remedies.append("without a time column the file order decides the targets: try --order shuffle")
+    if options.sentiment != "per-user-quantile":
+        remedies.append("for play counts, clicks or other implicit values use --sentiment per-user-quantile")
+        remedies.append("for ratings on another scale set --dislike-max / --like-min")
     warnings = []
     for part, counts in balance.items():
         total = sum(counts.values())
@@ -89,10 +107,35 @@ def imbalance_warnings(balance: dict) -> list[str]:
         if total and top / total > IMBALANCE_SHARE:
             warnings.append(
                 f"warning: {top / total:.0%} of the {part} targets are {label!r}: a predictor that always says "
-                f"{label!r} is right that often. For play counts, clicks or other implicit values use "
-                "--sentiment per-user-quantile; for ratings on another scale set --dislike-max / --like-min"
+                f"{label!r} is right that often" + (". " + "; ".join(remedies) if remedies else "")
             )
     return warnings
+
+
+def _sorted_by(values: list) -> bool:
+    """Sorted either way, and not merely all equal (a user who gave every item the same value says nothing)."""
+    ascending = all(a <= b for a, b in zip(values, values[1:]))
+    return len(set(values)) > 1 and (ascending or all(a >= b for a, b in zip(values, values[1:])))
+
+
+def order_warning(by_user: dict[str, list[dict]]) -> str | None:
+    """Without a time column, whether most users' rows in file order are sorted by item id or by value (an
+    exported table's order, not the order the user met the items): then the targets would be the highest ids or
+    values, not the latest interactions."""
+    from lettingo_cli.ingest import item_order
+
+    users = [events for events in by_user.values() if len(events) >= SORTED_MIN_ROWS]
+    by_item = sum(_sorted_by([item_order(e["item_id"]) for e in events]) for events in users)
+    by_value = sum(_sorted_by([e["rating"] for e in events]) for events in users)
+    column, count = max((("item id", by_item), ("value", by_value)), key=lambda entry: entry[1])
+    if users and count / len(users) > SORTED_SHARE:
+        return (
+            f"warning: the data has no time column, so each user's file order is taken as time order, but "
+            f"{count / len(users):.0%} of the users' rows are sorted by {column}: the held-out targets would be the "
+            "rows at one end of that sort, not the latest interactions. Use --order shuffle (targets: a random "
+            "sample of each user's items)"
+        )
+    return None
 
 
 def split_dataset(store: Store, dataset: Artifact, name: str, options: SplitOptions, force: bool = False) -> Artifact:
@@ -105,9 +148,20 @@ def split_dataset(store: Store, dataset: Artifact, name: str, options: SplitOpti
     if run.cached:
         return run.cached
 
+    has_time = (dataset.params.get("columns") or {}).get("time", "time") is not None
+    order = options.order or ("time" if has_time else "file")
+    if has_time and order != "time":
+        raise UsageError(f"{dataset.ref} has a time column: --order time is the only order it takes")
+    if not has_time and order == "time":
+        raise UsageError(f"{dataset.ref} has no time column: use --order file or --order shuffle")
     by_user: dict[str, list[dict]] = {}
     for row in store.rows(dataset, "interactions"):
         by_user.setdefault(row["user_id"], []).append(row)
+    if order == "file" and (warning := order_warning(by_user)):
+        log(warning)
+    if order == "shuffle":  # each user's own seeded order, the same whatever other users the data holds
+        for user_id, events in by_user.items():
+            random.Random(f"{options.seed}:{user_id}").shuffle(events)
     for events in by_user.values():
         if options.sentiment == "per-user-quantile":
             labels = quantile_sentiments([event["rating"] for event in events])
@@ -155,7 +209,7 @@ def split_dataset(store: Store, dataset: Artifact, name: str, options: SplitOpti
     for user_id, part in partition.items():
         for event in by_user[user_id][-options.targets :]:
             balance[part][event["sentiment"]] += 1
-    for warning in imbalance_warnings(balance):
+    for warning in imbalance_warnings(balance, options, order):
         log(warning)
 
     with run:
@@ -169,7 +223,7 @@ def split_dataset(store: Store, dataset: Artifact, name: str, options: SplitOpti
             "targets": len(partition) * options.targets,
             "skipped_users": len(by_user) - len(eligible),
         }
-        return run.finish(counts=counts, report={"class_balance": balance})
+        return run.finish(counts=counts, report={"class_balance": balance, "order": order})
 
 
 def format_balance(balance: dict) -> list[str]:
@@ -214,7 +268,7 @@ def select_users(store: Store, split: Artifact, selector: str, listed: list[str]
     return sorted(users)
 
 
-PARTITION_PARAMS = ("dataset", "seed", "test_users", "train_users", "sentiment", "dislike_max", "like_min")
+PARTITION_PARAMS = ("dataset", "seed", "test_users", "train_users", "sentiment", "dislike_max", "like_min", "order")
 
 
 def profiles_fit_split(profile_split: Artifact, split: Artifact) -> bool:

@@ -106,8 +106,10 @@ class TokenCounter:
 
     def __init__(self):
         llama_cpp = require("llama_cpp", "llama-cpp-python")
+        from lettingo_cli.gguf_files import quiet_llama_cpp
         from lettingo_cli.models import default_gguf
 
+        quiet_llama_cpp(llama_cpp)
         self.model = llama_cpp.Llama(model_path=str(default_gguf()), vocab_only=True, verbose=False)
 
     def ids(self, text: str) -> list[int]:

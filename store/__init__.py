@@ -9,6 +9,6 @@ migrations/   the schema, as numbered .sql files
 
 from lettingo_cli.store.artifact import KINDS, Artifact, check_name
 from lettingo_cli.store.stage import StageRun
-from lettingo_cli.store.store import Store, broken_store
+from lettingo_cli.store.store import Store, broken_store, disk_full
 
-__all__ = ["KINDS", "Artifact", "StageRun", "Store", "broken_store", "check_name"]
+__all__ = ["KINDS", "Artifact", "StageRun", "Store", "broken_store", "check_name", "disk_full"]

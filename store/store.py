@@ -8,6 +8,7 @@ stage protocol, stage.py) is how every stage does that. Every SQL statement of l
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -164,6 +165,31 @@ def broken_store(path: Path | None, error: Exception) -> IntegrityError | None:
         return IntegrityError(f"the store {where} is damaged ({error}); `lettingo store verify` checks it; restore it "
                               "from a backup")  # fmt: skip
     return None
+
+
+SQLITE_ROOM = 16 * 1024 * 1024  # what to free at least when SQLite's write ran out of room: its WAL and new pages
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1e6:,.1f} MB"
+
+
+def disk_full(path: Path | None, error: Exception, needed: int | None = None) -> LettingoError | None:
+    """The one-line error for a write that found the disk full (SQLite's "database or disk is full", or ENOSPC
+    from a file copy); None for any other error. `needed`: the bytes the failed write needed, where known."""
+    full = isinstance(error, sqlite3.OperationalError) and "disk is full" in str(error)
+    full = full or (isinstance(error, OSError) and error.errno == errno.ENOSPC)
+    if not full:
+        return None
+    where = Path(path) if path else Path("lettingo.db")
+    free = shutil.disk_usage(where.resolve().parent).free
+    if needed is None:
+        wal = Path(f"{where}-wal")
+        needed = max(SQLITE_ROOM, wal.stat().st_size if wal.exists() else 0)
+    return LettingoError(
+        f"the disk of the store {where} is full ({_megabytes(free)} free): free at least {_megabytes(needed)} more "
+        "and rerun the same command; finished work is kept and nothing half-written was recorded"
+    )
 
 
 class Store(Upkeep):
@@ -554,17 +580,22 @@ class Store(Upkeep):
         tmp_dir.mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha256()
         size = 0
-        with open(source, "rb") as reader, tempfile.NamedTemporaryFile(dir=tmp_dir, delete=False) as writer:
-            try:
-                while chunk := reader.read(HASH_CHUNK_BYTES):
-                    digest.update(chunk)
-                    writer.write(chunk)
-                    size += len(chunk)
-                writer.flush()
-                os.fsync(writer.fileno())
-            except BaseException:
-                os.unlink(writer.name)
-                raise
+        try:
+            with open(source, "rb") as reader, tempfile.NamedTemporaryFile(dir=tmp_dir, delete=False) as writer:
+                try:
+                    while chunk := reader.read(HASH_CHUNK_BYTES):
+                        digest.update(chunk)
+                        writer.write(chunk)
+                        size += len(chunk)
+                    writer.flush()
+                    os.fsync(writer.fileno())
+                except BaseException:
+                    os.unlink(writer.name)
+                    raise
+        except OSError as error:  # the copy is gone; say what it needed
+            if (full := disk_full(self.path, error, Path(source).stat().st_size)) is not None:
+                raise full from None
+            raise
         blob_hash = digest.hexdigest()
         final = self.blob_path(blob_hash)
         final.parent.mkdir(parents=True, exist_ok=True)

@@ -120,11 +120,11 @@ def test_split_defaults_to_latest_dataset_and_is_cached(lettingo, store_path, tm
     again = lettingo("split")
     assert first.stdout == again.stdout == "split:movielens-tiny@v1\n"
     assert "already split" in again.stderr
-    # options added later (--sentiment, --value-words) leave the run key of a default split as it was before them,
-    # so a store's earlier splits stay cache hits
+    # options added later (--sentiment, --value-words, --order) leave the run key of a default split as it was
+    # before them, so a store's earlier splits stay cache hits
     store = Store(store_path)
     split = store.resolve("split:movielens-tiny")
-    earlier = {k: v for k, v in split.params.items() if k not in ("sentiment", "value_words")}
+    earlier = {k: v for k, v in split.params.items() if k not in ("sentiment", "value_words", "order")}
     key = store.run_key("split", {"dataset": split.params["dataset"]}, {**earlier, "name": split.name})
     assert store.cached(key).id == split.id
 
@@ -204,3 +204,53 @@ def test_profiles_of_one_split_fit_another_only_if_they_never_saw_its_targets(le
     # what the rule promises, on the real rows: k1's profile history holds none of k4's targets (k12's: some)
     assert rows(k4, "target") and not rows(k1, "history") & rows(k4, "target")
     assert rows(k1, "history") & rows(k12, "target")
+
+
+def test_file_order_sorted_by_item_warns_and_shuffle_balances_the_targets(lettingo, store_path, tmp_path):
+    """An export without a time column, each user's rows sorted by item id with counts falling with the id (as the
+    music data set of issue 28): the targets would all be the least-played items. split says the order is the
+    problem and names --order shuffle; shuffled, each class holds 20-45% of the targets."""
+    import random
+
+    rng = random.Random(5)
+    lines = ["userID\tartistID\tweight"]
+    for user in range(200):
+        artists = sorted(rng.sample(range(1, 400), 30))
+        for rank, artist in enumerate(artists):
+            lines.append(f"{user}\t{artist}\t{int(5000 / (rank + 1)) + rng.randint(0, 3)}")
+    path = tmp_path / "plays.tsv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    ingest = ("ingest", "csv", path, "--user", "userID", "--item", "artistID", "--rating", "weight")
+    assert lettingo(*ingest, "--delimiter", "\t").exit_code == 0
+
+    by_file = lettingo("split", "--sentiment", "per-user-quantile", "--name", "by-file")
+    assert by_file.exit_code == 0, by_file.stderr
+    assert "100% of the users' rows are sorted by item id" in by_file.stderr
+    assert "Use --order shuffle" in by_file.stderr
+    # the class-balance warning names only what has not been tried: not the sentiment option already in use
+    assert "targets are 'dislike'" in by_file.stderr and "use --sentiment per-user-quantile" not in by_file.stderr
+    store = Store(store_path)
+    assert store.resolve("split:by-file").report["order"] == "file"
+
+    shuffled = lettingo("split", "--sentiment", "per-user-quantile", "--order", "shuffle", "--name", "shuffled")
+    assert shuffled.exit_code == 0, shuffled.stderr
+    assert "warning" not in shuffled.stderr
+    split = store.resolve("split:shuffled")
+    assert split.params["order"] == "shuffle" and split.report["order"] == "shuffle"
+    targets = [r["sentiment"] for r in store.rows(split, "split_interactions", "role = 'target'")]
+    shares = {label: targets.count(label) / len(targets) for label in ("like", "neutral", "dislike")}
+    assert all(0.2 <= share <= 0.45 for share in shares.values()), shares
+    again = lettingo("split", "--sentiment", "per-user-quantile", "--order", "shuffle", "--name", "shuffled")
+    assert again.stdout.strip() == "split:shuffled@v1"  # seeded: the same split again
+
+    assert lettingo("split", "--order", "time", "--name", "t").exit_code == 2  # no time column to order by
+    assert lettingo("split", "--order", "sideways").exit_code == 2
+
+
+def test_a_dataset_with_time_takes_only_time_order(lettingo, tmp_path):
+    from tests.conftest import write_ml100k
+
+    assert lettingo("ingest", "movielens", write_ml100k(tmp_path / "ml")).exit_code == 0
+    refused = lettingo("split", "--order", "shuffle")
+    assert refused.exit_code == 2 and "--order time is the only order" in refused.stderr
+    assert lettingo("split", "--order", "time").exit_code == 0
