@@ -30,6 +30,12 @@ if TYPE_CHECKING:
 # Nothing reaches a model hub at run time: set before any Hugging Face library is imported.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+# llama.cpp and torch both run their work on OpenMP threads, which by default spin while they wait for more; two
+# lettingo processes on the same cores then preempt each other's spinning threads (two `gen` at once took 13x one's
+# time). Idle threads sleep instead, unless the user chose a policy (bench/contention.py measures both). Set before
+# either library loads its OpenMP runtime, which reads it once.
+if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 ok, 1 failure, 2 usage, 3 missing/ambiguous artifact, 4 integrity error, "
