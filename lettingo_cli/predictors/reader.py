@@ -37,6 +37,7 @@ from tempfile import TemporaryDirectory
 
 from lettingo_cli.console import log
 from lettingo_cli.errors import UsageError, require
+from lettingo_cli.metrics import metrics
 from lettingo_cli.predictors.base import NO_PROFILE
 from lettingo_cli.predictors.fitting import FOLDS, fold
 from lettingo_cli.prompts import history_text
@@ -301,8 +302,6 @@ def _choose_epochs(torch, data: Examples, dense: int, fit_on: list[int], validat
 
 def _out_of_fold_report(predicted: list[list[float]], labels: list[int], kinds: list[str]) -> dict:
     """Accuracy and macro F1 of the out-of-fold answers, per kind of text in the profile slot."""
-    from lettingo_cli.eval import metrics
-
     report = {}
     for kind in SLOT_KINDS:
         pairs = [(SENTIMENTS[y], SENTIMENTS[max(range(3), key=p.__getitem__)])
