@@ -463,6 +463,30 @@ def score_command(
     emit(artifact, as_json)
 
 
+# --- fit: a trained predictor, used by score and eval -----------------------------------------------------------
+
+
+@app.command("fit")
+def fit_command(
+    split: Annotated[Optional[str], typer.Argument(help="Split reference (default: the latest split).")] = None,
+    predictor: Annotated[
+        str, typer.Option("--predictor", help="The trained predictor: reader:bow[?profiles=REF][&user_mean=1].")
+    ] = "reader:bow",
+    force: ForceOption = False,
+    as_json: JsonOption = False,
+    store: StoreOption = DEFAULT_STORE,
+) -> None:
+    """Fit a trained predictor once on the split's train users; writes a predictor artifact (score reuses it)."""
+    from lettingo_cli.predictors.reader import fit_reader, parse_reader_spec
+
+    opened = open_store(store)
+    source = resolve_input(opened, split, "split")
+    artifact = fit_reader(opened, source, parse_reader_spec(predictor, opened), force=force)
+    for kind, figures in artifact.report.get("out_of_fold", {}).items():
+        log(f"  out of fold, {kind:12s} accuracy {figures['accuracy']:.3f}, macro F1 {figures['macro_f1']:.3f}")
+    emit(artifact, as_json)
+
+
 @app.command("pair")
 def pair_command(
     scores: Annotated[Optional[str], typer.Argument(help="Scores reference (default: the latest scores).")] = None,
@@ -619,30 +643,6 @@ def dpo_command(
             f"{artifact.ref}: {artifact.counts['steps']} steps on {artifact.counts['pairs']} pairs; last step loss "
             f"{step['loss']:.4f}, margin {step['rewards_margins']}, accuracy {step['rewards_accuracies']}"
         )
-    emit(artifact, as_json)
-
-
-# --- fit -----------------------------------------------------------------------------------------------------
-
-
-@app.command("fit")
-def fit_command(
-    split: Annotated[Optional[str], typer.Argument(help="Split reference (default: the latest split).")] = None,
-    predictor: Annotated[
-        str, typer.Option("--predictor", help="The trained predictor: reader:bow[?profiles=REF][&user_mean=1].")
-    ] = "reader:bow",
-    force: ForceOption = False,
-    as_json: JsonOption = False,
-    store: StoreOption = DEFAULT_STORE,
-) -> None:
-    """Fit a trained predictor once on the split's train users; writes a predictor artifact (score reuses it)."""
-    from lettingo_cli.predictors.reader import fit_reader, parse_reader_spec
-
-    opened = open_store(store)
-    source = resolve_input(opened, split, "split")
-    artifact = fit_reader(opened, source, parse_reader_spec(predictor, opened), force=force)
-    for kind, figures in artifact.report.get("out_of_fold", {}).items():
-        log(f"  out of fold, {kind:12s} accuracy {figures['accuracy']:.3f}, macro F1 {figures['macro_f1']:.3f}")
     emit(artifact, as_json)
 
 
