@@ -82,13 +82,10 @@ def _migrations():
         sql = entry.read_text(encoding="utf-8")
         name = entry.name.removesuffix(".sql")
 
-        def apply(db, sql=sql):
-            db.executescript(sql)
-
         if sql.startswith(REBUILDS_TABLES):
             migrations(name=name, transactional=False)(_apply_rebuild(sql))
         else:
-            migrations(name=name)(apply)
+            migrations(name=name)(lambda db, sql=sql: db.executescript(sql))
         names.append(name)
     return migrations, names
 
