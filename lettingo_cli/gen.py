@@ -190,8 +190,12 @@ def write_profiles(
         with stage_progress(f"gen {len(users)} users x {len(backends)} generator(s)", total, "profiles") as advance:
             for backend in backends:
                 mine = [chunk for b, chunk in todo if b is backend]
-                chunks_of = _written_chunks if isinstance(backend, WrittenGenerator) else _generate_chunks
-                for rows in chunks_of(backend, templates[backend.label], mine, histories, options, advance, words):
+                template = templates[backend.label]
+                if isinstance(backend, WrittenGenerator):
+                    produced = _written_chunks(backend, template, mine, histories, words, options.n, advance)
+                else:
+                    produced = _generate_chunks(backend, template, mine, histories, options, advance)
+                for rows in produced:
                     tokens += sum(row["n_tokens"] for row in rows)
                     with store.transaction():  # a chunk is kept whole or not at all
                         store.insert_rows(artifact, "profiles", rows)
@@ -216,9 +220,10 @@ def write_profiles(
 
 
 def _written_chunks(
-    generator, template: Template, chunks: list[list[str]], histories: dict, options: GenOptions, advance, words
+    generator, template: Template, chunks: list[list[str]], histories: dict, words: str, n: int, advance
 ):
-    """The profile rows of each chunk from a generator that needs no model (history-text, stats-text, swap)."""
+    """The profile rows of each chunk from a generator that needs no model (history-text, stats-text, swap); the
+    progress bar counts `n` per user, as it does for sampled profiles."""
     for chunk in chunks:
         rows = []
         for user in chunk:
@@ -236,12 +241,12 @@ def _written_chunks(
                         "flags": canonical_json(profile_flags(text, True)),
                     }
                 )
-            advance(options.n, 0)
+            advance(n, 0)
         yield rows
 
 
 def _generate_chunks(
-    backend, template: Template, chunks: list[list[str]], histories: dict, options: GenOptions, advance, words
+    backend, template: Template, chunks: list[list[str]], histories: dict, options: GenOptions, advance
 ):
     """Yield the profile rows of each chunk (the N profiles of each of its users) as soon as all are in, advancing
     the progress bar as each profile finishes. A backend that streams requests gets every chunk's requests at

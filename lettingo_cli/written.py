@@ -52,10 +52,10 @@ class WrittenGenerator:
 
 
 def load_written(spec: str, store) -> WrittenGenerator:
-    kind, _, rest = spec.partition(":")
-    body, _, query = (rest if kind == "swap" else spec).partition("?")
+    name, _, query = spec.partition("?")
+    kind, _, target = name.partition(":")  # only swap names a target: swap:PROFILES_REF
     options = dict(parse_qsl(query, keep_blank_values=True))
-    if kind.startswith("history-text"):
+    if kind == "history-text" and not target:
         unknown = set(options) - {"tokens"}
         tokens = options.get("tokens")
         if unknown or (tokens is not None and (not tokens.isdigit() or int(tokens) < 1)):
@@ -68,7 +68,7 @@ def load_written(spec: str, store) -> WrittenGenerator:
             {"tokenizer": counter.name, "tokens": budget},
             write=lambda user, history, words: [history_profile(history, counter, budget)],
         )
-    if kind.startswith("stats-text"):
+    if kind == "stats-text" and not target:
         if options:
             raise UsageError(f"bad generator {spec!r}: stats-text takes no options")
         counter = TokenCounter()
@@ -78,8 +78,8 @@ def load_written(spec: str, store) -> WrittenGenerator:
             {"tokenizer": counter.name},
             write=lambda user, history, words: [(text := stats_profile(history, words), counter.count(text))],
         )
-    if kind == "swap" and body:
-        source = store.resolve(body, kind="profiles")
+    if kind == "swap" and target and not options:
+        source = store.resolve(target, kind="profiles")
         donors = swap_donors(store, source)
         return WrittenGenerator(
             spec,

@@ -74,13 +74,13 @@ def baseline_answers(
     majority = majority_label(split)
     answers: dict[str, dict[tuple[str, int], str]] = {name: {} for name in baselines_for(split)}
     for user in users:
-        by_user = {
-            "always_majority": lambda target: majority,
-            "recent_mean": lambda target, label=mean_label(recent.get(user, []), split): label,
-            "history_mean": lambda target, label=mean_label(histories.get(user, []), split): label,
-            "item_mean": lambda target: item_mean_label(target, items, split),
+        per_user = {  # the baselines that answer the same for all of a user's targets
+            "always_majority": majority,
+            "recent_mean": mean_label(recent.get(user, []), split),
+            "history_mean": mean_label(histories.get(user, []), split),
         }
         for target in targets[user]:
             for name in answers:
-                answers[name][(user, target.position)] = by_user[name](target)
+                label = item_mean_label(target, items, split) if name == "item_mean" else per_user[name]
+                answers[name][(user, target.position)] = label
     return answers

@@ -192,7 +192,7 @@ def fit_reader(store: Store, split: Artifact, options: ReaderOptions, force: boo
     inputs = {"split": split.id, **({"profiles": options.profiles} if options.profiles else {})}
     trained_on = f"-{store.get(options.profiles).name}" if options.profiles else ""
     name = check_name(f"{split.name}-reader{trained_on}" + ("-user-mean" if options.user_mean else ""))
-    run = store.stage("fit", "predictor", name, params, inputs, key_params={**params, "name": name}, force=force)
+    run = store.stage("fit", "predictor", name, params, inputs, force=force)
     if run.cached:
         return run.cached
     torch = require("torch")
