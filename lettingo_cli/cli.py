@@ -197,8 +197,20 @@ def _write_dataset(
 @ingest_app.command("movielens")
 def ingest_movielens(
     folder: Annotated[
-        Path, typer.Argument(help="A MovieLens folder: 100K (u.data, u.item) or CSV (ratings.csv, movies.csv).")
-    ],
+        Optional[Path],
+        typer.Argument(help="A MovieLens folder: 100K (u.data, u.item) or CSV (ratings.csv, movies.csv)."),
+    ] = None,
+    download: Annotated[
+        Optional[str],
+        typer.Option(
+            "--download",
+            help="Fetch a GroupLens release once into $LETTINGO_CACHE/data, check its sha256s, ingest it: "
+            "ml-100k or ml-latest-small.",
+        ),
+    ] = None,
+    url: Annotated[
+        Optional[str], typer.Option("--url", help="Fetch --download's zip from this address (a mirror).")
+    ] = None,
     name: NameOption = None,
     force: ForceOption = False,
     as_json: JsonOption = False,
@@ -207,6 +219,14 @@ def ingest_movielens(
     """MovieLens 100K or a CSV release (latest-small, 25M, ...); genres and year go into the item text."""
     from lettingo_cli.ingest import read_movielens
 
+    if (folder is None) == (download is None):
+        raise UsageError("give a MovieLens FOLDER or --download RELEASE (ml-100k, ml-latest-small), one of them")
+    if url and not download:
+        raise UsageError("--url goes with --download")
+    if download:
+        from lettingo_cli.download import fetch, release
+
+        folder = fetch(release(download), url)
     _write_dataset(store, read_movielens(folder), name, folder, {}, force, as_json)
 
 

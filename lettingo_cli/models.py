@@ -24,8 +24,13 @@ QWEN_SHA256 = "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
 NAMED_MODELS = (DEFAULT_GENERATOR, QWEN_MODEL)
 
 
+def cache_root() -> Path:
+    """$LETTINGO_CACHE (default ~/.cache/lettingo): models/ and data/ (fetched data sets), shared by all stores."""
+    return Path(os.environ.get("LETTINGO_CACHE", Path.home() / ".cache" / "lettingo"))
+
+
 def cache_dir() -> Path:
-    path = Path(os.environ.get("LETTINGO_CACHE", Path.home() / ".cache" / "lettingo")) / "models"
+    path = cache_root() / "models"
     path.mkdir(parents=True, exist_ok=True)
     return path
 
