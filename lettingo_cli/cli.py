@@ -694,6 +694,69 @@ def export_command(
     emit(export_adapter(opened, source, options, default_name(name, source.name), out=out, force=force), as_json)
 
 
+# --- profile ---------------------------------------------------------------------------------------------------
+
+
+@app.command("profile")
+def profile_command(
+    file: Annotated[Path, typer.Argument(help="A CSV or JSON lines file of (user, item, rating[, time]) rows.")],
+    generator: Annotated[
+        Optional[str],
+        typer.Option(
+            "--generator",
+            help="gemma-3-270m (default) | gguf:FILE.gguf | gguf:EXPORT | openai:MODEL@URL[?style=completion] | "
+            "hf:MODEL_DIR | history-text | stats-text.",
+        ),
+    ] = None,
+    file_format: Annotated[
+        Optional[str], typer.Option("--format", help="csv or jsonl (default: from the file's suffix).")
+    ] = None,
+    user: UserCol = "user",
+    item: ItemCol = "item",
+    rating: RatingCol = "rating",
+    time: TimeCol = None,
+    title: TitleCol = None,
+    text: TextCol = None,
+    delimiter: Annotated[str, typer.Option("--delimiter", help="Field separator (CSV).")] = ",",
+    n: Annotated[int, typer.Option("--n", help="Profiles per user.")] = 1,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature (0: greedy).")] = 1.0,
+    max_tokens: Annotated[int, typer.Option(help="Most new tokens per profile.")] = 200,
+    history: Annotated[int, typer.Option(help="The newest interactions shown per user.")] = 30,
+    seed: Annotated[int, typer.Option(help="Seed; each profile's seed derives from it, the user and the sample.")] = 0,
+    prompt: Annotated[
+        Optional[Path], typer.Option("--prompt", help="Your own prompt template (text with {history}).")
+    ] = None,
+    dislike_max: Annotated[int, typer.Option(help="Ratings at or below this are 'disliked'.")] = 2,
+    like_min: Annotated[int, typer.Option(help="Ratings at or above this are 'liked'.")] = 4,
+    value_words: Annotated[str, typer.Option(help="How a rating is shown, with {value}.")] = "{value}/5",
+    as_json: JsonOption = False,
+    store: StoreOption = DEFAULT_STORE,
+) -> None:
+    """Profiles of the users of a history file, printed (no store needed): the prompt, history window, seeds and
+    cleaning of gen. --json: one line per profile with user, sample, profile, tokens, flags."""
+    from lettingo_cli.gen import GenOptions
+    from lettingo_cli.ingest import read_table
+    from lettingo_cli.profile_file import Thresholds, histories, load_generator, write_profiles
+    from lettingo_cli.profile_file import file_format as format_of
+
+    options = GenOptions(n=n, temperature=temperature, max_tokens=max_tokens, history=history, seed=seed)
+    thresholds = Thresholds(dislike_max, like_min, value_words)
+    chosen = format_of(file, file_format)
+    parsed = read_table(file, chosen, user, item, rating, time, title, tuple(text or ()), delimiter)
+    rows = histories(parsed, history, thresholds)
+    backend = load_generator(generator, store)
+    try:
+        for record in write_profiles(backend, rows, options, prompt):
+            if as_json:
+                typer.echo(json.dumps(record, ensure_ascii=False))
+            else:
+                header = f"user {record['user']}" + (f" (profile {record['sample'] + 1})" if n > 1 else "")
+                flags = f" [{', '.join(record['flags'])}]" if record["flags"] else ""
+                typer.echo(f"{header}{flags}:\n{record['profile']}\n")
+    finally:
+        backend.close()
+
+
 # --- store ---------------------------------------------------------------------------------------------------
 
 

@@ -222,8 +222,15 @@ def _pair_prompts(store: Store, pairs: Artifact, count: int) -> list[dict]:
 
 
 def _copy_out(store: Store, artifact: Artifact, out: Path) -> None:
+    """The GGUFs and the report, and beside them a model card, an Ollama Modelfile and the prompt template."""
+    from lettingo_cli.model_card import write_bundle
+
     out.mkdir(parents=True, exist_ok=True)
+    ggufs = []
     for entry in store.files(artifact):
         if entry["path"].endswith(".gguf") or entry["path"] == "report.json":
             shutil.copyfile(store.blob_path(entry["blob_hash"]), out / entry["path"])
             log(f"wrote {out / entry['path']}")
+            if entry["path"].endswith(".gguf"):
+                ggufs.append(entry["path"])
+    write_bundle(store, artifact, out, ggufs)

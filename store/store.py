@@ -434,6 +434,13 @@ class Store(Upkeep):
         sql = "SELECT role, artifact_id FROM run_inputs WHERE run_id = ? ORDER BY role, artifact_id"
         return [(row["role"], self.get(row["artifact_id"])) for row in self.db.query(sql, [run_id])]
 
+    def consumers(self, artifact: Artifact, kind: str | None = None) -> list[Artifact]:
+        """The complete artifacts (of `kind`, if given) whose run read `artifact`: lineage read forwards."""
+        sql = """SELECT DISTINCT a.* FROM run_inputs i JOIN artifacts a ON a.run_id = i.run_id
+                 WHERE i.artifact_id = ? AND a.status = 'complete'""" + (" AND a.kind = ?" if kind else "")
+        rows = self.db.query(sql + " ORDER BY a.id", [artifact.id, *([kind] if kind else [])])
+        return [Artifact.from_row(row) for row in rows]
+
     # --- the dpo training log -------------------------------------------------------------------------
 
     def record_dpo_step(self, run_id: int, step: dict) -> None:

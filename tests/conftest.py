@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -180,9 +181,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def openai_server(tiny_model):
-    """llama-cpp-python's OpenAI-compatible server on 127.0.0.1, serving the tiny GGUF."""
+@contextmanager
+def served_gguf(path: Path, alias: str = "tiny"):
+    """llama-cpp-python's OpenAI-compatible server on 127.0.0.1 serving one GGUF; yields its /v1 address."""
     port = free_port()
     process = subprocess.Popen(
         [
@@ -190,13 +191,13 @@ def openai_server(tiny_model):
             "-m",
             "llama_cpp.server",
             "--model",
-            str(tiny_model.gguf),
+            str(path),
             "--host",
             "127.0.0.1",
             "--port",
             str(port),
             "--model_alias",
-            "tiny",
+            alias,
             "--n_ctx",
             "2048",
         ],
@@ -205,14 +206,23 @@ def openai_server(tiny_model):
     )
     url = f"http://127.0.0.1:{port}/v1"
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"{url}/models", timeout=1).read()
-            break
-        except OSError:
-            if process.poll() is not None:
-                pytest.fail("llama_cpp.server exited at start")
-            time.sleep(0.2)
-    yield url
-    process.send_signal(signal.SIGTERM)
-    process.wait(timeout=10)
+    try:
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"{url}/models", timeout=1).read()
+                break
+            except OSError:
+                if process.poll() is not None:
+                    pytest.fail("llama_cpp.server exited at start")
+                time.sleep(0.2)
+        yield url
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def openai_server(tiny_model):
+    """llama-cpp-python's OpenAI-compatible server on 127.0.0.1, serving the tiny GGUF."""
+    with served_gguf(tiny_model.gguf) as url:
+        yield url

@@ -49,7 +49,8 @@ def test_export_round_trip_verifies_and_the_gguf_generates(split_store, store_pa
     assert "Q4_K" not in report["files"]["q4_k_m"]["tensor_types"]
     stored = {entry["path"] for entry in store.files(export)}
     assert {"model-q8_0.gguf", "model-q4_k_m.gguf", "report.json", "hf/config.json", "hf/tokenizer.model"} <= stored
-    assert sorted(p.name for p in out.iterdir()) == ["model-q4_k_m.gguf", "model-q8_0.gguf", "report.json"]
+    bundle = ["Modelfile", "README.md", "prompt-example.txt", "prompt-template.txt", "report.json"]  # test_laptop
+    assert sorted(p.name for p in out.iterdir()) == sorted(["model-q4_k_m.gguf", "model-q8_0.gguf", *bundle])
     copied_report = (out / "report.json").read_text()
     assert str(tmp_path) not in copied_report and str(tiny_model.hf_dir) not in copied_report
 
@@ -147,7 +148,11 @@ def test_lora_only_applies_at_run_time_and_matches_the_merged_model(split_store,
     assert facts["lora"]["base_alone_mean_abs_logprob_diff"] > 0.01
     assert facts["mean_abs_logprob_diff"] < 0.2 * facts["lora"]["base_alone_mean_abs_logprob_diff"]
     assert facts["agreement"] >= 0.9 and facts["lora"]["provenance"]["lettingo.pairs.ref"] == "pairs:strong@v1"
-    assert sorted(p.name for p in out.iterdir()) == ["adapter-lora.gguf", "base-f16.gguf", "report.json"]
+    bundle = ["Modelfile", "README.md", "prompt-example.txt", "prompt-template.txt", "report.json"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(["adapter-lora.gguf", "base-f16.gguf", *bundle])
+    modelfile = (out / "Modelfile").read_text(encoding="utf-8")
+    assert "FROM ./base-f16.gguf\nADAPTER ./adapter-lora.gguf\n" in modelfile
+    assert tiny_model.hf_dir.name in (out / "README.md").read_text(encoding="utf-8")  # the base, by name
 
     code = (
         f"from llama_cpp import Llama; m = Llama(model_path='{out / 'base-f16.gguf'}', "

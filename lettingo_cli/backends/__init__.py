@@ -9,9 +9,9 @@
 Options: style=chat|completion (default: chat when the model has a chat template; chat for openai),
 parallel=N, ctx=N, sample_threads=N (llama.cpp; sampling threads, default: one per core) and kv=split|unified
 (llama.cpp's KV cache; default: split, each sequence its own, for generation, unified for label scoring), batch=N
-(transformers), concurrency=N and key_env=VAR (openai), and for the default model dtype=bf16 (default; its
-Q4_K_M weights stored as bf16, faster here) or dtype=q4_k_m, and for an export artifact quant=q8_0|q4_k_m|f16
-(default: the first of these it has).
+(transformers), concurrency=N, key_env=VAR and repeat_penalty=X (openai; see openai_compat.py), and for the
+default model dtype=bf16 (default; its Q4_K_M weights stored as bf16, faster here) or dtype=q4_k_m, and for an
+export artifact quant=q8_0|q4_k_m|f16 (default: the first of these it has).
 Performance options do not change the stored generator label; style does.
 """
 
@@ -55,6 +55,13 @@ class BackendSpec:
         if value not in choices:
             raise UsageError(f"{self.text}: {name} must be {' or '.join(choices)}")
         return value
+
+    def float_option(self, name: str) -> float:
+        value = self.options.get(name)
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise UsageError(f"{self.text}: {name}={value!r} is not a number") from None
 
     def int_option(self, name: str, default: int) -> int:
         value = self.options.get(name, default)
@@ -132,6 +139,7 @@ def load_backend(text: str | None, store=None):
         concurrency=spec.int_option("concurrency", CONCURRENCY),
         chat=True if spec.style is None else spec.style,
         key_env=spec.options.get("key_env"),
+        repeat_penalty=spec.float_option("repeat_penalty") if "repeat_penalty" in spec.options else None,
     )
 
 

@@ -3,6 +3,10 @@
 This is how generation scales out past one machine: requests run `concurrency` at a time. The API key comes
 from an environment variable ($LETTINGO_OPENAI_API_KEY, else $OPENAI_API_KEY, or the one named by
 key_env=VAR) and is never written to the store.
+
+`repeat_penalty=X` is sent as the llama.cpp servers' own field: llama-cpp-python's server penalises repeats by
+1.1 unless told otherwise (llama.cpp's llama-server and lettingo's own sampling by 1.0), so `repeat_penalty=1.0`
+gives the same greedy text as `gguf:FILE`. Hosted APIs refuse fields they do not know: leave it out there.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ class OpenAIBackend:
         concurrency: int = 4,
         chat: bool = True,
         key_env: str | None = None,
+        repeat_penalty: float | None = None,
     ):
         self.model, self.spec, self.label, self.chat = model, spec, label, chat
         parts = urlsplit(url)
@@ -48,6 +53,7 @@ class OpenAIBackend:
             raise LettingoError(f"{spec}: the server URL must start with http:// or https://")
         self.base_url = url.rstrip("/") if parts.path.strip("/") else url.rstrip("/") + "/v1"
         self.concurrency = max(1, concurrency)
+        self.extra = {} if repeat_penalty is None else {"repeat_penalty": repeat_penalty}
         names = [key_env] if key_env else ["LETTINGO_OPENAI_API_KEY", "OPENAI_API_KEY"]
         self.api_key = next((os.environ[name] for name in names if os.environ.get(name)), None)
         if key_env and not self.api_key:
@@ -91,6 +97,7 @@ class OpenAIBackend:
             "max_tokens": options.max_tokens,
             "temperature": options.temperature,
             "seed": request.seed,
+            **self.extra,
         }
         if options.stop:
             common["stop"] = list(options.stop)[:4]  # the OpenAI API takes at most 4
