@@ -20,9 +20,9 @@ from typer.core import TyperGroup
 
 from lettingo_cli import __version__
 from lettingo_cli.dpo import DPOOptions
-from lettingo_cli.errors import ArtifactNotFound, LettingoError, MissingDependency, UsageError
+from lettingo_cli.errors import LettingoError, MissingDependency, UsageError
 from lettingo_cli.options import command_options
-from lettingo_cli.store import KINDS, check_name
+from lettingo_cli.store import KINDS
 
 if TYPE_CHECKING:
     from lettingo_cli.store import Artifact, Store
@@ -147,19 +147,23 @@ def read_refs(refs: list[str]) -> list[str]:
     return expanded
 
 
-def resolve_input(store: Store, ref: Optional[str], kind: str) -> Artifact:
-    """The artifact a command reads: the reference given, or the latest artifact of the kind it needs."""
+def input_ref(ref: Optional[str], kind: str) -> Optional[str]:
+    """The one reference a command reads (None: the latest of its kind), with `-` read from stdin."""
     if ref is None:
-        latest = store.latest(kind)
-        if latest is None:
-            raise ArtifactNotFound(f"no {kind} in {store.path}; create one first or name one")
-        return latest
+        return None
     if not ref.strip():  # an empty "$(...)" in a script must not silently mean "the latest"
         raise UsageError(f"empty {kind} reference")
     refs = read_refs([ref])
     if len(refs) != 1:
         raise UsageError(f"expected one {kind} reference, got {len(refs)}: {' '.join(refs)}")
-    return store.resolve(refs[0], kind=kind)
+    return refs[0]
+
+
+def resolve_input(store: Store, ref: Optional[str], kind: str) -> Artifact:
+    """The artifact a command reads: the reference given, or the latest artifact of the kind it needs."""
+    from lettingo_cli.api import resolve
+
+    return resolve(store, input_ref(ref, kind), kind)
 
 
 def emit(artifact: Artifact, as_json: bool) -> None:
@@ -170,22 +174,13 @@ def log(message: str) -> None:
     typer.echo(message, err=True)
 
 
-def default_name(given: Optional[str], derived: str) -> str:
-    return check_name(given or derived)
-
-
 # --- ingest --------------------------------------------------------------------------------------------------
 
 
-def _write_dataset(
-    store_path: Path, parsed, name: Optional[str], source: Path, options: dict, force: bool, as_json: bool
-):
-    from lettingo_cli import ingest
+def _ingest(store_path: Path, source_format: str, source: Optional[Path], as_json: bool, **options) -> None:
+    from lettingo_cli import api
 
-    store = open_store(store_path)
-    artifact = ingest.write_dataset(
-        store, parsed, default_name(name, ingest.default_name(source)), options, force=force
-    )
+    artifact = api.ingest(open_store(store_path), source_format, source, **options)
     counts = artifact.counts
     log(
         f"{artifact.ref}: {counts.get('users', 0):,} users, {counts.get('items', 0):,} items, "
@@ -217,17 +212,7 @@ def ingest_movielens(
     store: StoreOption = DEFAULT_STORE,
 ) -> None:
     """MovieLens 100K or a CSV release (latest-small, 25M, ...); genres and year go into the item text."""
-    from lettingo_cli.ingest import read_movielens
-
-    if (folder is None) == (download is None):
-        raise UsageError("give a MovieLens FOLDER or --download RELEASE (ml-100k, ml-latest-small), one of them")
-    if url and not download:
-        raise UsageError("--url goes with --download")
-    if download:
-        from lettingo_cli.download import fetch, release
-
-        folder = fetch(release(download), url)
-    _write_dataset(store, read_movielens(folder), name, folder, {}, force, as_json)
+    _ingest(store, "movielens", folder, as_json, download=download, url=url, name=name, force=force)
 
 
 @ingest_app.command("amazon")
@@ -242,19 +227,14 @@ def ingest_amazon(
     store: StoreOption = DEFAULT_STORE,
 ) -> None:
     """Amazon 2018 5-core reviews: exact duplicates dropped; item text from title or brand + category + description."""
-    from lettingo_cli.ingest import read_amazon
-
-    _write_dataset(store, read_amazon(reviews, meta), name, reviews, {"meta": bool(meta)}, force, as_json)
+    _ingest(store, "amazon", reviews, as_json, meta=meta, name=name, force=force)
 
 
 def _ingest_table(
     file_format: str, file: Path, user, item, rating, time, title, text, delimiter, name, force, as_json, store
 ):
-    from lettingo_cli.ingest import read_table, table_options
-
-    parsed = read_table(file, file_format, user, item, rating, time, title, tuple(text or ()), delimiter)
-    options = table_options(file_format, user, item, rating, time, title, text, delimiter)
-    _write_dataset(store, parsed, name, file, options, force, as_json)
+    columns = {"user": user, "item": item, "rating": rating, "time": time, "title": title, "text": tuple(text or ())}
+    _ingest(store, file_format, file, as_json, delimiter=delimiter, name=name, force=force, **columns)
 
 
 UserCol = Annotated[str, typer.Option("--user", help="Column with the user id.")]
@@ -353,9 +333,10 @@ def split_command(
     store: StoreOption = DEFAULT_STORE,
 ) -> None:
     """Split users into disjoint train/test sets and each user's history into profile history, recent, targets."""
-    from lettingo_cli.split import SplitOptions, format_balance, split_dataset
+    from lettingo_cli import api
+    from lettingo_cli.split import format_balance
 
-    options = SplitOptions(
+    options = dict(
         targets=targets,
         recent=recent,
         history=history,
@@ -370,8 +351,7 @@ def split_command(
         order=order,
     )
     opened = open_store(store)
-    source = resolve_input(opened, dataset, "dataset")
-    artifact = split_dataset(opened, source, default_name(name, source.name), options, force=force)
+    artifact = api.split(opened, input_ref(dataset, "dataset"), name=name, force=force, **options)
     counts = artifact.counts
     log(
         f"{artifact.ref}: {counts['train_users']} train users, {counts['test_users']} test users "
@@ -415,17 +395,21 @@ def gen_command(
     store: StoreOption = DEFAULT_STORE,
 ) -> None:
     """Write free-form profiles of each selected user from their profile history: N per generator."""
-    from lettingo_cli.gen import GenOptions, generate_profiles
-    from lettingo_cli.split import select_users
+    from lettingo_cli import api
 
-    options = GenOptions(n=n, temperature=temperature, max_tokens=max_tokens, history=history, seed=seed)
     opened = open_store(store)
-    source = resolve_input(opened, split, "split")
     listed = sys.stdin.read().split() if users == "-" else None
-    selected = select_users(opened, source, users, listed)
-    derived = f"{source.name}-{users if users in ('all', 'train', 'test') else 'users'}"
-    artifact = generate_profiles(
-        opened, source, generator or [None], selected, options, default_name(name, derived), prompt, force=force
+    options = dict(n=n, temperature=temperature, max_tokens=max_tokens, history=history, seed=seed)
+    artifact = api.gen(
+        opened,
+        input_ref(split, "split"),
+        users=users,
+        listed=listed,
+        generator=generator,
+        prompt=prompt,
+        name=name,
+        force=force,
+        **options,
     )
     for label, figures in artifact.report["diversity"].items():
         flags = artifact.report["flags"].get(label) or {}
@@ -472,11 +456,13 @@ def score_command(
     store: StoreOption = DEFAULT_STORE,
 ) -> None:
     """Score every profile: the predictor's label for each held-out target, whether it is right, P(true label)."""
-    from lettingo_cli.score import score_with
+    from lettingo_cli import api
 
     opened = open_store(store)
     source = resolve_input(opened, profiles, "profiles")
-    artifact = score_with(opened, source, predictor, targets, default_name(name, source.name), calibrate, force)
+    artifact = api.score(
+        opened, source, predictor=predictor, targets=targets, calibrate=calibrate, name=name, force=force
+    )
     counts = artifact.counts
     if counts["rows"]:
         log(f"{artifact.ref}: {counts['rows']} evaluations, {counts['correct']} right")
@@ -497,11 +483,10 @@ def fit_command(
     store: StoreOption = DEFAULT_STORE,
 ) -> None:
     """Fit a trained predictor once on the split's train users; writes a predictor artifact (score reuses it)."""
-    from lettingo_cli.predictors.reader import fit_reader, parse_reader_spec
+    from lettingo_cli import api
 
     opened = open_store(store)
-    source = resolve_input(opened, split, "split")
-    artifact = fit_reader(opened, source, parse_reader_spec(predictor, opened), force=force)
+    artifact = api.fit(opened, resolve_input(opened, split, "split"), predictor=predictor, force=force)
     for kind, figures in artifact.report.get("out_of_fold", {}).items():
         log(f"  out of fold, {kind:12s} accuracy {figures['accuracy']:.3f}, macro F1 {figures['macro_f1']:.3f}")
     emit(artifact, as_json)
@@ -526,12 +511,11 @@ def pair_command(
     store: StoreOption = DEFAULT_STORE,
 ) -> None:
     """Turn scored profiles into DPO preference pairs (chosen = helped the predictor, rejected = did not)."""
-    from lettingo_cli.pair import PairOptions, make_pairs
+    from lettingo_cli import api
 
-    options = PairOptions(rule=rule, margin=margin, max_per_user=max_per_user, max_length_ratio=max_length_ratio)
+    options = dict(rule=rule, margin=margin, max_per_user=max_per_user, max_length_ratio=max_length_ratio)
     opened = open_store(store)
-    source = resolve_input(opened, scores, "scores")
-    artifact = make_pairs(opened, source, options, default_name(name, source.name), jsonl=jsonl, force=force)
+    artifact = api.pair(opened, input_ref(scores, "scores"), jsonl=jsonl, name=name, force=force, **options)
     counts = artifact.counts
     log(
         f"{artifact.ref}: {counts['rows']} pairs from {counts['users_with_pairs']} users; no pairs from "
@@ -571,7 +555,8 @@ def eval_command(
     store: StoreOption = DEFAULT_STORE,
 ) -> None:
     """Accuracy, macro and weighted F1 with 95% bootstrap intervals and the confusion matrix."""
-    from lettingo_cli.eval import below_baselines, compare_evals, run_eval
+    from lettingo_cli import api
+    from lettingo_cli.eval import below_baselines, compare_evals
 
     opened = open_store(store)
     if compare:
@@ -594,11 +579,18 @@ def eval_command(
         return
     if no_profile and profiles:
         raise UsageError("give either PROFILES or --no-profile, not both")
-    source_profiles = None if no_profile else resolve_input(opened, profiles, "profiles")
-    source_split = resolve_input(opened, split, "split") if no_profile else None
-    listed = sys.stdin.read().split() if users == "-" else None
-    artifact = run_eval(
-        opened, source_profiles, source_split, predictor, users, targets, calibrate, name, force, listed=listed
+    artifact = api.evaluate(
+        opened,
+        None if no_profile else resolve_input(opened, profiles, "profiles"),
+        no_profile=no_profile,
+        split=resolve_input(opened, split, "split") if no_profile else None,
+        predictor=predictor,
+        users=users,
+        listed=sys.stdin.read().split() if users == "-" else None,
+        targets=targets,
+        calibrate=calibrate,
+        name=name,
+        force=force,
     )
     report = artifact.report
     log(f"{artifact.ref} ({report['users']} users, {report['n']} predictions)")
@@ -649,12 +641,15 @@ def dpo_command(
     store: StoreOption = DEFAULT_STORE,
 ) -> None:
     """LoRA-DPO-train the profile generator on preference pairs (TRL); writes an adapter artifact."""
-    from lettingo_cli.dpo import last_step, resolve_base, train_dpo
+    from dataclasses import asdict
+
+    from lettingo_cli import api
+    from lettingo_cli.dpo import last_step
 
     opened = open_store(store)
-    source = resolve_input(opened, pairs, "pairs")
-    base_dir = resolve_base(base, opened)
-    artifact = train_dpo(opened, source, base_dir, options, default_name(name, source.name), force=force, resume=resume)
+    artifact = api.dpo(
+        opened, input_ref(pairs, "pairs"), base=base, resume=resume, name=name, force=force, **asdict(options)
+    )
     if artifact is None:  # a worker rank under `accelerate launch`: rank 0 reports
         return
     step = last_step(opened, artifact)
@@ -675,7 +670,14 @@ def export_command(
     quant: Annotated[
         str, typer.Option("--quant", help="Comma-separated GGUF types: q8_0, q4_k_m, f16.")
     ] = "q8_0,q4_k_m",
-    out: Annotated[Optional[Path], typer.Option("--out", help="Also copy the GGUF files and report here.")] = None,
+    out: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--out",
+            help="Also copy the GGUF files and report here, with a model card (README.md), an Ollama Modelfile "
+            "and the prompt template.",
+        ),
+    ] = None,
     lora_only: Annotated[
         bool, typer.Option("--lora-only", help="A GGUF LoRA over the base GGUF instead of a merge.")
     ] = False,
@@ -685,13 +687,13 @@ def export_command(
     store: StoreOption = DEFAULT_STORE,
 ) -> None:
     """Merge an adapter into its base, convert to GGUF, quantize and verify; writes an export artifact."""
-    from lettingo_cli.export import ExportOptions, check_dependencies, export_adapter
+    from lettingo_cli import api
+    from lettingo_cli.export import check_dependencies
 
-    check_dependencies()
-    options = ExportOptions(quants=tuple(q.strip().lower() for q in quant.split(",") if q.strip()), lora_only=lora_only)
+    check_dependencies()  # before the store is opened: a missing package is exit 5 whatever the store holds
     opened = open_store(store)
-    source = resolve_input(opened, adapter, "adapter")
-    emit(export_adapter(opened, source, options, default_name(name, source.name), out=out, force=force), as_json)
+    source = input_ref(adapter, "adapter")
+    emit(api.export(opened, source, quants=quant, lora_only=lora_only, out=out, name=name, force=force), as_json)
 
 
 # --- profile ---------------------------------------------------------------------------------------------------

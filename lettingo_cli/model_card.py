@@ -79,10 +79,13 @@ def _facts(store: Store, export: Artifact) -> dict:
     first_pair = next(store.rows(pairs, "pairs"), None) if pairs else None
     chat = bool(first_pair and first_pair["prompt"].startswith("[{"))
     template = builtin_template(chat)
-    if first_pair is not None and "profiles" in lineage:
-        stored = lineage["profiles"].params.get("templates", {}).get(first_pair["generator"])
-        if stored:
-            template = Template(stored["name"], stored["text"])
+    if first_pair is not None and "profiles" in lineage:  # the template the pairs' prompts were rendered from
+        prompt = json.loads(first_pair["prompt"])[-1]["content"] if chat else first_pair["prompt"]
+        for stored in lineage["profiles"].params.get("templates", {}).values():
+            head, _, tail = stored["text"].partition("{history}")
+            if prompt.startswith(head) and prompt.endswith(tail):
+                template = Template(stored["name"], stored["text"])
+                break
     shipped = next(iter(export.report.get("files", {}).values()), {})
     provenance = shipped.get("provenance") or shipped.get("lora", {}).get("provenance", {})  # --lora-only nests it
     return {
