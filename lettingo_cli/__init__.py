@@ -12,7 +12,7 @@ a submodule import does not rebind them, so import from a stage module by its fu
 import sys
 import types
 
-__version__ = "0.1.0"
+from lettingo_cli.version import __version__
 
 API = ("open_store", "rows", "ingest", "split", "gen", "score", "fit", "pair", "evaluate", "dpo", "export")
 __all__ = ["__version__", *API]

@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 from typer.core import TyperGroup
 
-from lettingo_cli import __version__
 from lettingo_cli.dpo import DPOOptions
 from lettingo_cli.errors import LettingoError, MissingDependency, UsageError
 from lettingo_cli.options import command_options
 from lettingo_cli.store import KINDS
+from lettingo_cli.version import __version__
 
 if TYPE_CHECKING:
     from lettingo_cli.store import Artifact, Store

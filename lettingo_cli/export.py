@@ -16,12 +16,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import lettingo_cli
 from lettingo_cli.console import log
 from lettingo_cli.digest import sha256_file
 from lettingo_cli.errors import IntegrityError, LettingoError, UsageError, require
 from lettingo_cli.gguf_files import convert_to_gguf, quantize, rewrite_gguf, write_lora_gguf
 from lettingo_cli.store import Artifact, Store
+from lettingo_cli.version import __version__
 
 EXPORT_TYPES = ("f16", "q8_0", "q4_k_m")
 # In a previous export's checkpoint (dpo --base export:NAME): the name of the GGUF whose tokenizer it keeps.
@@ -93,7 +93,7 @@ def export_adapter(
         started = time.perf_counter()
         source = _source_gguf(base)
         provenance = {
-            "lettingo.version": lettingo_cli.__version__,
+            "lettingo.version": __version__,
             "lettingo.adapter.id": str(adapter.id),
             "lettingo.adapter.ref": adapter.ref,
             "lettingo.adapter.hash": adapter.content_hash or "",

@@ -25,11 +25,11 @@ from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 from pathlib import Path
 
-from lettingo_cli import __version__
 from lettingo_cli.digest import HASH_CHUNK_BYTES, canonical_json
 from lettingo_cli.errors import ArtifactNotFound, IntegrityError, LettingoError
 from lettingo_cli.store.artifact import KINDS, PRIMARY_TABLE, ROW_TABLES, Artifact, check_name
 from lettingo_cli.store.upkeep import Upkeep
+from lettingo_cli.version import __version__
 
 # The packages whose versions every artifact records (what made it).
 KEY_PACKAGES = ("torch", "transformers", "trl", "peft", "llama-cpp-python", "sqlite-utils", "typer")
