@@ -43,8 +43,19 @@ EXIT_CODES_HELP = (
 )
 
 
+# --help lists the pipeline in the order it runs, then the tools around it.
+COMMAND_ORDER = (
+    "ingest", "split", "gen", "score", "fit", "pair", "eval", "dpo", "export", "profile",
+    "store", "doctor", "completion",
+)  # fmt: skip
+
+
 class LettingoGroup(TyperGroup):
     """Turns the errors a user can cause into one stderr line and the documented exit code."""
+
+    def list_commands(self, ctx) -> list[str]:
+        names = super().list_commands(ctx)
+        return sorted(names, key=lambda name: COMMAND_ORDER.index(name) if name in COMMAND_ORDER else len(names))
 
     def invoke(self, ctx):
         try:

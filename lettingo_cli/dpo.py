@@ -111,20 +111,18 @@ def resolve_base(spec: str | None, store: Store | None = None) -> Path:
         except ArtifactNotFound:
             export = None
         if export is not None:
-            if not any(f["path"] == "hf/config.json" for f in store.files(export)):
+            from lettingo_cli.export_layout import CHECKPOINT, TOKENIZER_MARKER, provenance, read_layout
+
+            if not read_layout(store, export).has_checkpoint:
                 raise UsageError(f"--base {spec}: {export.ref} has no merged checkpoint (a --lora-only export)")
             target = cache_dir() / "exports" / f"{export.name}-v{export.version}-{export.content_hash[:12]}"
             if not (target / "config.json").exists():
                 partial = target.with_name(target.name + ".partial")
                 shutil.rmtree(partial, ignore_errors=True)
-                store.materialize(export, partial, prefix="hf/")
-                tokenizer_from = (
-                    next(iter(export.report.get("files", {}).values()), {})
-                    .get("provenance", {})
-                    .get("lettingo.base.tokenizer_from")
-                )
+                store.materialize(export, partial, prefix=CHECKPOINT)
+                tokenizer_from = provenance(export).get("lettingo.base.tokenizer_from")
                 if tokenizer_from:  # the next export takes its GGUF tokenizer from the same file
-                    (partial / "lettingo-tokenizer-gguf.txt").write_text(tokenizer_from + "\n", encoding="utf-8")
+                    (partial / TOKENIZER_MARKER).write_text(tokenizer_from + "\n", encoding="utf-8")
                 partial.replace(target)
             return target
     raise UsageError(f"--base {spec}: not an HF model directory (no config.json) nor an export artifact")

@@ -19,15 +19,12 @@ from pathlib import Path
 from lettingo_cli.console import log
 from lettingo_cli.digest import sha256_file
 from lettingo_cli.errors import IntegrityError, LettingoError, UsageError, require
+from lettingo_cli.export_layout import CHECKPOINT, LORA, LORA_BASE, REPORT, TOKENIZER_MARKER, gguf_name
 from lettingo_cli.gguf_files import convert_to_gguf, quantize, rewrite_gguf, write_lora_gguf
 from lettingo_cli.store import Artifact, Store
 from lettingo_cli.version import __version__
 
 EXPORT_TYPES = ("f16", "q8_0", "q4_k_m")
-# In a previous export's checkpoint (dpo --base export:NAME): the name of the GGUF whose tokenizer it keeps.
-TOKENIZER_MARKER = (
-    "lettingo-tokenizer-gguf.txt"  # f16 is the converter's output itself; the others are quantized from it
-)
 DEFAULT_QUANTS = ("q8_0", "q4_k_m")
 TOKENIZER_FILES = (
     "tokenizer.model",
@@ -111,18 +108,18 @@ def export_adapter(
             lora_file, base_file = _lora_files(adapter, base, work, provenance, source)
             timings["convert_s"] = _lap(started)
             started = time.perf_counter()
-            kept = {"adapter-lora": lora_file} | ({"base-f16": base_file} if source is None else {})
+            kept = {LORA: lora_file} | ({LORA_BASE: base_file} if source is None else {})
             report = verify_export(merged, {"lora": (base_file, lora_file)}, texts, options.continuation)
         else:
             converted = convert_to_gguf(merged, work / "converted-f16.gguf")
             timings["convert_s"] = _lap(started)
             started = time.perf_counter()
-            f16 = rewrite_gguf(converted, work / "model-f16.gguf", provenance, source)
+            f16 = rewrite_gguf(converted, work / gguf_name("f16"), provenance, source)
             converted.unlink()
             files = {"f16": f16}
             for quant in options.quants:
                 if quant != "f16":
-                    files[quant] = quantize(f16, work / f"model-{quant}.gguf", quant)
+                    files[quant] = quantize(f16, work / gguf_name(quant), quant)  # each from f16
             timings["quantize_s"] = _lap(started)
             started = time.perf_counter()
             kept = {quant: path for quant, path in files.items() if quant in options.quants}  # what ships is verified
@@ -130,11 +127,11 @@ def export_adapter(
         timings["verify_s"] = _lap(started)
         if not report["passed"]:
             raise IntegrityError(f"export verification failed: {'; '.join(report['failures'])}")
-        (work / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        store.add_file(run.artifact, work / "report.json", "report.json")
+        (work / REPORT).write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        store.add_file(run.artifact, work / REPORT, REPORT)
         for path in kept.values():
             store.add_file(run.artifact, path, path.name)
-        store.add_dir(run.artifact, merged, prefix="hf/")  # a --base for another dpo round
+        store.add_dir(run.artifact, merged, prefix=CHECKPOINT)  # a --base for another dpo round
         timings["total_s"] = round(sum(timings.values()), 1)
         result = run.finish(counts={"files": len(kept)}, report=report, stats=timings)
     sizes = ", ".join(
@@ -203,11 +200,11 @@ def _lora_files(
     it was dequantized from) or the base converted to f16 here, which then ships with it."""
     from lettingo_cli.models import default_gguf_bf16
 
-    lora = write_lora_gguf(work / "adapter", base, work / "adapter-lora.gguf", provenance)
+    lora = write_lora_gguf(work / "adapter", base, work / gguf_name(LORA), provenance)
     if source is not None:
         return lora, default_gguf_bf16()
     converted = convert_to_gguf(base, work / "converted-base.gguf")
-    return lora, rewrite_gguf(converted, work / "base-f16.gguf", {}, None)
+    return lora, rewrite_gguf(converted, work / gguf_name(LORA_BASE), {}, None)
 
 
 def _pair_prompts(store: Store, pairs: Artifact, count: int) -> list[dict]:
@@ -228,7 +225,7 @@ def _copy_out(store: Store, artifact: Artifact, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     ggufs = []
     for entry in store.files(artifact):
-        if entry["path"].endswith(".gguf") or entry["path"] == "report.json":
+        if entry["path"].endswith(".gguf") or entry["path"] == REPORT:
             shutil.copyfile(store.blob_path(entry["blob_hash"]), out / entry["path"])
             log(f"wrote {out / entry['path']}")
             if entry["path"].endswith(".gguf"):

@@ -20,6 +20,7 @@ import re
 from pathlib import Path
 
 from lettingo_cli.console import log
+from lettingo_cli.export_layout import LORA, LORA_BASE, gguf_name, provenance
 from lettingo_cli.gen import GenOptions
 from lettingo_cli.prompts import COMPLETION_STOPS, SENTIMENT_WORDS, Template, builtin_template, render
 from lettingo_cli.store import Artifact, Store
@@ -86,15 +87,14 @@ def _facts(store: Store, export: Artifact) -> dict:
             if prompt.startswith(head) and prompt.endswith(tail):
                 template = Template(stored["name"], stored["text"])
                 break
-    shipped = next(iter(export.report.get("files", {}).values()), {})
-    provenance = shipped.get("provenance") or shipped.get("lora", {}).get("provenance", {})  # --lora-only nests it
+    shipped = provenance(export)
     return {
         "export": export,
         "adapter": adapter,
         "training": training["params"],
         "lineage": lineage,
-        "base": provenance.get("lettingo.base.name", "unknown"),
-        "base_sha256": provenance.get("lettingo.base.sha256", ""),
+        "base": shipped.get("lettingo.base.name", "unknown"),
+        "base_sha256": shipped.get("lettingo.base.sha256", ""),
         "template": template,
         "chat": chat,
         "evaluations": evaluations(store, export),
@@ -151,7 +151,7 @@ def model_card(facts: dict, ggufs: list[str]) -> str:
     export, adapter, lineage = facts["export"], facts["adapter"], facts["lineage"]
     report = export.report
     name = f"{export.name}-v{export.version}"
-    main = _base_gguf(ggufs, facts["base"]) if "adapter-lora.gguf" in ggufs else _main_gguf(ggufs)
+    main = _base_gguf(ggufs, facts["base"]) if gguf_name(LORA) in ggufs else _main_gguf(ggufs)
     settings = {k: v for k, v in facts["training"].items() if k not in ("pairs", "base")}
     licence = LICENCES.get(facts["base"], "the base model's own licence (see its model card); it governs this model")
     lines = [
@@ -225,7 +225,7 @@ def model_card(facts: dict, ggufs: list[str]) -> str:
             )
     split = lineage.get("split")
     thresholds = (split.params.get("dislike_max", 2), split.params.get("like_min", 4)) if split else (2, 4)
-    lora = "adapter-lora.gguf" in ggufs
+    lora = gguf_name(LORA) in ggufs
     lines += ["", *_how_to_run(main, facts["chat"], thresholds, lora)]
     return "\n".join(lines) + "\n"
 
@@ -307,8 +307,8 @@ def _how_to_run(main: str, chat: bool, thresholds: tuple[int, int], lora: bool) 
 
 def _base_gguf(ggufs: list[str], base: str) -> str:
     """The base a LoRA-only export applies to: shipped beside it, or the default model's file from its package."""
-    if "base-f16.gguf" in ggufs:
-        return "base-f16.gguf"
+    if gguf_name(LORA_BASE) in ggufs:
+        return gguf_name(LORA_BASE)
     from lettingo_cli.models import DEFAULT_GENERATOR
 
     return "gemma-3-270m-q4_k_m.gguf" if base == DEFAULT_GENERATOR else f"{base}.gguf"
@@ -317,7 +317,7 @@ def _base_gguf(ggufs: list[str], base: str) -> str:
 def _main_gguf(ggufs: list[str]) -> str:
     for quant in PREFERRED_QUANTS:
         for name in ggufs:
-            if name == f"model-{quant}.gguf":
+            if name == gguf_name(quant):
                 return name
     return ggufs[0] if ggufs else "model.gguf"
 
@@ -348,8 +348,8 @@ def ollama_modelfile(template: Template, chat: bool, ggufs: list[str], facts: di
         f"# {facts['export'].name}-v{facts['export'].version}: a lettingo profile generator (see README.md).",
         "# ollama create lettingo-profiles -f Modelfile; then send the rating lines, one per line, oldest first.",
     ]
-    if "adapter-lora.gguf" in ggufs:
-        lines += [f"FROM ./{_base_gguf(ggufs, facts['base'])}", "ADAPTER ./adapter-lora.gguf"]
+    if gguf_name(LORA) in ggufs:
+        lines += [f"FROM ./{_base_gguf(ggufs, facts['base'])}", f"ADAPTER ./{gguf_name(LORA)}"]
     else:
         lines.append(f"FROM ./{main}")
     if not chat:  # a completion model: the whole prompt is the template, the user's message its history

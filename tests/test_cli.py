@@ -107,6 +107,18 @@ def test_usage_errors_exit_2(lettingo):
     assert lettingo("store", "ls", "--kind", "bogus").exit_code == 2
 
 
+def test_help_lists_the_pipeline_in_order(lettingo):
+    listed = lettingo("--help").stdout.split("Commands:")[1].split()
+    commands = [word for word in listed if word.isalpha() and word.islower()]
+    pipeline = ["ingest", "split", "gen", "score", "fit", "pair", "eval", "dpo", "export", "profile"]
+    assert [c for c in commands if c in pipeline + ["store", "doctor", "completion"]][:13] == [
+        *pipeline,
+        "store",
+        "doctor",
+        "completion",
+    ]
+
+
 def test_help_starts_without_heavy_imports():
     code = (
         "import sys; from lettingo_cli.cli import main; sys.argv = ['lettingo', '--help']\n"

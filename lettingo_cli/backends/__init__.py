@@ -170,20 +170,18 @@ def _gguf_path(spec: BackendSpec, store) -> tuple[Path, dict]:
             artifact = store.resolve(spec.target, kind="export")
         except ArtifactNotFound:
             raise UsageError(f"{spec.text}: no such GGUF file, and no export artifact {spec.target!r}") from None
-        ggufs = {
-            entry["path"].removeprefix("model-").removesuffix(".gguf"): entry
-            for entry in store.files(artifact)
-            if entry["path"].endswith(".gguf")
-        }
-        if "adapter-lora" in ggufs:  # export --lora-only: the LoRA over its base (shipped, or the default model)
+        from lettingo_cli.export_layout import LORA, LORA_BASE, read_layout
+
+        ggufs = read_layout(store, artifact).ggufs
+        if LORA in ggufs:  # export --lora-only: the LoRA over its base (shipped, or the default model)
             from lettingo_cli.models import default_gguf_bf16
 
-            base = ggufs.get("base-f16")
-            lora = store.blob_path(ggufs["adapter-lora"]["blob_hash"])
+            base = ggufs.get(LORA_BASE)
+            lora = store.blob_path(ggufs[LORA]["blob_hash"])
             return (store.blob_path(base["blob_hash"]) if base else default_gguf_bf16()), {
                 "model": f"{artifact.name}-v{artifact.version}-lora",
                 "artifact": artifact.id,
-                "sha256": ggufs["adapter-lora"]["blob_hash"],
+                "sha256": ggufs[LORA]["blob_hash"],
                 "lora_path": str(lora),
             }
         quant = spec.options.get("quant") or next((q for q in ("q8_0", "q4_k_m", "f16") if q in ggufs), None)
