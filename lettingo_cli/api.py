@@ -260,19 +260,17 @@ def export(
     store: Store,
     adapter: Artifact | str | None = None,
     *,
-    quants: tuple[str, ...] | str = ("q8_0", "q4_k_m"),
-    lora_only: bool = False,
     out: str | Path | None = None,
     name: str | None = None,
     force: bool = False,
+    **options,
 ) -> Artifact:
     """The adapter merged, converted to GGUF, quantized and verified; `out` also gets the files, a model card,
-    an Ollama Modelfile and the prompt template."""
+    an Ollama Modelfile and the prompt template. options: ExportOptions' fields (quant="q8_0,q4_k_m",
+    lora_only, prompts, continuation)."""
     from lettingo_cli.export import ExportOptions, check_dependencies, export_adapter
 
-    check_dependencies()
-    if isinstance(quants, str):
-        quants = tuple(q.strip().lower() for q in quants.split(",") if q.strip())
-    options = ExportOptions(quants=tuple(quants), lora_only=lora_only)
+    check_dependencies()  # exit 5 before anything about the store
+    checked = ExportOptions(**options)
     source = resolve(store, adapter, "adapter")
-    return export_adapter(store, source, options, _name(name, source.name), out=Path(out) if out else None, force=force)
+    return export_adapter(store, source, checked, _name(name, source.name), out=Path(out) if out else None, force=force)

@@ -11,6 +11,7 @@ import json
 import os
 import sqlite3
 import sys
+from dataclasses import asdict
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
@@ -20,7 +21,12 @@ from typer.core import TyperGroup
 
 from lettingo_cli.dpo import DPOOptions
 from lettingo_cli.errors import LettingoError, MissingDependency, UsageError
+from lettingo_cli.export import ExportOptions
+from lettingo_cli.gen import GenOptions
 from lettingo_cli.options import command_options
+from lettingo_cli.pair import PairOptions
+from lettingo_cli.score import ScoreOptions
+from lettingo_cli.split import SplitOptions
 from lettingo_cli.store import KINDS
 from lettingo_cli.version import __version__
 
@@ -302,42 +308,10 @@ def ingest_jsonl(
 
 
 @app.command("split")
+@command_options(SplitOptions)
 def split_command(
+    options: SplitOptions,
     dataset: Annotated[Optional[str], typer.Argument(help="Dataset reference (default: the latest dataset).")] = None,
-    targets: Annotated[int, typer.Option(help="Held-out target interactions per user (the last K).")] = 1,
-    recent: Annotated[int, typer.Option(help="Recent interactions before the targets (the predictor's 10H).")] = 10,
-    history: Annotated[int, typer.Option(help="Most older interactions profiles are written from.")] = 30,
-    min_interactions: Annotated[
-        int, typer.Option(help="Users with fewer interactions are left out (71 = paper).")
-    ] = 20,
-    test_users: Annotated[float, typer.Option(help="Test users: a fraction (< 1) or a count.")] = 0.2,
-    train_users: Annotated[
-        Optional[int], typer.Option(help="At most this many train users (default: all the rest).")
-    ] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the user shuffle.")] = 0,
-    dislike_max: Annotated[int, typer.Option(help="Ratings (rounded down) at or below this are 'dislike'.")] = 2,
-    like_min: Annotated[int, typer.Option(help="Ratings (rounded down) at or above this are 'like'.")] = 4,
-    sentiment: Annotated[
-        str,
-        typer.Option(
-            help="thresholds (ratings: --dislike-max / --like-min) | per-user-quantile (counts, clicks: each "
-            "user's top third of values is like, bottom third dislike)."
-        ),
-    ] = "thresholds",
-    value_words: Annotated[
-        Optional[str],
-        typer.Option(
-            help='How prompts show a value; "{value}" is the number, e.g. "played {value} times" (default: '
-            '"{value}/5", or "{value} <rating column>" with per-user-quantile).'
-        ),
-    ] = None,
-    order: Annotated[
-        Optional[str],
-        typer.Option(
-            help="time (data with a time column) | file (the file's row order: the default without one) | "
-            "shuffle (a seeded random order per user: the targets are a random sample of the user's items)."
-        ),
-    ] = None,
     name: NameOption = None,
     force: ForceOption = False,
     as_json: JsonOption = False,
@@ -347,22 +321,7 @@ def split_command(
     from lettingo_cli import api
     from lettingo_cli.split import format_balance
 
-    options = dict(
-        targets=targets,
-        recent=recent,
-        history=history,
-        min_interactions=min_interactions,
-        test_users=test_users,
-        train_users=train_users,
-        seed=seed,
-        dislike_max=dislike_max,
-        like_min=like_min,
-        sentiment=sentiment,
-        value_words=value_words,
-        order=order,
-    )
-    opened = open_store(store)
-    artifact = api.split(opened, input_ref(dataset, "dataset"), name=name, force=force, **options)
+    artifact = api.split(open_store(store), input_ref(dataset, "dataset"), name=name, force=force, **asdict(options))
     counts = artifact.counts
     log(
         f"{artifact.ref}: {counts['train_users']} train users, {counts['test_users']} test users "
@@ -377,7 +336,9 @@ def split_command(
 
 
 @app.command("gen")
+@command_options(GenOptions)
 def gen_command(
+    options: GenOptions,
     users: Annotated[
         str, typer.Option("--users", help="all | train | test | N (first N by id) | id,id,... | - (ids on stdin).")
     ] = "all",
@@ -392,11 +353,6 @@ def gen_command(
             "without a model: history-text[?tokens=N] | stats-text | swap:PROFILES_REF; repeat for several.",
         ),
     ] = None,
-    n: Annotated[int, typer.Option("--n", help="Profiles per user per generator.")] = 4,
-    temperature: Annotated[float, typer.Option(help="Sampling temperature (the paper: 1.0).")] = 1.0,
-    max_tokens: Annotated[int, typer.Option(help="Most new tokens per profile.")] = 200,
-    history: Annotated[int, typer.Option(help="Most profile-history interactions shown per user.")] = 30,
-    seed: Annotated[int, typer.Option(help="Seed; each profile's seed derives from it, the user and the sample.")] = 0,
     prompt: Annotated[
         Optional[Path], typer.Option("--prompt", help="Your own prompt template (text with {history}).")
     ] = None,
@@ -408,19 +364,16 @@ def gen_command(
     """Write free-form profiles of each selected user from their profile history: N per generator."""
     from lettingo_cli import api
 
-    opened = open_store(store)
-    listed = sys.stdin.read().split() if users == "-" else None
-    options = dict(n=n, temperature=temperature, max_tokens=max_tokens, history=history, seed=seed)
     artifact = api.gen(
-        opened,
+        open_store(store),
         input_ref(split, "split"),
         users=users,
-        listed=listed,
+        listed=sys.stdin.read().split() if users == "-" else None,
         generator=generator,
         prompt=prompt,
         name=name,
         force=force,
-        **options,
+        **asdict(options),
     )
     for label, figures in artifact.report["diversity"].items():
         flags = artifact.report["flags"].get(label) or {}
@@ -434,33 +387,14 @@ def gen_command(
 
 # --- score, pair, eval -----------------------------------------------------------------------------------------
 
-PredictorOption = Annotated[
-    Optional[str],
-    typer.Option(
-        "--predictor",
-        help="head:minilm (default; reader:bow on a --recent 0 split) | head:minilm?profiles=REF | "
-        "reader:bow[?profiles=REF][&user_mean=1] | predictor:REF | llm:BACKEND_SPEC (llm:gemma-3-270m, "
-        "llm:qwen2.5-1.5b, llm:gguf:PATH; ?prior=none) | emb:minilm.",
-    ),
-]
-TargetsOption = Annotated[int, typer.Option("--targets", help="Held-out targets per user to score against.")]
-CalibrateOption = Annotated[
-    bool,
-    typer.Option(
-        "--calibrate/--no-calibrate",
-        help="Divide out the prompt's own label bias, measured on a content-free query (contextual calibration).",
-    ),
-]
-
 
 @app.command("score")
+@command_options(ScoreOptions)
 def score_command(
+    options: ScoreOptions,
     profiles: Annotated[
         Optional[str], typer.Argument(help="Profiles reference (default: the latest profiles).")
     ] = None,
-    predictor: PredictorOption = None,
-    targets: TargetsOption = 1,
-    calibrate: CalibrateOption = False,
     name: NameOption = None,
     force: ForceOption = False,
     as_json: JsonOption = False,
@@ -471,9 +405,7 @@ def score_command(
 
     opened = open_store(store)
     source = resolve_input(opened, profiles, "profiles")
-    artifact = api.score(
-        opened, source, predictor=predictor, targets=targets, calibrate=calibrate, name=name, force=force
-    )
+    artifact = api.score(opened, source, name=name, force=force, **asdict(options))
     counts = artifact.counts
     if counts["rows"]:
         log(f"{artifact.ref}: {counts['rows']} evaluations, {counts['correct']} right")
@@ -504,17 +436,10 @@ def fit_command(
 
 
 @app.command("pair")
+@command_options(PairOptions)
 def pair_command(
+    options: PairOptions,
     scores: Annotated[Optional[str], typer.Argument(help="Scores reference (default: the latest scores).")] = None,
-    rule: Annotated[str, typer.Option(help="all (every right x wrong, the paper) | best-worst | margin.")] = "all",
-    margin: Annotated[float, typer.Option(help="Score gap a pair needs under --rule margin.")] = 0.1,
-    max_per_user: Annotated[
-        Optional[int], typer.Option(help="At most this many pairs per user (largest gaps).")
-    ] = None,
-    max_length_ratio: Annotated[
-        Optional[float],
-        typer.Option(help="Keep a pair only if chosen/rejected tokens lies in [1/R, R] (a length control)."),
-    ] = None,
     jsonl: Annotated[Optional[Path], typer.Option("--jsonl", help="Also write TRL's preference format here.")] = None,
     name: NameOption = None,
     force: ForceOption = False,
@@ -524,16 +449,18 @@ def pair_command(
     """Turn scored profiles into DPO preference pairs (chosen = helped the predictor, rejected = did not)."""
     from lettingo_cli import api
 
-    options = dict(rule=rule, margin=margin, max_per_user=max_per_user, max_length_ratio=max_length_ratio)
-    opened = open_store(store)
-    artifact = api.pair(opened, input_ref(scores, "scores"), jsonl=jsonl, name=name, force=force, **options)
+    artifact = api.pair(
+        open_store(store), input_ref(scores, "scores"), jsonl=jsonl, name=name, force=force, **asdict(options)
+    )
     counts = artifact.counts
     log(
         f"{artifact.ref}: {counts['rows']} pairs from {counts['users_with_pairs']} users; no pairs from "
         f"{counts['all_right']} all-right, {counts['all_wrong']} all-wrong and {counts['no_pair_other']} other users"
     )
-    if max_length_ratio is not None:
-        log(f"  {counts['dropped_for_length']} candidate pairs dropped by --max-length-ratio {max_length_ratio}")
+    if options.max_length_ratio is not None:
+        log(
+            f"  {counts['dropped_for_length']} candidate pairs dropped by --max-length-ratio {options.max_length_ratio}"
+        )
     if artifact.report.get("length_ratio"):
         log(f"  chosen / rejected mean tokens: {artifact.report['length_ratio']}")
     if jsonl:
@@ -542,7 +469,9 @@ def pair_command(
 
 
 @app.command("eval")
+@command_options(ScoreOptions)
 def eval_command(
+    options: ScoreOptions,
     profiles: Annotated[
         Optional[str], typer.Argument(help="Profiles reference (default: the latest profiles).")
     ] = None,
@@ -550,12 +479,9 @@ def eval_command(
         bool, typer.Option("--no-profile", help="No profile: the 10H baseline (item only on a --recent 0 split).")
     ] = False,
     split: Annotated[Optional[str], typer.Option("--split", help="Split for --no-profile (default: latest).")] = None,
-    predictor: PredictorOption = None,
     users: Annotated[
         str, typer.Option("--users", help="Which users to evaluate: test | train | all | N | id,id,... | - (stdin).")
     ] = "test",
-    targets: TargetsOption = 1,
-    calibrate: CalibrateOption = False,
     compare: Annotated[
         Optional[list[str]],
         typer.Option("--compare", help="Two eval references: print A, B and A - B (give it twice)."),
@@ -567,7 +493,7 @@ def eval_command(
 ) -> None:
     """Accuracy, macro and weighted F1 with 95% bootstrap intervals and the confusion matrix."""
     from lettingo_cli import api
-    from lettingo_cli.eval import below_baselines, compare_evals
+    from lettingo_cli.eval import below_baselines, compare_evals, comparison_lines, report_lines
 
     opened = open_store(store)
     if compare:
@@ -578,15 +504,8 @@ def eval_command(
         if as_json:
             typer.echo(json.dumps({"a": first.to_json(), "b": second.to_json(), "a_minus_b": result}))
             return
-        for label, artifact in (("A", first), ("B", second)):
-            report = artifact.report
-            typer.echo(
-                f"{label} {artifact.ref}: accuracy {report['accuracy']:.3f} {_ci(report, 'accuracy')}, "
-                f"macro F1 {report['macro_f1']:.3f}, weighted F1 {report['weighted_f1']:.3f}"
-            )
-        for metric, value in result.get("difference", {}).items():
-            low, high = result["ci95"][metric]
-            typer.echo(f"A - B {metric}: {value:+.3f} [{low:+.3f}, {high:+.3f}] on {result['users']} users")
+        for line in comparison_lines(first, second, result):
+            typer.echo(line)
         return
     if no_profile and profiles:
         raise UsageError("give either PROFILES or --no-profile, not both")
@@ -595,40 +514,18 @@ def eval_command(
         None if no_profile else resolve_input(opened, profiles, "profiles"),
         no_profile=no_profile,
         split=resolve_input(opened, split, "split") if no_profile else None,
-        predictor=predictor,
         users=users,
         listed=sys.stdin.read().split() if users == "-" else None,
-        targets=targets,
-        calibrate=calibrate,
         name=name,
         force=force,
+        **asdict(options),
     )
     report = artifact.report
-    log(f"{artifact.ref} ({report['users']} users, {report['n']} predictions)")
-    for metric in ("accuracy", "macro_f1", "weighted_f1"):
-        log(f"  {metric:12s} {report[metric]:.3f} {_ci(report, metric)}")
-    log("  confusion (rows: truth, columns: predicted like / neutral / dislike)")
-    from lettingo_cli.split import SENTIMENTS
-
-    for truth in SENTIMENTS:  # the JSON report's keys are sorted; the table keeps the labels' own order
-        row = report["confusion"][truth]
-        log(f"    {truth:8s} " + " ".join(f"{row[p]:5d}" for p in SENTIMENTS))
-    for baseline, figures in report["baselines"].items():
-        difference = report["minus_baselines"][baseline]
-        low, high = difference["ci95"]["accuracy"]
-        gap = f"{difference['difference']['accuracy']:+.3f} [{low:+.3f}, {high:+.3f}]"
-        log(
-            f"  {baseline.replace('_', '-'):16s} accuracy {figures['accuracy']:.3f}, "
-            f"macro F1 {figures['macro_f1']:.3f}; predictor - it: accuracy {gap}"
-        )
+    for line in report_lines(artifact):
+        log(line)
     if no_profile and (below := below_baselines(report)):
         log(f"warning: without a profile this predictor is below {', '.join(below)} on the same users")
     emit(artifact, as_json)
-
-
-def _ci(report: dict, metric: str) -> str:
-    low, high = report["ci95"][metric]
-    return f"[95% CI {low:.3f}, {high:.3f}]"
 
 
 # --- dpo -----------------------------------------------------------------------------------------------------
@@ -652,8 +549,6 @@ def dpo_command(
     store: StoreOption = DEFAULT_STORE,
 ) -> None:
     """LoRA-DPO-train the profile generator on preference pairs (TRL); writes an adapter artifact."""
-    from dataclasses import asdict
-
     from lettingo_cli import api
     from lettingo_cli.dpo import last_step
 
@@ -676,11 +571,10 @@ def dpo_command(
 
 
 @app.command("export")
+@command_options(ExportOptions)
 def export_command(
+    options: ExportOptions,
     adapter: Annotated[Optional[str], typer.Argument(help="Adapter reference (default: the latest adapter).")] = None,
-    quant: Annotated[
-        str, typer.Option("--quant", help="Comma-separated GGUF types: q8_0, q4_k_m, f16.")
-    ] = "q8_0,q4_k_m",
     out: Annotated[
         Optional[Path],
         typer.Option(
@@ -689,9 +583,6 @@ def export_command(
             "and the prompt template.",
         ),
     ] = None,
-    lora_only: Annotated[
-        bool, typer.Option("--lora-only", help="A GGUF LoRA over the base GGUF instead of a merge.")
-    ] = False,
     name: NameOption = None,
     force: ForceOption = False,
     as_json: JsonOption = False,
@@ -699,12 +590,9 @@ def export_command(
 ) -> None:
     """Merge an adapter into its base, convert to GGUF, quantize and verify; writes an export artifact."""
     from lettingo_cli import api
-    from lettingo_cli.export import check_dependencies
 
-    check_dependencies()  # before the store is opened: a missing package is exit 5 whatever the store holds
-    opened = open_store(store)
     source = input_ref(adapter, "adapter")
-    emit(api.export(opened, source, quants=quant, lora_only=lora_only, out=out, name=name, force=force), as_json)
+    emit(api.export(open_store(store), source, out=out, name=name, force=force, **asdict(options)), as_json)
 
 
 # --- profile ---------------------------------------------------------------------------------------------------

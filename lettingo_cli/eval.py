@@ -15,6 +15,7 @@ from lettingo_cli.errors import UsageError
 from lettingo_cli.metrics import METRICS, metrics
 from lettingo_cli.predictors.baselines import baseline_answers, majority_label
 from lettingo_cli.split import (
+    SENTIMENTS,
     Target,
     item_ratings,
     load_histories,
@@ -196,3 +197,46 @@ def evaluate_profiles(
 def compare_evals(store: Store, a: Artifact, b: Artifact, users: set[str] | None = None) -> dict:
     """A - B of two evals on the users both scored (see `compare`)."""
     return compare(store, store.get(a.params["scores"]), store.get(b.params["scores"]), users)
+
+
+# --- what eval says on stderr -----------------------------------------------------------------------------------
+
+
+def _ci(report: dict, metric: str) -> str:
+    low, high = report["ci95"][metric]
+    return f"[95% CI {low:.3f}, {high:.3f}]"
+
+
+def report_lines(artifact: Artifact) -> list[str]:
+    """An eval's figures as the lines `lettingo eval` writes: metrics, confusion matrix, the protocol's baselines."""
+    report = artifact.report
+    lines = [f"{artifact.ref} ({report['users']} users, {report['n']} predictions)"]
+    lines += [f"  {metric:12s} {report[metric]:.3f} {_ci(report, metric)}" for metric in METRICS]
+    lines.append("  confusion (rows: truth, columns: predicted like / neutral / dislike)")
+    for truth in SENTIMENTS:  # the JSON report's keys are sorted; the table keeps the labels' own order
+        row = report["confusion"][truth]
+        lines.append(f"    {truth:8s} " + " ".join(f"{row[p]:5d}" for p in SENTIMENTS))
+    for baseline, figures in report["baselines"].items():
+        difference = report["minus_baselines"][baseline]
+        low, high = difference["ci95"]["accuracy"]
+        gap = f"{difference['difference']['accuracy']:+.3f} [{low:+.3f}, {high:+.3f}]"
+        lines.append(
+            f"  {baseline.replace('_', '-'):16s} accuracy {figures['accuracy']:.3f}, "
+            f"macro F1 {figures['macro_f1']:.3f}; predictor - it: accuracy {gap}"
+        )
+    return lines
+
+
+def comparison_lines(first: Artifact, second: Artifact, result: dict) -> list[str]:
+    """`eval --compare A --compare B`: A's and B's figures, then A - B per metric with its paired interval."""
+    lines = []
+    for label, artifact in (("A", first), ("B", second)):
+        report = artifact.report
+        lines.append(
+            f"{label} {artifact.ref}: accuracy {report['accuracy']:.3f} {_ci(report, 'accuracy')}, "
+            f"macro F1 {report['macro_f1']:.3f}, weighted F1 {report['weighted_f1']:.3f}"
+        )
+    for metric, value in result.get("difference", {}).items():
+        low, high = result["ci95"][metric]
+        lines.append(f"A - B {metric}: {value:+.3f} [{low:+.3f}, {high:+.3f}] on {result['users']} users")
+    return lines

@@ -21,6 +21,7 @@ from lettingo_cli.digest import sha256_file
 from lettingo_cli.errors import IntegrityError, LettingoError, UsageError, require
 from lettingo_cli.export_layout import CHECKPOINT, LORA, LORA_BASE, REPORT, TOKENIZER_MARKER, gguf_name
 from lettingo_cli.gguf_files import convert_to_gguf, quantize, rewrite_gguf, write_lora_gguf
+from lettingo_cli.options import option
 from lettingo_cli.store import Artifact, Store
 from lettingo_cli.version import __version__
 
@@ -38,12 +39,21 @@ TOKENIZER_FILES = (
 
 @dataclass(frozen=True)
 class ExportOptions:
-    quants: tuple[str, ...] = DEFAULT_QUANTS
-    lora_only: bool = False
-    prompts: int = 3  # pair prompts used for the agreement check (each ~900 tokens on MovieLens)
-    continuation: int = 16  # greedy tokens compared after each prompt
+    """The options of `lettingo export` (each field is also its flag and a key of its --config YAML)."""
+
+    quant: str = option(",".join(DEFAULT_QUANTS), "Comma-separated GGUF types: q8_0, q4_k_m, f16.")
+    lora_only: bool = option(False, "A GGUF LoRA over the base GGUF instead of a merge.")
+    # pair prompts used for the agreement check (each ~900 tokens on MovieLens)
+    prompts: int = option(3, "Pair prompts the verification continues greedily.")
+    continuation: int = option(16, "Greedy tokens compared after each verification prompt.")
+
+    @property
+    def quants(self) -> tuple[str, ...]:
+        return tuple(q.strip().lower() for q in self.quant.split(",") if q.strip())
 
     def __post_init__(self) -> None:
+        if self.prompts < 1 or self.continuation < 1:
+            raise UsageError("--prompts and --continuation must be >= 1")
         unknown = [q for q in self.quants if q not in EXPORT_TYPES]
         if unknown or not self.quants:
             known = ", ".join(EXPORT_TYPES)
@@ -59,7 +69,7 @@ def check_dependencies() -> None:
 def export_adapter(
     store: Store, adapter: Artifact, options: ExportOptions, name: str, out: Path | None = None, force: bool = False
 ) -> Artifact:
-    check_dependencies()
+    """The stage (its caller checks the dependencies first: api.export does, before reading the store)."""
     from lettingo_cli.export_verify import verify_export
 
     training = store.run(adapter.run_id) if adapter.run_id is not None else None

@@ -23,6 +23,7 @@ from lettingo_cli.backends.base import Request, SamplingOptions
 from lettingo_cli.console import stage_progress
 from lettingo_cli.digest import canonical_json
 from lettingo_cli.errors import UsageError
+from lettingo_cli.options import option
 from lettingo_cli.prompts import COMPLETION_STOPS, Template, builtin_template, load_template, prompt_hash, render
 from lettingo_cli.split import load_histories, value_words
 from lettingo_cli.store import Artifact, Store
@@ -41,11 +42,13 @@ LOOP_WORD_RUN = 6
 
 @dataclass(frozen=True)
 class GenOptions:
-    n: int = 4
-    temperature: float = 1.0
-    max_tokens: int = 200
-    history: int = 30
-    seed: int = 0
+    """The options of `lettingo gen` (each field is also its flag and a key of its --config YAML)."""
+
+    n: int = option(4, "Profiles per user per generator.")
+    temperature: float = option(1.0, "Sampling temperature (the paper: 1.0).")
+    max_tokens: int = option(200, "Most new tokens per profile.")
+    history: int = option(30, "Most profile-history interactions shown per user.")
+    seed: int = option(0, "Seed; each profile's seed derives from it, the user and the sample.")
 
     def __post_init__(self) -> None:
         if self.n < 1 or self.max_tokens < 1 or self.history < 1:

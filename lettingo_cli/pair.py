@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from lettingo_cli.errors import IntegrityError, UsageError
-from lettingo_cli.options import stable_key
+from lettingo_cli.options import option, stable_key
 from lettingo_cli.prompts import Template, prompt_hash, render
 from lettingo_cli.split import load_histories
 from lettingo_cli.store import Artifact, Store
@@ -33,12 +33,15 @@ LATER_OPTIONS = {"max_length_ratio": None}  # pair options added later, with the
 
 @dataclass(frozen=True)
 class PairOptions:
-    rule: str = "all"
-    margin: float = 0.1
-    max_per_user: int | None = None
-    # a length control: keep a pair only if chosen / rejected tokens lies within [1/R, R] (None: any lengths), so
-    # DPO cannot learn "longer wins" (or "shorter wins") from the pairs alone
-    max_length_ratio: float | None = None
+    """The options of `lettingo pair` (each field is also its flag and a key of its --config YAML)."""
+
+    rule: str = option("all", "all (every right x wrong, the paper) | best-worst | margin.")
+    margin: float = option(0.1, "Score gap a pair needs under --rule margin.")
+    max_per_user: int | None = option(None, "At most this many pairs per user (largest gaps).")
+    # a length control, so DPO cannot learn "longer wins" (or "shorter wins") from the pairs alone
+    max_length_ratio: float | None = option(
+        None, "Keep a pair only if chosen/rejected tokens lies in [1/R, R] (a length control)."
+    )
 
     def __post_init__(self) -> None:
         if self.rule not in RULES:

@@ -8,14 +8,40 @@ Resumable in whole chunks of users, like gen.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 from lettingo_cli.console import stage_progress
 from lettingo_cli.errors import UsageError
+from lettingo_cli.options import option
 from lettingo_cli.predictors.base import NO_PROFILE, Predictor
 from lettingo_cli.split import load_recent_and_targets
 from lettingo_cli.store import Artifact, Store
 
 CHUNK_USERS = 8  # users per resumable unit of work
+
+
+@dataclass(frozen=True)
+class ScoreOptions:
+    """The options of `lettingo score` and `lettingo eval` (each field is also a flag and a --config YAML key)."""
+
+    predictor: str | None = option(
+        None,
+        "head:minilm (default; reader:bow on a --recent 0 split) | head:minilm?profiles=REF | "
+        "reader:bow[?profiles=REF][&user_mean=1] | predictor:REF | llm:BACKEND_SPEC (llm:gemma-3-270m, "
+        "llm:qwen2.5-1.5b, llm:gguf:PATH; ?prior=none) | emb:minilm.",
+    )
+    targets: int = option(1, "Held-out targets per user to score against.")
+    calibrate: bool = option(
+        False,
+        "Divide out the prompt's own label bias, measured on a content-free query (contextual calibration).",
+        "--calibrate/--no-calibrate",
+    )
+
+    def __post_init__(self) -> None:
+        if self.targets < 1:
+            raise UsageError("--targets must be >= 1")
+
+
 NO_PROFILE_GENERATOR = "none"  # the generator column of 10H (no-profile) scores
 
 

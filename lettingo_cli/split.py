@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 
 from lettingo_cli.console import log
 from lettingo_cli.errors import UsageError
-from lettingo_cli.options import stable_key
+from lettingo_cli.options import option, stable_key
 from lettingo_cli.prompts import clean_field
 from lettingo_cli.store import Artifact, Store
 
@@ -32,25 +32,32 @@ IMBALANCE_SHARE = 0.9  # one label holding more of the targets than this leaves 
 
 @dataclass(frozen=True)
 class SplitOptions:
-    targets: int = 1
-    recent: int = 10
-    history: int = 30
-    min_interactions: int = 20
-    test_users: float = 0.2  # a fraction of the eligible users when < 1, else a count
-    train_users: int | None = None  # cap on train users (all the others when None)
-    seed: int = 0
-    dislike_max: int = 2  # rating (rounded down) <= this is a dislike
-    like_min: int = 4  # rating (rounded down) >= this is a like
-    # thresholds: the two above, for ratings; per-user-quantile: each user's own values, top third like, bottom
-    # third dislike (by mid-rank), for play counts, clicks and other implicit values
-    sentiment: str = "thresholds"
-    # how prompts show a value: "{value}" is replaced by the number ("4", "1,234"); None: "{value}/5" for
-    # thresholds, "{value} <rating column>" (e.g. "1,234 plays") for per-user-quantile
-    value_words: str | None = None
-    # the order a user's interactions take (targets are the last): time (when the data has a time column: the
-    # only choice then), file (the rows' order in the ingested file: the default without one) or shuffle (a
-    # seeded random order per user: the targets are a random sample of the user's items); None: time or file
-    order: str | None = None
+    """The options of `lettingo split` (each field is also its flag and a key of its --config YAML)."""
+
+    targets: int = option(1, "Held-out target interactions per user (the last K).")
+    recent: int = option(10, "Recent interactions before the targets (the predictor's 10H; 0: profile only).")
+    history: int = option(30, "Most older interactions profiles are written from.")
+    min_interactions: int = option(20, "Users with fewer interactions are left out (71 = paper).")
+    test_users: float = option(0.2, "Test users: a fraction (< 1) or a count.")
+    train_users: int | None = option(None, "At most this many train users (default: all the rest).")
+    seed: int = option(0, "Seed of the user shuffle.")
+    dislike_max: int = option(2, "Ratings (rounded down) at or below this are 'dislike'.")
+    like_min: int = option(4, "Ratings (rounded down) at or above this are 'like'.")
+    sentiment: str = option(
+        "thresholds",
+        "thresholds (ratings: --dislike-max / --like-min) | per-user-quantile (counts, clicks: each user's top "
+        "third of values is like, bottom third dislike, by mid-rank).",
+    )
+    value_words: str | None = option(
+        None,
+        'How prompts show a value; "{value}" is the number, e.g. "played {value} times" (default: "{value}/5", '
+        'or "{value} <rating column>" with per-user-quantile).',
+    )
+    order: str | None = option(
+        None,
+        "time (data with a time column) | file (the file's row order: the default without one) | shuffle (a "
+        "seeded random order per user: the targets are a random sample of the user's items).",
+    )
 
     def __post_init__(self) -> None:
         if self.order is not None and self.order not in ORDERS:
