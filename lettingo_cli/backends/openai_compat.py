@@ -22,12 +22,14 @@ from urllib.parse import urlsplit
 
 from lettingo_cli.backends.base import Generation, Request, SamplingOptions, cut_at_stop
 from lettingo_cli.errors import LettingoError, UsageError
+from lettingo_cli.specs import Kind
 
 RETRIES = 3
 ANSWER_MISS = -30.0  # the log-prob given to the labels a greedy answer did not name
 TOP_LOGPROBS = 20  # next-token candidates asked for when scoring labels (OpenAI's own API allows at most 20)
 LOGPROB_FLOOR_GAP = 1.0  # a label outside the candidates: below the least likely candidate by this much
 TIMEOUT_S = 600
+CONCURRENCY = 4  # requests in flight (the spec's concurrency=N)
 
 
 class OpenAIBackend:
@@ -182,3 +184,27 @@ def _labels_from_top(top: dict[str, float], labels: Sequence[str]) -> dict[str, 
         ]
         scores[label] = max(matches, default=floor)
     return scores
+
+
+def load(spec, store=None) -> OpenAIBackend:
+    from lettingo_cli.backends import label
+
+    model, at, url = spec.target.partition("@")
+    if not at or not model or not url:
+        raise UsageError(
+            f"bad generator {spec.text!r}: openai needs MODEL@URL, e.g. openai:gpt-4o-mini@https://api.openai.com/v1"
+        )
+    host = urlsplit(url).netloc or url
+    return OpenAIBackend(
+        model,
+        url,
+        spec.text,
+        label(spec, f"openai:{model}@{host}"),
+        concurrency=spec.int_option("concurrency", CONCURRENCY),
+        chat=True if spec.style is None else spec.style,
+        key_env=spec.options.get("key_env"),
+        repeat_penalty=spec.float_option("repeat_penalty") if "repeat_penalty" in spec.options else None,
+    )
+
+
+KINDS = (Kind("openai", "openai:MODEL@URL", load),)

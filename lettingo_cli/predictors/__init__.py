@@ -1,4 +1,5 @@
-"""Predictors behind one interface (base.py):
+"""Predictors behind one interface (base.py); each module declares its kinds in `KINDS` and the registry
+(specs.py) finds them, so a new predictor is one new module:
 
 - llm:BACKEND_SPEC[?prior=train|none]: a frozen LLM read through its label log-probs (llm.py)
 - emb:minilm: sentence embeddings and a small head (embedding.py)
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from lettingo_cli.errors import UsageError
+from lettingo_cli.specs import Registry
 
 if TYPE_CHECKING:
     from lettingo_cli.predictors.base import Predictor
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 DEFAULT_PREDICTOR = "head:minilm"
 # Chosen by bench/profile_only.py for splits without recent history (--recent 0), where the profile is the user.
 PROFILE_ONLY_PREDICTOR = "reader:bow"
+REGISTRY = Registry("lettingo_cli.predictors", "predictor")
 
 
 def default_predictor(split: Artifact) -> str:
@@ -30,48 +32,6 @@ def default_predictor(split: Artifact) -> str:
     return PROFILE_ONLY_PREDICTOR if profile_only(split) else DEFAULT_PREDICTOR
 
 
-def _pop_option(spec: str, name: str, default: str) -> tuple[str, str]:
-    """`spec` without the query option `name`, and that option's value (a predictor's own, not the backend's)."""
-    from urllib.parse import parse_qsl
-
-    body, _, query = spec.partition("?")
-    options = parse_qsl(query, keep_blank_values=True)
-    value = next((v for k, v in options if k == name), default)
-    rest = "&".join(f"{k}={v}" for k, v in options if k != name)
-    return body + (f"?{rest}" if rest else ""), value
-
-
 def make_predictor(spec: str | None, store: Store, split: Artifact, calibrate: bool = False) -> Predictor:
     """The predictor a spec names (see the module's docstring; None: the split's default)."""
-    spec = spec or default_predictor(split)
-    kind, sep, rest = spec.partition(":")
-    if kind in ("reader", "predictor") and sep:
-        from lettingo_cli.predictors.reader import ReaderPredictor, fit_reader, parse_reader_spec
-
-        if kind == "predictor":
-            fitted = store.resolve(rest, kind="predictor")
-        else:
-            fitted = fit_reader(store, split, parse_reader_spec(spec, store))
-        return ReaderPredictor(store, split, fitted)
-    if kind == "llm" and sep:
-        from lettingo_cli.backends import load_backend
-        from lettingo_cli.predictors.llm import LLMPredictor
-
-        backend_spec, prior = _pop_option(rest, "prior", "train")
-        if prior not in ("train", "none"):
-            raise UsageError(f"bad predictor {spec!r}: prior must be train (default) or none")
-        return LLMPredictor(load_backend(backend_spec, store=store), store, split, calibrate, prior == "train")
-    if kind == "emb" and rest == "minilm":
-        from lettingo_cli.predictors.embedding import EmbeddingPredictor
-
-        return EmbeddingPredictor(store, split)
-    model, _, query = rest.partition("?")
-    if kind == "head" and model == "minilm" and (not query or query.startswith("profiles=")):
-        from lettingo_cli.predictors.head import HeadPredictor
-
-        profiles = store.resolve(query.removeprefix("profiles="), kind="profiles") if query else None
-        return HeadPredictor(store, split, profiles)
-    raise UsageError(
-        f"bad predictor {spec!r}: use llm:BACKEND_SPEC (e.g. llm:gemma-3-270m), emb:minilm, "
-        "head:minilm[?profiles=REF], reader:bow[?profiles=REF][&user_mean=1] or predictor:REF"
-    )
+    return REGISTRY.load(spec or default_predictor(split), store=store, split=split, calibrate=calibrate)

@@ -12,10 +12,11 @@ the target it predicts.
 
 from __future__ import annotations
 
-from lettingo_cli.errors import require
+from lettingo_cli.errors import UsageError, require
 from lettingo_cli.predictors.base import NO_PROFILE
 from lettingo_cli.predictors.fitting import FOLDS, embed_into, fold, fold_heads, load_minilm
 from lettingo_cli.prompts import history_text
+from lettingo_cli.specs import Kind
 from lettingo_cli.split import SENTIMENTS, load_histories, load_recent_and_targets
 from lettingo_cli.store import Artifact, Store
 
@@ -81,3 +82,12 @@ class EmbeddingPredictor:
 
     def close(self) -> None:
         self.model = None
+
+
+def load(spec, store: Store, split: Artifact, calibrate: bool = False) -> EmbeddingPredictor:
+    if spec.target != "minilm" or spec.options:
+        raise UsageError(f"bad predictor {spec.text!r}: use emb:minilm")
+    return EmbeddingPredictor(store, split)
+
+
+KINDS = (Kind("emb", "emb:minilm", load),)

@@ -29,6 +29,7 @@ from lettingo_cli.ingest import item_genres
 from lettingo_cli.predictors.base import NO_PROFILE
 from lettingo_cli.predictors.fitting import FOLDS, embed_into, fold, fold_heads, load_minilm
 from lettingo_cli.prompts import history_text
+from lettingo_cli.specs import Kind
 from lettingo_cli.split import (
     SENTIMENTS,
     Target,
@@ -207,3 +208,14 @@ class HeadPredictor:
 
     def close(self) -> None:
         self.model = None
+
+
+def load(spec, store: Store, split: Artifact, calibrate: bool = False) -> HeadPredictor:
+    """head:minilm[?profiles=REF]: also fitted on the train users' profiles of REF."""
+    if spec.target != "minilm" or set(spec.options) - {"profiles"}:
+        raise UsageError(f"bad predictor {spec.text!r}: use head:minilm[?profiles=REF]")
+    profiles = store.resolve(spec.options["profiles"], kind="profiles") if spec.options.get("profiles") else None
+    return HeadPredictor(store, split, profiles)
+
+
+KINDS = (Kind("head", "head:minilm[?profiles=REF] (the default; reader:bow on a --recent 0 split)", load, rank=0),)

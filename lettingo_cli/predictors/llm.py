@@ -20,6 +20,7 @@ import math
 from lettingo_cli.errors import UsageError
 from lettingo_cli.predictors.base import NO_PROFILE
 from lettingo_cli.prompts import clean_field, history_text
+from lettingo_cli.specs import Kind
 from lettingo_cli.split import SENTIMENTS, Target, load_recent_and_targets
 from lettingo_cli.store import Artifact, Store
 
@@ -229,3 +230,16 @@ class LLMPredictor:
 
     def close(self) -> None:
         self.backend.close()
+
+
+def load(spec, store: Store, split: Artifact, calibrate: bool = False) -> LLMPredictor:
+    """llm:BACKEND_SPEC[?prior=train|none]: the backend spec is the target with the options not the predictor's."""
+    from lettingo_cli.backends import load_backend
+
+    prior = spec.options.get("prior", "train")
+    if prior not in ("train", "none"):
+        raise UsageError(f"bad predictor {spec.text!r}: prior must be train (default) or none")
+    return LLMPredictor(load_backend(spec.without("prior"), store=store), store, split, calibrate, prior == "train")
+
+
+KINDS = (Kind("llm", "llm:BACKEND_SPEC[?prior=train|none] (llm:gemma-3-270m, llm:qwen2.5-1.5b, llm:gguf:PATH)", load),)

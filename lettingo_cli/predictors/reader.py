@@ -41,6 +41,7 @@ from lettingo_cli.metrics import metrics
 from lettingo_cli.predictors.base import NO_PROFILE
 from lettingo_cli.predictors.fitting import FOLDS, fold
 from lettingo_cli.prompts import history_text
+from lettingo_cli.specs import Kind
 from lettingo_cli.split import (
     SENTIMENTS,
     Target,
@@ -351,3 +352,19 @@ class ReaderPredictor:
 
     def close(self) -> None:
         self.networks = {}
+
+
+def load_reader(spec, store: Store, split: Artifact, calibrate: bool = False) -> ReaderPredictor:
+    """reader:bow[?profiles=REF][&user_mean=1]: the fitted artifact for this split and spec (fitted once)."""
+    return ReaderPredictor(store, split, fit_reader(store, split, parse_reader_spec(spec.text, store)))
+
+
+def load_fitted(spec, store: Store, split: Artifact, calibrate: bool = False) -> ReaderPredictor:
+    """predictor:REF: a fitted predictor artifact, named directly."""
+    return ReaderPredictor(store, split, store.resolve(spec.target, kind="predictor"))
+
+
+KINDS = (
+    Kind("reader", "reader:bow[?profiles=REF][&user_mean=1]", load_reader),
+    Kind("predictor", "predictor:REF", load_fitted),
+)
