@@ -192,7 +192,7 @@ def disk_full(path: Path | None, error: Exception, needed: int | None = None) ->
 class Store(Upkeep):
     """A lettingo store at `path` (the SQLite file) with its blobs in `<path without .db>.blobs/`."""
 
-    opened: Path | None = None  # the store this process opened last: named by the CLI when SQLite finds damage
+    last_path: Path | None = None  # the store this process opened last: named by the CLI when SQLite finds damage
 
     def __init__(self, path: Path | str, create: bool = True):
         sqlite_utils = _import_sqlite_utils()
@@ -201,7 +201,7 @@ class Store(Upkeep):
             raise ArtifactNotFound(f"no lettingo store at {self.path} (ingest a dataset first, or pass --store)")
         if self.path.parent and not self.path.parent.exists():
             raise LettingoError(f"cannot create a store at {self.path}: folder {self.path.parent} does not exist")
-        Store.opened = self.path
+        Store.last_path = self.path
         self.blob_dir = self.path.with_name(self.path.stem + ".blobs")
         # WAL needs to write the file and create -wal/-shm files beside it: without both, open it read-only
         self.read_only = self.path.exists() and not (

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from lettingo_cli.cli import completion_script
+from lettingo_cli.cli_tools import completion_script
 from tests.conftest import write_ml100k
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,0 +1,82 @@
+"""What every command of the command line shares: the common options, opening the store, reading references
+(`-` from stdin), printing results (stdout) and logs (stderr)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
+
+from lettingo_cli.errors import UsageError
+
+if TYPE_CHECKING:
+    from lettingo_cli.store import Artifact, Store
+
+StoreOption = Annotated[
+    Path,
+    typer.Option(
+        "--store",
+        envvar="LETTINGO_STORE",
+        help="The store's SQLite file; its blobs live beside it in <name>.blobs/.",
+        show_default=True,
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON (one object per line) instead of references.")]
+ForceOption = Annotated[bool, typer.Option("--force", help="Redo the work even if the same run already finished.")]
+NameOption = Annotated[Optional[str], typer.Option("--name", help="Artifact name (default: derived from the input).")]
+DEFAULT_STORE = Path("lettingo.db")
+
+
+def open_store(path: Path, create: bool = True) -> Store:
+    from lettingo_cli.store import Store
+
+    return Store(path, create=create)
+
+
+def read_refs(refs: list[str]) -> list[str]:
+    """Expand `-` into the references on stdin (one per line or whitespace-separated, or --json lines)."""
+    expanded = []
+    for ref in refs:
+        if ref != "-":
+            expanded.append(ref)
+            continue
+        for line in sys.stdin.read().splitlines():
+            line = line.strip()
+            if line.startswith("{"):
+                record = json.loads(line)
+                expanded.append(str(record.get("ref") or record["id"]))
+            elif line:
+                expanded.extend(line.split())
+    if not expanded:
+        raise UsageError("no artifact reference given (stdin was empty)")
+    return expanded
+
+
+def input_ref(ref: Optional[str], kind: str) -> Optional[str]:
+    """The one reference a command reads (None: the latest of its kind), with `-` read from stdin."""
+    if ref is None:
+        return None
+    if not ref.strip():  # an empty "$(...)" in a script must not silently mean "the latest"
+        raise UsageError(f"empty {kind} reference")
+    refs = read_refs([ref])
+    if len(refs) != 1:
+        raise UsageError(f"expected one {kind} reference, got {len(refs)}: {' '.join(refs)}")
+    return refs[0]
+
+
+def resolve_input(store: Store, ref: Optional[str], kind: str) -> Artifact:
+    """The artifact a command reads: the reference given, or the latest artifact of the kind it needs."""
+    from lettingo_cli.api import resolve
+
+    return resolve(store, input_ref(ref, kind), kind)
+
+
+def emit(artifact: Artifact, as_json: bool) -> None:
+    typer.echo(json.dumps(artifact.to_json()) if as_json else artifact.ref)
+
+
+def log(message: str) -> None:
+    typer.echo(message, err=True)
