@@ -314,8 +314,9 @@ class LlamaCppBackend:
         """log P(label | prefix + suffix) for each suffix and label, one forward pass per suffix.
 
         With `reuse_prefix` the shared prefix is decoded once, tagged with one sequence id per suffix, and the
-        suffixes are decoded together in one batch on top of it; without, every prompt is read whole (the naive
-        way, kept for the benchmark). Multi-token labels add one decode per extra token."""
+        suffixes are decoded together in one batch on top of it; without, every prompt is read whole: the plain
+        way, kept as the reference the shared-prefix reading must match (tests/test_score_pair_eval.py checks it;
+        bench/score_throughput.py times both). Multi-token labels add one decode per extra token."""
         import numpy as np
 
         # special=True: chat markup in a rendered chat prompt; item and profile text never holds any (clean_field)
