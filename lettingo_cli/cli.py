@@ -168,7 +168,10 @@ def split_command(
 def gen_command(
     options: GenOptions,
     users: Annotated[
-        str, typer.Option("--users", help="all | train | test | N (first N by id) | id,id,... | - (ids on stdin).")
+        str,
+        typer.Option(
+            "--users", help="all | train | test | N (first N by id) | test:N, train:N | id,id,... | - (ids on stdin)."
+        ),
     ] = "all",
     split: Annotated[
         Optional[str], typer.Option("--split", help="Split reference (default: the latest split).")

@@ -258,8 +258,12 @@ class Target:
 
 
 def select_users(store: Store, split: Artifact, selector: str, listed: list[str] | None = None) -> list[str]:
-    """all | train | test | N (the first N users of the split by id) | id,id,... | - (ids given in `listed`)."""
+    """all | train | test | N (the first N users of the split by id) | train:N, test:N (the first N of that
+    partition by id) | id,id,... | - (ids given in `listed`)."""
     partitions = {row["user_id"]: row["partition"] for row in store.rows(split, "split_users")}
+    part, colon, count = selector.partition(":")
+    if colon and part in ("all", "train", "test") and count.isdigit():
+        return select_users(store, split, part)[: int(count)]
     if selector in ("all", "train", "test"):
         users = [u for u, p in partitions.items() if selector == "all" or p == selector]
     elif selector.isdigit():

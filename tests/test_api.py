@@ -57,6 +57,8 @@ def test_the_api_and_the_cli_find_each_others_runs(lettingo, store_path, tmp_pat
     assert again.exit_code == 0 and again.stdout == f"{split.ref}\n" and "already" in again.stderr
     profiles = lg.gen(store, split.ref, users="train", generator=["stats-text", "history-text"])
     assert {row["generator"] for row in lg.rows(store, profiles)} == {"stats-text", "history-text"}
+    first = lg.gen(store, split, users="train:3", generator="stats-text")  # the first 3 train users by id
+    assert sorted({row["user_id"] for row in lg.rows(store, first)}) == sorted(profiles.params["users"])[:3]
     assert len(list(lg.rows(store, split, "split_interactions"))) == 24 * 26  # 4 targets + 22 history rows a user
     with pytest.raises(UsageError, match="--n, --max-tokens and --history must be"):
         lg.gen(store, split, n=0)

@@ -1,4 +1,4 @@
-"""bench/paper.sh end to end on a small MovieLens-format fixture with the tiny model: the chain never breaks."""
+"""experiments/paper.sh end to end on a small MovieLens-format fixture with the tiny model: the chain never breaks."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def test_paper_script_runs_the_whole_chain_and_writes_its_results(tmp_path, tiny
         "N2": "3",
     }
     done = subprocess.run(
-        ["bash", str(ROOT / "bench" / "paper.sh")], capture_output=True, text=True, env=env, timeout=900
+        ["bash", str(ROOT / "experiments" / "paper.sh")], capture_output=True, text=True, env=env, timeout=900
     )
     assert done.returncode == 0, done.stderr[-3000:]
     payload = json.loads((results / "paper-ci.json").read_text())
@@ -90,7 +90,7 @@ def test_paper_script_runs_the_whole_chain_and_writes_its_results(tmp_path, tiny
 
     # rerun: every stage is cached, nothing is trained again
     again = subprocess.run(
-        ["bash", str(ROOT / "bench" / "paper.sh")], capture_output=True, text=True, env=env, timeout=600
+        ["bash", str(ROOT / "experiments" / "paper.sh")], capture_output=True, text=True, env=env, timeout=600
     )
     assert again.returncode == 0, again.stderr[-3000:]
     assert "already trained" in again.stderr and "already exported" in again.stderr

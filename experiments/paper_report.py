@@ -1,4 +1,4 @@
-"""Assemble the results of bench/paper.sh from the store: every arm's metrics with 95% intervals, the paired
+"""Assemble the results of experiments/paper.sh from the store: every arm's metrics with 95% intervals, the paired
 differences a reviewer asks for (aligned - base, each control and the reference against base and aligned, the
 second predictor's verdict, the second round), profile lengths and the share cut at --max-tokens, each arm's
 answer distribution against the truth, accuracy within profile-length buckets, label words in the profiles, the
@@ -20,7 +20,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# the results go where the benchmarks' go (bench/results), written by the same helper (machine facts included)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from _common import RESULTS, write_result  # noqa: E402
 
 from lettingo_cli.eval import METRICS, compare_evals  # noqa: E402

@@ -46,10 +46,10 @@ set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
 DATA="${DATA:-$here/../../shared/data/movielens-100k}"
-STORE="${STORE:-$here/results/paper-store/lettingo.db}"
+STORE="${STORE:-$here/../bench/results/paper-store/lettingo.db}"
 NAME="${NAME:-paper}"
 TAG="${TAG:-$NAME}"
-RESULTS="${RESULTS:-$here/results}"
+RESULTS="${RESULTS:-$here/../bench/results}"
 USERS="${USERS:-100}"
 TEST_USERS="${TEST_USERS:-100}"
 TARGETS="${TARGETS:-4}"
@@ -146,8 +146,8 @@ lettingo eval --compare "eval:$NAME-aligned" --compare "eval:$NAME-base"
 
 if [ -n "$REFERENCE" ]; then
   echo "== the bigger writer: $REFERENCE, first $QWEN_USERS test users" >&2
-  reference_profiles=$(python3 "$here/paper_arms.py" users "$split" test "$QWEN_USERS" |
-    stage gen_reference lettingo gen --split "$split" --users - --generator "$REFERENCE" --n 1 \
+  reference_profiles=$(stage gen_reference lettingo gen --split "$split" --users "test:$QWEN_USERS" \
+      --generator "$REFERENCE" --n 1 \
       --max-tokens "$MAX_TOKENS" --name "$NAME-test-reference")
   keep reference_profiles "$reference_profiles"
   evaluate reference "$reference_profiles"
