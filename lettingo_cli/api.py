@@ -223,17 +223,32 @@ def evaluate(
     force: bool = False,
 ) -> Artifact:
     """An eval artifact: accuracy, macro / weighted F1 with 95% intervals, confusion, the protocol's baselines.
-    `no_profile=True` evaluates the predictor without a profile on `split`."""
-    from lettingo_cli.eval import run_eval
+    The users of `users` (see split.select_users) that have profiles are scored (the score stage, cached), then
+    evaluated; `no_profile=True` evaluates the predictor without a profile on `split`."""
+    from lettingo_cli.eval import default_name, evaluate_scores
+    from lettingo_cli.predictors import make_predictor
+    from lettingo_cli.score import ScoreOptions, score_profiles
+    from lettingo_cli.split import select_users
 
     if no_profile and profiles is not None:
         raise UsageError("give either PROFILES or --no-profile, not both")
+    ScoreOptions(predictor, targets, calibrate)  # checked before the store is read
     source_profiles = None if no_profile else resolve(store, profiles, "profiles")
-    source_split = resolve(store, split, "split") if no_profile else None
+    source_split = resolve(store, split, "split") if no_profile else store.get(source_profiles.params["split"])
     selector = "-" if listed is not None else users
-    return run_eval(
-        store, source_profiles, source_split, predictor, selector, targets, calibrate, name, force, listed=listed
-    )
+    selected = select_users(store, source_split, selector, listed)
+    if source_profiles is not None:
+        have = set(source_profiles.params["users"])
+        selected = [u for u in selected if u in have]
+        if not selected:
+            raise UsageError(f"{source_profiles.ref} has no profiles of the {selector} users")
+    base = default_name(source_split, source_profiles, selector)
+    scorer = make_predictor(predictor, store, source_split, calibrate)
+    try:
+        scores = score_profiles(store, source_split, scorer, source_profiles, selected, targets, base, force=force)
+    finally:
+        scorer.close()
+    return evaluate_scores(store, scores, _name(name, base), selector, force=force)
 
 
 def dpo(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import random
 
-from lettingo_cli.errors import UsageError
 from lettingo_cli.metrics import METRICS, metrics
 from lettingo_cli.predictors.baselines import baseline_answers, majority_label
 from lettingo_cli.split import (
@@ -21,7 +20,6 @@ from lettingo_cli.split import (
     load_histories,
     load_recent_and_targets,
     profile_only,
-    select_users,
 )
 from lettingo_cli.store import Artifact, Store, check_name
 
@@ -130,63 +128,23 @@ def below_baselines(report: dict) -> list[str]:
     ]
 
 
-def run_eval(
-    store: Store,
-    profiles: Artifact | None,
-    split: Artifact | None,
-    predictor_spec: str,
-    selector: str,
-    targets: int,
-    calibrate: bool = False,
-    name: str | None = None,
-    force: bool = False,
-    listed: list[str] | None = None,
-) -> Artifact:
-    """The stage as the CLI runs it: the users of `selector` (see split.select_users) that have profiles (with
-    profiles=None: the no-profile 10H baseline on `split`), scored by the predictor and evaluated."""
-    from lettingo_cli.predictors import make_predictor
-
-    if profiles is not None:
-        split = store.get(profiles.params["split"])
-    users = select_users(store, split, selector, listed)
-    if profiles is not None:
-        have = set(profiles.params["users"])
-        users = [u for u in users if u in have]
-        if not users:
-            raise UsageError(f"{profiles.ref} has no profiles of the {selector} users")
-    predictor = make_predictor(predictor_spec, store, split, calibrate)
-    try:
-        return evaluate_profiles(store, split, predictor, profiles, users, targets, selector, name=name, force=force)
-    finally:
-        predictor.close()
-
-
-def evaluate_profiles(
-    store: Store,
-    split: Artifact,
-    predictor,
-    profiles: Artifact | None,
-    users: list[str],
-    targets: int,
-    selector: str,
-    name: str | None = None,
-    force: bool = False,
-) -> Artifact:
-    """Score `profiles` of `users` (None: the no-profile 10H baseline) and write an eval artifact whose input
-    is that scores artifact. Default names: the profiles' name, or `<split>-10h-<selector>`."""
-    from lettingo_cli.score import score_profiles
-
+def default_name(split: Artifact, profiles: Artifact | None, selector: str) -> str:
+    """The profiles' name (with the selector unless it is test), or `<split>-10h|none-<selector>` without one."""
     selector = selector if selector in ("all", "train", "test") else "users"
     if profiles is None:
-        base = f"{split.name}-{'none' if profile_only(split) else '10h'}-{selector}"
-    else:
-        base = profiles.name if selector == "test" else f"{profiles.name}-{selector}"
-    scores = score_profiles(store, split, predictor, profiles, users, targets, check_name(base), force=force)
-    eval_name = check_name(name or base)
+        return check_name(f"{split.name}-{'none' if profile_only(split) else '10h'}-{selector}")
+    return check_name(profiles.name if selector == "test" else f"{profiles.name}-{selector}")
+
+
+def evaluate_scores(store: Store, scores: Artifact, name: str, selector: str, force: bool = False) -> Artifact:
+    """The stage: an eval artifact of what `score` wrote (its input is that scores artifact): the figures with
+    their intervals, the confusion matrix and the protocol's baselines on the same rows."""
+    selector = selector if selector in ("all", "train", "test") else "users"
     params = {"scores": scores.id, "users": selector}
-    key_params = {"name": eval_name, "bootstrap": BOOTSTRAP_SAMPLES}
-    inputs = {"scores": scores.id}
-    run = store.stage("eval", "eval", eval_name, params, inputs, key_params=key_params, force=force, atomic=True)
+    key_params = {"name": name, "bootstrap": BOOTSTRAP_SAMPLES}
+    run = store.stage(
+        "eval", "eval", name, params, {"scores": scores.id}, key_params=key_params, force=force, atomic=True
+    )
     if run.cached:
         return run.cached
     report = {**evaluate(store, scores), **evaluate_baselines(store, scores)}
