@@ -208,7 +208,7 @@ def write_profiles(
             texts: dict[str, list[str]] = {}
             flag_counts: Counter = Counter()
             lengths = []
-            for row in store.rows(artifact, "profiles", "generator = ?", [backend.label]):
+            for row in store.rows(artifact, "profiles", generator=backend.label):
                 texts.setdefault(row["user_id"], []).append(row["text"])
                 flag_counts.update(json.loads(row["flags"]))
                 lengths.append(row["n_tokens"])

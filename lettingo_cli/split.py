@@ -363,7 +363,7 @@ def item_ratings(store: Store, split: Artifact) -> ItemRatings:
 
 def train_users(store: Store, split: Artifact) -> list[str]:
     """The split's train users, by id."""
-    return sorted(row["user_id"] for row in store.rows(split, "split_users", "partition = 'train'"))
+    return sorted(row["user_id"] for row in store.rows(split, "split_users", partition="train"))
 
 
 def load_recent_and_targets(

@@ -355,12 +355,21 @@ class Store(Upkeep):
             raise ArtifactNotFound(f"{ref!r} is ambiguous ({options}); prefix the kind, e.g. {candidates[0].ref}")
         return candidates[0]
 
-    def rows(self, artifact: Artifact, table: str, where: str = "", args: Iterable = ()) -> Iterator[dict]:
-        """An artifact's rows of one table in canonical order, without the artifact_id column."""
+    def rows(self, artifact: Artifact, table: str, where: str = "", args: Iterable = (), **equal) -> Iterator[dict]:
+        """An artifact's rows of one table in canonical order, without the artifact_id column; `column=value`
+        keeps the rows with that value (a list or tuple: any of its values). `where` takes raw SQL (for tests and
+        inspection; lettingo's own code uses the keywords)."""
         key = ROW_TABLES[artifact.kind][table]
-        condition = f"AND {where}" if where else ""
-        sql = f"SELECT * FROM {table} WHERE artifact_id = ? {condition} ORDER BY {', '.join(key)}"
-        for row in self.db.query(sql, [artifact.id, *args]):
+        conditions, values = [where] if where else [], list(args)
+        for column, value in equal.items():
+            if not re.fullmatch(r"[a-z_]+", column):
+                raise ValueError(f"not a column name: {column!r}")
+            chosen = list(value) if isinstance(value, list | tuple) else [value]
+            conditions.append(f"{column} IN ({', '.join('?' for _ in chosen)})")
+            values.extend(chosen)
+        condition = "".join(f" AND {c}" for c in conditions)
+        sql = f"SELECT * FROM {table} WHERE artifact_id = ?{condition} ORDER BY {', '.join(key)}"
+        for row in self.db.query(sql, [artifact.id, *values]):
             row.pop("artifact_id")
             yield row
 

@@ -17,7 +17,7 @@ from lettingo_cli.predictors.base import NO_PROFILE
 from lettingo_cli.predictors.fitting import FOLDS, embed_into, fold, fold_heads, load_minilm
 from lettingo_cli.prompts import history_text
 from lettingo_cli.specs import Kind
-from lettingo_cli.split import SENTIMENTS, load_histories, load_recent_and_targets
+from lettingo_cli.split import SENTIMENTS, load_histories, load_recent_and_targets, train_users
 from lettingo_cli.store import Artifact, Store
 
 L2 = 1e-2  # ridge penalty of the logistic head: ~400 features from a few hundred train users
@@ -32,7 +32,7 @@ class EmbeddingPredictor:
         self.torch = torch = require("torch")
         self.model = load_minilm()
         self.cache: dict[str, object] = {}
-        train = sorted(r["user_id"] for r in store.rows(split, "split_users", "partition = 'train'"))
+        train = train_users(store, split)
         recent, held_out = load_recent_and_targets(store, split, train, 1)
         histories = load_histories(store, split, train, TRAIN_HISTORY)
         examples = [u for u in train if held_out[u] and recent[u]]

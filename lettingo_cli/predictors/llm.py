@@ -21,7 +21,7 @@ from lettingo_cli.errors import UsageError
 from lettingo_cli.predictors.base import NO_PROFILE
 from lettingo_cli.prompts import clean_field, history_text
 from lettingo_cli.specs import Kind
-from lettingo_cli.split import SENTIMENTS, Target, load_recent_and_targets
+from lettingo_cli.split import SENTIMENTS, Target, load_recent_and_targets, train_users
 from lettingo_cli.store import Artifact, Store
 
 PROFILE_CHARS = 1500  # a profile is cut here in the predictor's prompt (200 tokens of profile are ~1,000 chars)
@@ -64,7 +64,7 @@ class WorkedExamples:
     first target has that label). A user is never shown their own target as an example."""
 
     def __init__(self, store: Store, split: Artifact):
-        train = sorted(row["user_id"] for row in store.rows(split, "split_users", "partition = 'train'"))
+        train = train_users(store, split)
         recent, held_out = load_recent_and_targets(store, split, train, 1)
         self.candidates: dict[str, list[tuple[str, str]]] = {label: [] for label in SENTIMENTS}
         for user in train:
@@ -188,7 +188,7 @@ class LLMPredictor:
 
     def _fit_prior(self, store: Store, split: Artifact) -> dict[str, float]:
         """The label prior from train users' no-profile answers on their first target (never a test user's)."""
-        train = sorted(row["user_id"] for row in store.rows(split, "split_users", "partition = 'train'"))
+        train = train_users(store, split)
         recent, held_out = load_recent_and_targets(store, split, train, 1)
         users = [u for u in train if held_out[u]][:PRIOR_USERS]
         if not users:
