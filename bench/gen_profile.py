@@ -22,56 +22,27 @@ from lettingo_cli.prompts import COMPLETION_STOPS  # noqa: E402
 def main() -> None:
     users, histories = movielens_test_histories(int(sys.argv[1]) if len(sys.argv) > 1 else 16)
     backend = load_backend("gemma-3-270m")
-    timings = {"prompt_decode_s": 0.0, "step_decode_s": 0.0, "sampling_s": 0.0, "steps": 0, "prompt_tokens": 0}
-    decode_tokens, decode, sample, common = backend._decode_tokens, backend._decode, backend._sample, []
-    read_common_prefix = backend._read_common_prefix
-
-    def timed_decode_tokens(tokens, *args, **kwargs):
-        start = time.perf_counter()
-        result = decode_tokens(tokens, *args, **kwargs)
-        timings["prompt_decode_s"] += time.perf_counter() - start
-        timings["prompt_tokens"] += len(tokens)
-        return result
-
-    def timed_decode():
-        start = time.perf_counter()
-        decode()
-        timings["step_decode_s"] += time.perf_counter() - start
-        timings["steps"] += 1
-
-    def timed_sample(*args):
-        start = time.perf_counter()
-        tokens = sample(*args)
-        timings["sampling_s"] += time.perf_counter() - start
-        return tokens
-
-    def recorded_prefix(prompts):
-        common.append(read_common_prefix(prompts))
-        return common[-1]
-
-    backend._decode_tokens, backend._sample = timed_decode_tokens, timed_sample
-    backend._read_common_prefix = recorded_prefix
     requests = profile_requests(backend, users, histories, 4)
     start = time.perf_counter()
-    backend._decode = timed_decode  # after the prompt reads, which call the original through _decode_tokens
     tokens = sum(g.n_tokens for _, g in backend.generate(requests, SamplingOptions(200, 1.0, COMPLETION_STOPS)))
     total = time.perf_counter() - start
     backend.close()
-    # prompt reads go through _decode too; take them out of the step time
-    timings["step_decode_s"] -= timings["prompt_decode_s"]
+    timings = backend.timings  # the backend's own counters (prompt reads are decodes too: taken out of the steps)
+    steps = timings["decode_calls"] - timings["prompt_decode_calls"]
+    step_s = timings["decode_s"] - timings["prompt_decode_s"]
     results = {
         "profiles": len(requests),
         "new_tokens": tokens,
         "seconds": round(total, 2),
         "tokens_per_s": round(tokens / total, 1),
         "parallel": backend.parallel,
-        "prompt_tokens_read": timings["prompt_tokens"],
-        "prefix_tokens_read_once": common[0] if common else 0,
+        "prompt_tokens_read": int(timings["prompt_tokens"]),
+        "prefix_tokens_read": int(timings["prefix_tokens"]),  # the shared prefixes, once per group of prompts
         "prompt_read_s": round(timings["prompt_decode_s"], 2),
         "prompt_read_per_user_s": round(timings["prompt_decode_s"] / len(users), 2),
-        "decode_steps": timings["steps"],
-        "mean_tokens_per_step": round(tokens / max(timings["steps"], 1), 1),
-        "mean_step_ms": round(timings["step_decode_s"] / max(timings["steps"], 1) * 1000, 1),
+        "decode_steps": int(steps),
+        "mean_tokens_per_step": round(tokens / max(steps, 1), 1),
+        "mean_step_ms": round(step_s / max(steps, 1) * 1000, 1),
         "sampling_ms_per_token": round(timings["sampling_s"] / max(tokens, 1) * 1000, 2),
     }
     print_table(["measure", "value"], [[k, v] for k, v in results.items()])

@@ -128,7 +128,7 @@ def answers_of(predictor, store: Store, split, users: list[str], profile_sets: d
                 continue
             evaluations += len(targets) * len(by_user[user])
             if is_llm:
-                raw = predictor._raw(user, recent[user], targets, by_user[user])
+                raw = predictor.label_logprobs(user, recent[user], targets, by_user[user])
                 for variant, shift in (("prior", predictor.prior), ("no prior", None)):
                     found[variant][name][user] = [  # raw is flat, in target x profile order
                         (targets[i // len(by_user[user])].sentiment, probabilities(r, predictor.prompt.labels, shift))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -77,6 +78,13 @@ class LlamaCppBackend:
         self.spec, self.label = spec, label
         self.parallel = parallel
         self.context_per_sequence = context_per_sequence
+        # where the time goes, summed over this backend's life (bench/gen_profile.py reads it): seconds and calls of
+        # llama_decode (prompt reads included), of prompt reads alone, and of sampling; tokens read as prompts and
+        # as shared prefixes
+        self.timings: dict[str, float] = dict.fromkeys(
+            ("decode_s", "decode_calls", "prompt_decode_s", "prompt_decode_calls", "prompt_tokens", "sampling_s",
+             "prefix_tokens"), 0.0
+        )  # fmt: skip
         llama_cpp.llama_backend_init()
         model_params = llama_cpp.llama_model_default_params()
         self.model = llama_cpp.llama_model_load_from_file(str(self.path).encode(), model_params)
@@ -184,7 +192,10 @@ class LlamaCppBackend:
         return index
 
     def _decode(self) -> None:
+        started = time.perf_counter()
         status = self.llama_cpp.llama_decode(self.ctx, self.batch)
+        self.timings["decode_s"] += time.perf_counter() - started
+        self.timings["decode_calls"] += 1
         if status != 0:
             raise LettingoError(f"llama.cpp decode failed (status {status}); lower the number of parallel sequences")
 
@@ -274,6 +285,7 @@ class LlamaCppBackend:
             length = next((i for i in range(length) if other[i] != first[i]), length)
         if length > 0:
             self._decode_tokens(first[:length], 0, self.prefix_sequence, logits_last=False)
+            self.timings["prefix_tokens"] += length
         return max(length, 0)
 
     def _copy_sequence(self, source: int, targets: Sequence[int]) -> None:
@@ -284,6 +296,13 @@ class LlamaCppBackend:
     def _sample(self, work: list[tuple[object, int]], temperature: float) -> list[int]:
         """One token per (random generator, batch index of its logits), on the thread pool when there are several."""
         np = require("numpy")
+        started = time.perf_counter()
+        try:
+            return self._draw_all(np, work, temperature)
+        finally:
+            self.timings["sampling_s"] += time.perf_counter() - started
+
+    def _draw_all(self, np, work: list[tuple[object, int]], temperature: float) -> list[int]:
         n_vocab = self.llama_cpp.llama_vocab_n_tokens(self.vocab)
         rows = {}
         for index in {index for _, index in work}:  # llama.cpp puts its outputs in order on first access: once,
@@ -375,7 +394,7 @@ class LlamaCppBackend:
 
     def _decode_tokens(self, tokens: list[int], first_position: int, sequence: int, logits_last: bool) -> int:
         """Decode a token run of one sequence in n_batch chunks; returns the batch index of the last token."""
-        index = -1
+        index, started, calls = -1, time.perf_counter(), self.timings["decode_calls"]
         for start in range(0, len(tokens), self.n_batch):
             self.batch.n_tokens = 0
             chunk = tokens[start : start + self.n_batch]
@@ -383,6 +402,9 @@ class LlamaCppBackend:
                 is_last = logits_last and start + offset == len(tokens) - 1
                 index = self._add(token, first_position + start + offset, [sequence], is_last)
             self._decode()
+        self.timings["prompt_decode_s"] += time.perf_counter() - started
+        self.timings["prompt_decode_calls"] += self.timings["decode_calls"] - calls
+        self.timings["prompt_tokens"] += len(tokens)
         return index
 
     def last_logprobs(self, tokens: list[int], count: int):

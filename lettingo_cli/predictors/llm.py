@@ -179,8 +179,9 @@ class LLMPredictor:
             **backend.details,
         }
 
-    def _raw(self, user: str, recent: list[dict], targets: list[Target], profiles: list[str]) -> list[dict]:
-        """The backend's label log-probs for targets x profiles, in that order."""
+    def label_logprobs(self, user: str, recent: list[dict], targets: list[Target], profiles: list[str]) -> list[dict]:
+        """The backend's label log-probs for targets x profiles, in that order, before any prior is divided out
+        (predict's input; bench/predictor_accuracy.py reads them to compare with and without the prior)."""
         answers = []
         for prefix, suffixes in self.prompt.queries(user, recent, targets, profiles):
             answers += self.backend.label_logprobs(prefix, suffixes, list(self.prompt.labels))
@@ -195,7 +196,7 @@ class LLMPredictor:
             return dict.fromkeys(SENTIMENTS, 0.0)
         answers, truths = [], []
         for user in users:
-            raw = self._raw(user, recent[user], held_out[user], [NO_PROFILE])[0]
+            raw = self.label_logprobs(user, recent[user], held_out[user], [NO_PROFILE])[0]
             shift = self._calibration_shift(user)
             answers.append(
                 {self.prompt.labels[a]: v + (shift or {}).get(self.prompt.labels[a], 0.0) for a, v in raw.items()}
@@ -223,7 +224,7 @@ class LLMPredictor:
         shift = dict(self._calibration_shift(user) or {})
         for label, bias in (self.prior or {}).items():
             shift[label] = shift.get(label, 0.0) + bias
-        answers = self._raw(user, recent, targets, profile_texts)
+        answers = self.label_logprobs(user, recent, targets, profile_texts)
         distributions = [probabilities(raw, self.prompt.labels, shift) for raw in answers]
         n = len(profile_texts)
         return [distributions[i * n : (i + 1) * n] for i in range(len(targets))]
