@@ -38,6 +38,7 @@ from lettingo_cli.export import ExportOptions
 from lettingo_cli.gen import GenOptions
 from lettingo_cli.options import command_options
 from lettingo_cli.pair import PairOptions
+from lettingo_cli.predictors.reader import FitOptions
 from lettingo_cli.score import ScoreOptions
 from lettingo_cli.split import SplitOptions
 from lettingo_cli.version import __version__
@@ -247,11 +248,10 @@ def score_command(
 
 
 @app.command("fit")
+@command_options(FitOptions)
 def fit_command(
+    options: FitOptions,
     split: Annotated[Optional[str], typer.Argument(help="Split reference (default: the latest split).")] = None,
-    predictor: Annotated[
-        str, typer.Option("--predictor", help="The trained predictor: reader:bow[?profiles=REF][&user_mean=1].")
-    ] = "reader:bow",
     force: ForceOption = False,
     as_json: JsonOption = False,
     store_path: StoreOption = DEFAULT_STORE,
@@ -260,7 +260,7 @@ def fit_command(
     from lettingo_cli import api
 
     store = open_store(store_path)
-    artifact = api.fit(store, resolve_input(store, split, "split"), predictor=predictor, force=force)
+    artifact = api.fit(store, resolve_input(store, split, "split"), force=force, **asdict(options))
     for kind, figures in artifact.report.get("out_of_fold", {}).items():
         log(f"  out of fold, {kind:12s} accuracy {figures['accuracy']:.3f}, macro F1 {figures['macro_f1']:.3f}")
     emit(artifact, as_json)

@@ -3,6 +3,7 @@ does the reading; api.ingest the writing)."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -18,6 +19,8 @@ from lettingo_cli.cli_common import (
     log,
     open_store,
 )
+from lettingo_cli.ingest import CsvColumns, JsonColumns
+from lettingo_cli.options import command_options
 
 ingest_app = typer.Typer(help="Read a ratings data set into the store as a dataset artifact.", no_args_is_help=True)
 
@@ -75,13 +78,39 @@ def ingest_amazon(
     _ingest(store_path, "amazon", reviews, as_json, meta=meta, name=name, force=force)
 
 
-def _ingest_table(
-    file_format: str, file: Path, user, item, rating, time, title, text, delimiter, name, force, as_json, store_path
-):
-    columns = {"user": user, "item": item, "rating": rating, "time": time, "title": title, "text": tuple(text or ())}
-    _ingest(store_path, file_format, file, as_json, delimiter=delimiter, name=name, force=force, **columns)
+def _columns(options: JsonColumns) -> dict:
+    return {**asdict(options), "text": tuple(options.text or ())}
 
 
+@ingest_app.command("csv")
+@command_options(CsvColumns)
+def ingest_csv(
+    options: CsvColumns,
+    file: Annotated[Path, typer.Argument(help="A CSV file with a header row.")],
+    name: NameOption = None,
+    force: ForceOption = False,
+    as_json: JsonOption = False,
+    store_path: StoreOption = DEFAULT_STORE,
+) -> None:
+    """Any CSV of (user, item, rating[, time]) rows."""
+    _ingest(store_path, "csv", file, as_json, name=name, force=force, **_columns(options))
+
+
+@ingest_app.command("jsonl")
+@command_options(JsonColumns)
+def ingest_jsonl(
+    options: JsonColumns,
+    file: Annotated[Path, typer.Argument(help="A JSON-lines file (.jsonl or .jsonl.gz), one object per line.")],
+    name: NameOption = None,
+    force: ForceOption = False,
+    as_json: JsonOption = False,
+    store_path: StoreOption = DEFAULT_STORE,
+) -> None:
+    """Any JSON-lines file of (user, item, rating[, time]) records."""
+    _ingest(store_path, "jsonl", file, as_json, name=name, force=force, **_columns(options))
+
+
+# The column options of `lettingo profile` (there `--user`, `--item` and `--rating` default to those names).
 UserCol = Annotated[str, typer.Option("--user", help="Column with the user id.")]
 ItemCol = Annotated[str, typer.Option("--item", help="Column with the item id.")]
 RatingCol = Annotated[str, typer.Option("--rating", help="Column with the numeric rating.")]
@@ -93,40 +122,3 @@ TimeCol = Annotated[
 ]
 TitleCol = Annotated[Optional[str], typer.Option("--title", help="Column with the item title.")]
 TextCol = Annotated[Optional[list[str]], typer.Option("--text", help="Extra item-text column (repeatable).")]
-
-
-@ingest_app.command("csv")
-def ingest_csv(
-    file: Annotated[Path, typer.Argument(help="A CSV file with a header row.")],
-    user: UserCol,
-    item: ItemCol,
-    rating: RatingCol,
-    time: TimeCol = None,
-    title: TitleCol = None,
-    text: TextCol = None,
-    delimiter: Annotated[str, typer.Option("--delimiter", help="Field separator.")] = ",",
-    name: NameOption = None,
-    force: ForceOption = False,
-    as_json: JsonOption = False,
-    store_path: StoreOption = DEFAULT_STORE,
-) -> None:
-    """Any CSV of (user, item, rating[, time]) rows."""
-    _ingest_table("csv", file, user, item, rating, time, title, text, delimiter, name, force, as_json, store_path)
-
-
-@ingest_app.command("jsonl")
-def ingest_jsonl(
-    file: Annotated[Path, typer.Argument(help="A JSON-lines file (.jsonl or .jsonl.gz), one object per line.")],
-    user: UserCol,
-    item: ItemCol,
-    rating: RatingCol,
-    time: TimeCol = None,
-    title: TitleCol = None,
-    text: TextCol = None,
-    name: NameOption = None,
-    force: ForceOption = False,
-    as_json: JsonOption = False,
-    store_path: StoreOption = DEFAULT_STORE,
-) -> None:
-    """Any JSON-lines file of (user, item, rating[, time]) records."""
-    _ingest_table("jsonl", file, user, item, rating, time, title, text, ",", name, force, as_json, store_path)

@@ -20,6 +20,7 @@ from pathlib import Path
 from lettingo_cli.console import log
 from lettingo_cli.digest import canonical_json, sha256_file
 from lettingo_cli.errors import InputError
+from lettingo_cli.options import option, required
 from lettingo_cli.store import Artifact, Store
 
 # MovieLens 100K's u.genre, used when the folder has no u.genre file.
@@ -47,6 +48,27 @@ ML100K_GENRES = (
 DESCRIPTION_CHARS = 200
 _HTML_TAG = re.compile(r"<[^>]*>?")
 _YEAR_IN_TITLE = re.compile(r"\((\d{4})\)\s*$")
+
+
+@dataclass(frozen=True)
+class JsonColumns:
+    """The columns of `lettingo ingest jsonl` (each field is also its flag and a key of its --config YAML)."""
+
+    user: str = required("Column with the user id.")
+    item: str = required("Column with the item id.")
+    rating: str = required("Column with the numeric rating.")
+    time: str | None = option(
+        None, "Column with the time: unix seconds or ISO 8601 (default: the file order is the time order)."
+    )
+    title: str | None = option(None, "Column with the item title.")
+    text: list[str] | None = option(None, "Extra item-text column (repeatable).")
+
+
+@dataclass(frozen=True)
+class CsvColumns(JsonColumns):
+    """The columns of `lettingo ingest csv`, and its field separator."""
+
+    delimiter: str = option(",", "Field separator.")
 
 
 @dataclass

@@ -25,6 +25,11 @@ def option(default, help: str, flag: str | None = None):
     return dataclasses.field(default=default, metadata={"help": help, "flag": flag})
 
 
+def required(help: str, flag: str | None = None):
+    """A dataclass field that is a required command-line option (no default; give it on the command line)."""
+    return dataclasses.field(metadata={"help": help, "flag": flag})
+
+
 def options_from_yaml(options_class, path: Path) -> dict:
     """Option values from a YAML mapping whose keys are the dataclass's fields (e.g. `lora_r: 8`), each converted
     to its field's type (YAML reads `5e-5` as a string)."""
@@ -81,7 +86,7 @@ def command_options(options_class):
             inspect.Parameter(
                 field.name,
                 inspect.Parameter.KEYWORD_ONLY,
-                default=field.default,
+                default=inspect.Parameter.empty if field.default is dataclasses.MISSING else field.default,
                 annotation=Annotated[
                     types[field.name],
                     typer.Option(

@@ -38,6 +38,7 @@ from tempfile import TemporaryDirectory
 from lettingo_cli.console import log
 from lettingo_cli.errors import UsageError, require
 from lettingo_cli.metrics import metrics
+from lettingo_cli.options import option
 from lettingo_cli.predictors.base import NO_PROFILE
 from lettingo_cli.predictors.fitting import FOLDS, fold
 from lettingo_cli.prompts import history_text
@@ -72,6 +73,13 @@ ITEM_PRIOR_RATINGS = 5  # an item's mean rating is shrunk towards the global mea
 VALIDATION_FOLD = 0  # the train users' fold that chooses the number of epochs
 WEIGHTS_FILE = "reader.pt"
 SLOT_KINDS = ("none", "history-text", "stats-text", "profiles")
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    """The options of `lettingo fit` (each field is also its flag and a key of its --config YAML)."""
+
+    predictor: str = option("reader:bow", "The trained predictor: reader:bow[?profiles=REF][&user_mean=1].")
 
 
 @dataclass(frozen=True)
