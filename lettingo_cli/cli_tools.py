@@ -66,7 +66,7 @@ def profile_command(
     rows = histories(parsed, history, thresholds)
     backend = load_generator(generator, store_path)
     try:
-        for record in write_profiles(backend, rows, options, prompt):
+        for record in write_profiles(backend, rows, options, prompt, thresholds.value_words):
             if as_json:
                 typer.echo(json.dumps(record, ensure_ascii=False))
             else:

@@ -69,9 +69,10 @@ def histories(parsed: ParsedDataset, history: int, thresholds: Thresholds) -> di
 
 
 def write_profiles(
-    backend, rows: dict[str, list[dict]], options: GenOptions, prompt_file: Path | None = None
+    backend, rows: dict[str, list[dict]], options: GenOptions, prompt_file: Path | None = None, words: str = STARS
 ) -> Iterator[dict]:
-    """{user, sample, profile, tokens, flags} for every user and sample, in the file's user order."""
+    """{user, sample, profile, tokens, flags} for every user and sample, in the file's user order (`words`: how
+    the model-free writers show a rating, as the prompts do)."""
     from lettingo_cli.written import WrittenGenerator
 
     template: Template = load_template(prompt_file) if prompt_file else builtin_template(backend.chat)
@@ -79,7 +80,6 @@ def write_profiles(
     results: dict[tuple[str, int], dict] = {}
     with stage_progress(f"profile {len(users)} users", len(users) * options.n, "profiles") as advance:
         if isinstance(backend, WrittenGenerator):
-            words = STARS
             for user in users:
                 for sample, (text, n_tokens) in enumerate(backend.write(user, rows[user], words)):
                     results[(user, sample)] = _record(user, sample, text, n_tokens, True)
