@@ -28,7 +28,6 @@ from lettingo_cli.cli_common import (
     input_ref,
     log,
     open_store,
-    resolve_input,
 )
 from lettingo_cli.cli_ingest import ingest_app
 from lettingo_cli.cli_tools import completion_command, doctor_command, profile_command, store_app
@@ -236,7 +235,7 @@ def score_command(
     from lettingo_cli import api
 
     store = open_store(store_path)
-    source = resolve_input(store, profiles, "profiles")
+    source = input_ref(profiles, "profiles")
     artifact = api.score(store, source, name=name, force=force, **asdict(options))
     counts = artifact.counts
     if counts["rows"]:
@@ -260,7 +259,7 @@ def fit_command(
     from lettingo_cli import api
 
     store = open_store(store_path)
-    artifact = api.fit(store, resolve_input(store, split, "split"), force=force, **asdict(options))
+    artifact = api.fit(store, input_ref(split, "split"), force=force, **asdict(options))
     for kind, figures in artifact.report.get("out_of_fold", {}).items():
         log(f"  out of fold, {kind:12s} accuracy {figures['accuracy']:.3f}, macro F1 {figures['macro_f1']:.3f}")
     emit(artifact, as_json)
@@ -342,9 +341,9 @@ def eval_command(
         raise UsageError("give either PROFILES or --no-profile, not both")
     artifact = api.evaluate(
         store,
-        None if no_profile else resolve_input(store, profiles, "profiles"),
+        None if no_profile else input_ref(profiles, "profiles"),
         no_profile=no_profile,
-        split=resolve_input(store, split, "split") if no_profile else None,
+        split=input_ref(split, "split") if no_profile else None,
         users=users,
         listed=sys.stdin.read().split() if users == "-" else None,
         name=name,

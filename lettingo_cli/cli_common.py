@@ -67,13 +67,6 @@ def input_ref(ref: Optional[str], kind: str) -> Optional[str]:
     return refs[0]
 
 
-def resolve_input(store: Store, ref: Optional[str], kind: str) -> Artifact:
-    """The artifact a command reads: the reference given, or the latest artifact of the kind it needs."""
-    from lettingo_cli.api import resolve
-
-    return resolve(store, input_ref(ref, kind), kind)
-
-
 def emit(artifact: Artifact, as_json: bool) -> None:
     typer.echo(json.dumps(artifact.to_json()) if as_json else artifact.ref)
 
