@@ -108,17 +108,3 @@ def ingest_jsonl(
 ) -> None:
     """Any JSON-lines file of (user, item, rating[, time]) records."""
     _ingest(store_path, "jsonl", file, as_json, name=name, force=force, **_columns(options))
-
-
-# The column options of `lettingo profile` (there `--user`, `--item` and `--rating` default to those names).
-UserCol = Annotated[str, typer.Option("--user", help="Column with the user id.")]
-ItemCol = Annotated[str, typer.Option("--item", help="Column with the item id.")]
-RatingCol = Annotated[str, typer.Option("--rating", help="Column with the numeric rating.")]
-TimeCol = Annotated[
-    Optional[str],
-    typer.Option(
-        "--time", help="Column with the time: unix seconds or ISO 8601 (default: the file order is the time order)."
-    ),
-]
-TitleCol = Annotated[Optional[str], typer.Option("--title", help="Column with the item title.")]
-TextCol = Annotated[Optional[list[str]], typer.Option("--text", help="Extra item-text column (repeatable).")]

@@ -11,9 +11,23 @@ from typing import Annotated, Optional
 import typer
 
 from lettingo_cli.cli_common import DEFAULT_STORE, JsonOption, StoreOption, emit, log, open_store, read_refs
-from lettingo_cli.cli_ingest import ItemCol, RatingCol, TextCol, TimeCol, TitleCol, UserCol
 from lettingo_cli.errors import MissingDependency
 from lettingo_cli.store import KINDS
+
+# The column options of `lettingo profile`, as ingest csv's (JsonColumns) but `--user`, `--item` and `--rating`
+# default to those names.
+UserCol = Annotated[str, typer.Option("--user", help="Column with the user id.")]
+ItemCol = Annotated[str, typer.Option("--item", help="Column with the item id.")]
+RatingCol = Annotated[str, typer.Option("--rating", help="Column with the numeric rating.")]
+TimeCol = Annotated[
+    Optional[str],
+    typer.Option(
+        "--time", help="Column with the time: unix seconds or ISO 8601 (default: the file order is the time order)."
+    ),
+]
+TitleCol = Annotated[Optional[str], typer.Option("--title", help="Column with the item title.")]
+TextCol = Annotated[Optional[list[str]], typer.Option("--text", help="Extra item-text column (repeatable).")]
+
 
 store_app = typer.Typer(help="Inspect and maintain the artifact store.", no_args_is_help=True)
 
@@ -56,11 +70,12 @@ def profile_command(
     cleaning of gen. --json: one line per profile with user, sample, profile, tokens, flags."""
     from lettingo_cli.gen import GenOptions
     from lettingo_cli.ingest import read_table
-    from lettingo_cli.profile_file import Thresholds, histories, load_generator, write_profiles
     from lettingo_cli.profile_file import file_format as format_of
+    from lettingo_cli.profile_file import histories, load_generator, write_profiles
+    from lettingo_cli.split import SplitOptions
 
     options = GenOptions(n=n, temperature=temperature, max_tokens=max_tokens, history=history, seed=seed)
-    thresholds = Thresholds(dislike_max, like_min, value_words)
+    thresholds = SplitOptions(dislike_max=dislike_max, like_min=like_min, value_words=value_words)  # checked
     chosen = format_of(file, file_format)
     parsed = read_table(file, chosen, user, item, rating, time, title, tuple(text or ()), delimiter)
     rows = histories(parsed, history, thresholds)

@@ -194,11 +194,7 @@ def write_profiles(
             for backend in backends:
                 mine = [chunk for b, chunk in todo if b is backend]
                 template = templates[backend.label]
-                if isinstance(backend, WrittenGenerator):
-                    produced = _written_chunks(backend, template, mine, histories, words, options.n, advance)
-                else:
-                    produced = _generate_chunks(backend, template, mine, histories, options, advance)
-                for rows in produced:
+                for rows in profile_rows(backend, template, mine, histories, options, words, advance):
                     tokens += sum(row["n_tokens"] for row in rows)
                     with store.transaction():  # a chunk is kept whole or not at all
                         store.insert_rows(artifact, "profiles", rows)
@@ -220,6 +216,16 @@ def write_profiles(
         stats = {"seconds": round(elapsed, 2), "new_tokens": tokens, "tokens_per_s": tokens_per_s}
         counts = {"users": len(users), "generators": len(backends)}
         return run.finish(counts=counts, report=report, stats=stats)
+
+
+def profile_rows(
+    backend, template: Template, chunks: list[list[str]], histories: dict, options: GenOptions, words: str, advance
+):
+    """The profile rows of each chunk of users, yielded as each chunk is whole: sampled by a backend, or written by
+    a generator that needs no model (`words`: how it shows a value). gen stores them; `lettingo profile` prints."""
+    if isinstance(backend, WrittenGenerator):
+        return _written_chunks(backend, template, chunks, histories, words, options.n, advance)
+    return _generate_chunks(backend, template, chunks, histories, options, advance)
 
 
 def _written_chunks(

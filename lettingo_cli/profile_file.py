@@ -8,34 +8,18 @@ same way as `gen` does; nothing is written anywhere. A store is opened only to r
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-from lettingo_cli.backends.base import Request, SamplingOptions
 from lettingo_cli.console import stage_progress
 from lettingo_cli.errors import UsageError
-from lettingo_cli.gen import GenOptions, clean_profile, profile_flags, profile_seed
+from lettingo_cli.gen import GenOptions, profile_rows
 from lettingo_cli.ingest import ParsedDataset
-from lettingo_cli.prompts import COMPLETION_STOPS, Template, builtin_template, load_template, render
-from lettingo_cli.split import STARS, in_words, sentiment
+from lettingo_cli.prompts import builtin_template, load_template
+from lettingo_cli.split import STARS, SplitOptions, in_words, sentiment
 
 FORMATS = {".csv": "csv", ".tsv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl"}
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    """How ratings become the prompt's sentiment words: the split's default thresholds and value words."""
-
-    dislike_max: int = 2
-    like_min: int = 4
-    value_words: str = STARS
-
-    def __post_init__(self) -> None:
-        if self.dislike_max >= self.like_min:
-            raise UsageError("--dislike-max must be below --like-min")
-        if "{value}" not in self.value_words:
-            raise UsageError("--value-words needs a {value} placeholder")
 
 
 def file_format(path: Path, given: str | None) -> str:
@@ -47,9 +31,9 @@ def file_format(path: Path, given: str | None) -> str:
     return FORMATS[suffix]
 
 
-def histories(parsed: ParsedDataset, history: int, thresholds: Thresholds) -> dict[str, list[dict]]:
-    """Each user's newest `history` interactions, oldest first, as prompt rows (item text, sentiment, shown value).
-    Users keep the order they first appear in the file."""
+def histories(parsed: ParsedDataset, history: int, thresholds: SplitOptions) -> dict[str, list[dict]]:
+    """Each user's newest `history` interactions, oldest first, as prompt rows (item text, sentiment, shown value),
+    with a split's thresholds and value words. Users keep the order they first appear in the file."""
     by_user: dict[str, list] = {}
     for position, event in enumerate(parsed.interactions):
         by_user.setdefault(event.user_id, []).append((event.ts, position, event))
@@ -60,7 +44,7 @@ def histories(parsed: ParsedDataset, history: int, thresholds: Thresholds) -> di
             {
                 "text": parsed.items[event.item_id].text,
                 "sentiment": sentiment(event.rating, thresholds.dislike_max, thresholds.like_min),
-                "shown": in_words(event.rating, thresholds.value_words),
+                "shown": in_words(event.rating, thresholds.value_words or STARS),
                 "rating": event.rating,
             }
             for _, _, event in events[-history:]
@@ -71,37 +55,23 @@ def histories(parsed: ParsedDataset, history: int, thresholds: Thresholds) -> di
 def write_profiles(
     backend, rows: dict[str, list[dict]], options: GenOptions, prompt_file: Path | None = None, words: str = STARS
 ) -> Iterator[dict]:
-    """{user, sample, profile, tokens, flags} for every user and sample, in the file's user order (`words`: how
-    the model-free writers show a rating, as the prompts do)."""
-    from lettingo_cli.written import WrittenGenerator
-
-    template: Template = load_template(prompt_file) if prompt_file else builtin_template(backend.chat)
+    """{user, sample, profile, tokens, flags} for every user and sample, in the file's user order: gen's own rows
+    (`gen.profile_rows`), printed instead of stored."""
+    template = load_template(prompt_file) if prompt_file else builtin_template(backend.chat)
     users = list(rows)
-    results: dict[tuple[str, int], dict] = {}
+    produced = []
     with stage_progress(f"profile {len(users)} users", len(users) * options.n, "profiles") as advance:
-        if isinstance(backend, WrittenGenerator):
-            for user in users:
-                for sample, (text, n_tokens) in enumerate(backend.write(user, rows[user], words)):
-                    results[(user, sample)] = _record(user, sample, text, n_tokens, True)
-                advance(options.n)
-        else:
-            stops = () if backend.chat else COMPLETION_STOPS
-            sampling = SamplingOptions(options.max_tokens, options.temperature, stops)
-            slots = [(user, sample) for user in users for sample in range(options.n)]
-            prompts = {user: render(template, rows[user], backend.chat) for user in users}
-            requests = [Request(prompts[u], profile_seed(options.seed, u, backend.label, s)) for u, s in slots]
-            for index, generation in backend.generate(requests, sampling):
-                user, sample = slots[index]
-                text = clean_profile(generation.text)
-                results[(user, sample)] = _record(user, sample, text, generation.n_tokens, generation.finished)
-                advance(1, generation.n_tokens)
+        for chunk in profile_rows(backend, template, [users], rows, options, words, advance):
+            produced.extend(chunk)
     order = {user: position for position, user in enumerate(users)}
-    for key in sorted(results, key=lambda key: (order[key[0]], key[1])):
-        yield results[key]
-
-
-def _record(user: str, sample: int, text: str, tokens: int, finished: bool) -> dict:
-    return {"user": user, "sample": sample, "profile": text, "tokens": tokens, "flags": profile_flags(text, finished)}
+    for row in sorted(produced, key=lambda row: (order[row["user_id"]], row["sample_index"])):
+        yield {
+            "user": row["user_id"],
+            "sample": row["sample_index"],
+            "profile": row["text"],
+            "tokens": row["n_tokens"],
+            "flags": json.loads(row["flags"]),
+        }
 
 
 def load_generator(spec: str | None, store_path: Path):
