@@ -188,6 +188,47 @@ def test_reader_learns_what_the_profile_says_and_is_fitted_once(lettingo, store_
     bad = lettingo("fit", "--predictor", "reader:bow?user_mean=2")
     assert bad.exit_code == 2 and "reader:bow[?profiles=REF]" in bad.stderr
 
+    # the values it states, read as numbers: a rating level written with numbers it never met in training decides
+    # the answer (the words are the same in every text; no text it was trained on has "4.85/5" or "1.15/5")
+    predictor = make_predictor("predictor:taste-reader@v1", store, split)
+    pairs = (("4.85", "4.65"), ("4.45", "4.95"), ("1.35", "1.15"), ("1.65", "1.45"))
+    texts = [f"Rates around {first}/5, sometimes {second}/5." for first, second in pairs]
+    [answers] = predictor.predict(train[0], [], targets[train[0]], texts)
+    assert [max(a, key=a.get) for a in answers] == ["like", "like", "dislike", "dislike"]
+    predictor.close()
+
+
+def test_stated_values_are_read_the_way_the_split_writes_them():
+    """The reader's numeric channel: count, mean and spread, the shares at the split's thresholds, the newest 10,
+    and the values on lines naming the target's attributes; nothing stated gives zeros; counts on a log scale."""
+    from lettingo_cli.predictors.reader import NEWEST, VALUE_FEATURES, StatedValues, item_attributes
+
+    stars = StatedValues("{value}/5", {"sentiment": "thresholds", "dislike_max": 2, "like_min": 4}, 3.5)
+    lines = [f'- "Film {i} | Horror": disliked (1/5)' for i in range(4)]
+    lines += [f'- "Film {i} | Comedy, Drama": liked (5/5)' for i in range(4, 16)]
+    count, mean, spread, liked, disliked, newest, on_target = stars.features("\n".join(lines), ["comedy"])
+    assert count == pytest.approx(math.log1p(16) / 5)
+    assert mean == pytest.approx((4 * 1 + 12 * 5) / 16 - 3.5)
+    assert spread == pytest.approx(statistics.pstdev([1] * 4 + [5] * 12))
+    assert (liked, disliked) == (0.75, 0.25)
+    assert newest == pytest.approx(5 - 3.5)  # the last NEWEST are all 5/5
+    assert on_target == pytest.approx(5 - (4 * 1 + 12 * 5) / 16)  # comedies are rated above the user's mean
+    assert NEWEST < 12
+    assert stars.features("A generous viewer who loves comedies.", ["comedy"]) == [0.0] * VALUE_FEATURES
+    assert stars.features("average 4.1/5 over 30 items", [])[1] == pytest.approx(4.1 - 3.5)
+
+    plays = StatedValues("{value} plays", {"sentiment": "per-user-quantile"}, 100.0)
+    _, mean, *_ = plays.features("Radiohead: 1,234 plays\nBjork: 10 plays", [])
+    assert mean == pytest.approx((math.log1p(1234) + math.log1p(10)) / 2 - math.log1p(100))
+    assert item_attributes("Alien (1979) | Horror, Sci-Fi") == ["horror", "sci-fi"]
+
+
+def test_a_reader_fitted_before_the_values_channel_loads_without_it():
+    from lettingo_cli.predictors.reader import ReaderOptions
+
+    assert ReaderOptions.of({"profiles": 3, "user_mean": True}) == ReaderOptions(3, True, values=False)
+    assert ReaderOptions.of({"profiles": None, "user_mean": False, "values": True}).values
+
 
 def test_every_predictor_works_without_recent_ratings(po_store, store_path, tiny_model):
     """head:minilm and the LLM predictors fit and score on a profile-only split (they used to skip users without
