@@ -462,6 +462,15 @@ class Store(Upkeep):
         rows = list(self.db.query(sql, [run_id]))
         return rows[0] if rows else None
 
+    def record_grpo_step(self, run_id: int, step: dict) -> None:
+        """One logged training step of a grpo run (replacing a step logged before a resume)."""
+        with self.transaction():
+            self.db["grpo_steps"].insert({"run_id": run_id, **step}, replace=True)
+
+    def grpo_steps(self, run_id: int) -> list[dict]:
+        """The logged steps of a grpo run, in order."""
+        return list(self.db.query("SELECT * FROM grpo_steps WHERE run_id = ? ORDER BY step", [run_id]))
+
     # --- writing artifacts ----------------------------------------------------------------------------
 
     def begin(self, kind: str, name: str, params: dict, run_id: int | None) -> Artifact:
@@ -560,6 +569,7 @@ class Store(Upkeep):
         """sha256 of the artifact's canonical JSON rows; the file's sha256 for a single file; a sorted
         manifest hash for several files; rows, files and report combined when an artifact has more than one."""
         parts = []
+        report = artifact.report if report is None else report  # before the one-file shortcut: a report counts
         tables = ROW_TABLES.get(artifact.kind, {})
         if tables:
             digest = hashlib.sha256()
@@ -575,7 +585,6 @@ class Store(Upkeep):
                 return files[0]["blob_hash"]
             manifest = "".join(f"{f['path']}\t{f['blob_hash']}\n" for f in files)
             parts.append(("files", hashlib.sha256(manifest.encode()).hexdigest()))
-        report = artifact.report if report is None else report
         if report:
             parts.append(("report", hashlib.sha256(canonical_json(report).encode()).hexdigest()))
         if len(parts) == 1:
