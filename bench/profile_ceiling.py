@@ -165,9 +165,7 @@ def main() -> None:
         "train_users": len(train),
         "test": {arm: figures(r) for arm, r in test_reports.items()},
         "train_out_of_fold": {arm: figures(r) for arm, r in oof_reports.items()},
-        "test_minus_item_only": {
-            arm: difference(paired(answers[arm][0], answers["item only"][0])) for arm in ARMS[1:]
-        },
+        "test_minus_item_only": {arm: difference(paired(answers[arm][0], answers["item only"][0])) for arm in ARMS[1:]},
         "train_out_of_fold_minus_item_only": {
             arm: difference(paired(answers[arm][1], answers["item only"][1])) for arm in ARMS[1:]
         },

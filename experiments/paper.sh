@@ -12,13 +12,21 @@
 #              label words, each stage's seconds)
 # Every stage is cached in the store: rerunning after a crash redoes only what is missing.
 #
+# Two protocols (RECENT): 10 is the paper's 10H + profile (the predictor also sees the 10 recent ratings); 0 is
+# profile only (RLPF, DUET, LettinGo's released code: the profile is the user's whole representation). With
+# RECENT=0 the judge is the trained reader (reader:bow, fitted once on all the split's train users), and the run
+# adds the arms that protocol needs: no profile, the whole history as text, the stats template, and the 10H
+# reference (a --recent 10 split of the same users, judged on the same targets by head:minilm without a profile).
+#
 # Knobs (environment variables; the defaults are the MovieLens 100K run, ~1.5 h on 2 cores):
+#   RECENT       10: 10H + profile; 0: profile only    (10)
 #   DATA         MovieLens folder (100K or a CSV release)  (../shared/data/movielens-100k)
 #   STORE        the store for this run                (bench/results/paper-store/lettingo.db)
 #   NAME         name of this experiment's artifacts   (paper: split:paper, adapter:paper, ...)
 #   TAG          name of the results files             ($NAME -> $RESULTS/$TAG.json and $TAG.md)
 #   RESULTS      where they go                         (bench/results)
 #   USERS        train users that get profiles         (100)
+#   SPLIT_TRAIN  train users in the split, the reader's training users (RECENT=10: $USERS; 0: all the others)
 #   TEST_USERS   held-out test users                   (100)
 #   TARGETS      held-out targets per user (split --targets; score and eval use all of them)  (4)
 #   N            profiles per train user               (4)
@@ -26,7 +34,8 @@
 #   MAX_TOKENS   tokens per profile                    (120)
 #   GENERATOR    base generator                        (gemma-3-270m)
 #   BASE         dpo --base (the generator as HF)      (gemma-3-270m)
-#   PREDICTOR    frozen predictor                      (head:minilm fitted on the train users' base profiles)
+#   PREDICTOR    frozen predictor                      (RECENT=10: head:minilm fitted on the train users' base
+#                profiles; RECENT=0: reader:bow)
 #   RULE         pair rule                             (best-worst: with 4 targets "all" needs a profile right on
 #                most targets and another wrong on most, and the head predictor's answers rarely move with
 #                the profile: on MovieLens 100K 64 of 100 users' 4 profiles got the same number right, and
@@ -38,13 +47,18 @@
 #   QUANT        the aligned arm's GGUF                (q8_0)
 #   REFERENCE    the bigger writer (empty: skip)       (qwen2.5-1.5b)
 #   QWEN_USERS   test users it writes for (1 profile)  (50)
-#   SECOND       second predictor (empty: skip)        (llm:gemma-3-270m)
+#   SECOND       second predictor (empty: skip)        (RECENT=10: llm:gemma-3-270m; RECENT=0:
+#                head:minilm fitted on the train users' base profiles, without recent ratings)
 #   SECOND_TARGETS targets it judges per user          (2)
 #   ROUND2       1: run the second, on-policy round    (1)
 #   N2           profiles per train user in round 2    (2)
+#   GRPO_STEPS   >0: also the online route, `lettingo grpo` on the same train users for this many steps, its
+#                export writing the test users' profiles as one more arm (0)
+#   GRPO_ARGS    extra grpo flags                      ("--generations 4 --lr 1e-5")
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
+RECENT="${RECENT:-10}"
 DATA="${DATA:-$here/../../shared/data/movielens-100k}"
 STORE="${STORE:-$here/../bench/results/paper-store/lettingo.db}"
 NAME="${NAME:-paper}"
@@ -66,10 +80,12 @@ DPO_ARGS="${DPO_ARGS:---beta 0.1 --lr 5e-5 --epochs 1 --max-length 1280}"
 QUANT="${QUANT:-q8_0}"
 REFERENCE="${REFERENCE-qwen2.5-1.5b}"
 QWEN_USERS="${QWEN_USERS:-50}"
-SECOND="${SECOND-llm:gemma-3-270m}"
+if [ "$RECENT" = 0 ]; then SECOND="${SECOND-head:minilm?profiles=TRAIN}"; else SECOND="${SECOND-llm:gemma-3-270m}"; fi
 SECOND_TARGETS="${SECOND_TARGETS:-2}"
 ROUND2="${ROUND2:-1}"
 N2="${N2:-2}"
+GRPO_STEPS="${GRPO_STEPS:-0}"
+GRPO_ARGS="${GRPO_ARGS:---generations 4 --lr 1e-5}"
 
 export LETTINGO_STORE="$STORE"
 mkdir -p "$(dirname "$STORE")" "$RESULTS"
@@ -93,16 +109,24 @@ if [ -n "$LENGTH_RATIO" ]; then length_ratio=(--max-length-ratio "$LENGTH_RATIO"
 
 echo "== ingest and split" >&2
 dataset=$(stage ingest lettingo ingest movielens "$DATA")
-split=$(stage split lettingo split "$dataset" --targets "$TARGETS" --recent 10 --history 30 \
-  --test-users "$TEST_USERS" --train-users "$USERS" --name "$NAME")
+if [ "$RECENT" = 0 ]; then SPLIT_TRAIN="${SPLIT_TRAIN-}"; else SPLIT_TRAIN="${SPLIT_TRAIN-$USERS}"; fi
+split_train=()
+if [ -n "$SPLIT_TRAIN" ]; then split_train=(--train-users "$SPLIT_TRAIN"); fi
+split=$(stage split lettingo split "$dataset" --targets "$TARGETS" --recent "$RECENT" --history 30 \
+  --test-users "$TEST_USERS" "${split_train[@]}" --name "$NAME")
 keep dataset "$dataset"; keep split "$split"
 
 echo "== round 1: profiles of the train users, scored and paired; dpo; export" >&2
-train_profiles=$(stage gen_train lettingo gen --split "$split" --users train --generator "$GENERATOR" --n "$N" \
+train_profiles=$(stage gen_train lettingo gen --split "$split" --users "train:$USERS" --generator "$GENERATOR" --n "$N" \
   --max-tokens "$MAX_TOKENS" --name "$NAME-train")
 # the predictor chosen by bench/predictor_accuracy.py: a head fitted on the train users with their base-generator
 # profiles (out-of-fold: no user's profiles are scored by a head fitted on them), then frozen
-PREDICTOR="${PREDICTOR:-head:minilm?profiles=${train_profiles#profiles:}}"
+if [ "$RECENT" = 0 ]; then
+  PREDICTOR="${PREDICTOR:-reader:bow}"
+  SECOND="${SECOND/TRAIN/${train_profiles#profiles:}}"
+else
+  PREDICTOR="${PREDICTOR:-head:minilm?profiles=${train_profiles#profiles:}}"
+fi
 scores=$(stage score lettingo score "$train_profiles" --predictor "$PREDICTOR" --targets "$TARGETS")
 pairs=$(stage pair lettingo pair "$scores" --rule "$RULE" --max-per-user "$MAX_PAIRS" "${length_ratio[@]}")
 # shellcheck disable=SC2086  # DPO_ARGS is a list of flags
@@ -137,7 +161,25 @@ evaluate() {  # evaluate ROLE [PROFILES]: one arm by the frozen predictor, on al
   fi
   keep "eval_$role" "$ref"
 }
-evaluate 10h
+if [ "$RECENT" = 0 ]; then
+  # the protocol's own arms: no profile (eval also reports always-majority, item-mean and history-mean), the whole
+  # profile history as text, the stats template
+  full_history=$(stage control_history_full lettingo gen --split "$split" --users test --generator history-text \
+    --name "$NAME-test-history-full")
+  stats_profiles=$(stage control_stats lettingo gen --split "$split" --users test --generator stats-text \
+    --name "$NAME-test-stats")
+  keep history_full_profiles "$full_history"; keep stats_profiles "$stats_profiles"
+  evaluate none
+  evaluate history_full "$full_history"
+  evaluate stats "$stats_profiles"
+  # the reference line: the same users' same targets judged in the 10H protocol (head:minilm, no profile)
+  ten_h_split=$(stage split_10h lettingo split "$dataset" --targets "$TARGETS" --recent 10 --history 30 \
+    --test-users "$TEST_USERS" "${split_train[@]}" --name "$NAME-10h")
+  ref=$(stage eval_10h lettingo eval --no-profile --split "$ten_h_split" --targets "$TARGETS" --name "$NAME-10h")
+  keep split_10h "$ten_h_split"; keep eval_10h "$ref"
+else
+  evaluate 10h
+fi
 evaluate base "$base_profiles"
 evaluate aligned "$aligned_profiles"
 evaluate history "$history_profiles"
@@ -179,10 +221,25 @@ if [ "$ROUND2" = 1 ]; then
   evaluate r2 "$r2_profiles"
 fi
 
+if [ "$GRPO_STEPS" -gt 0 ]; then
+  echo "== the online route: grpo on the same train users, the same judge" >&2
+  # shellcheck disable=SC2086  # GRPO_ARGS is a list of flags
+  grpo_adapter=$(stage grpo lettingo grpo "$split" --users "train:$USERS" --predictor "$PREDICTOR" \
+    --targets "$TARGETS" --max-tokens "$MAX_TOKENS" --max-steps "$GRPO_STEPS" --base "$BASE" $GRPO_ARGS \
+    --name "$NAME-grpo")
+  grpo_export=$(stage export_grpo lettingo export "$grpo_adapter" --quant q8_0,q4_k_m --name "$NAME-grpo")
+  grpo_profiles=$(stage gen_test_grpo lettingo gen --split "$split" --users test \
+    --generator "gguf:$grpo_export?quant=$QUANT" --n "$N_TEST" --max-tokens "$MAX_TOKENS" --name "$NAME-test-grpo")
+  keep grpo_adapter "$grpo_adapter"; keep grpo_export "$grpo_export"; keep grpo_profiles "$grpo_profiles"
+  evaluate grpo "$grpo_profiles"
+fi
+
 python3 "$here/paper_report.py" --tag "$TAG" --times "$times" --refs "$refs" --results "$RESULTS" \
   --setting "data=$(basename "$DATA")" --setting "users=$USERS" --setting "test_users=$TEST_USERS" \
+  --setting "recent=$RECENT" --setting "split_train=$SPLIT_TRAIN" \
   --setting "targets=$TARGETS" --setting "n=$N" --setting "n_test=$N_TEST" --setting "max_tokens=$MAX_TOKENS" \
   --setting "generator=$GENERATOR" --setting "base=$BASE" --setting "predictor=$PREDICTOR" --setting "rule=$RULE" \
   --setting "max_pairs=$MAX_PAIRS" --setting "length_ratio=$LENGTH_RATIO" --setting "quant=$QUANT" \
   --setting "dpo_args=$DPO_ARGS" --setting "reference=$REFERENCE" --setting "qwen_users=$QWEN_USERS" \
-  --setting "second=$SECOND" --setting "second_targets=$SECOND_TARGETS" --setting "round2=$ROUND2" --setting "n2=$N2"
+  --setting "second=$SECOND" --setting "second_targets=$SECOND_TARGETS" --setting "round2=$ROUND2" --setting "n2=$N2" \
+  --setting "grpo_steps=$GRPO_STEPS" --setting "grpo_args=$GRPO_ARGS"

@@ -30,17 +30,27 @@ from lettingo_cli.store import Store  # noqa: E402
 
 # the arms, in the report's order: eval role -> (profiles role, label)
 ARMS = {
-    "eval_10h": (None, "10H (no profile)"),
+    "eval_10h": (None, "10H (no profile)"),  # with RECENT=0: the reference line, the 10H split's same users and targets
+    "eval_none": (None, "no profile (item only)"),
+    "eval_history_full": ("history_full_profiles", "control: own whole profile history as text"),
+    "eval_stats": ("stats_profiles", "control: stats template (rating level, genres)"),
     "eval_base": ("base_profiles", "base generator"),
     "eval_aligned": ("aligned_profiles", "aligned generator"),
     "eval_history": ("history_profiles", "control (a): own history as text, base length"),
     "eval_swapped": ("swapped_profiles", "control (b): another user's aligned profiles"),
     "eval_reference": ("reference_profiles", "reference writer (first users only)"),
     "eval_r2": ("r2_profiles", "aligned, second round"),
+    "eval_grpo": ("grpo_profiles", "grpo generator (online route)"),
 }
 # paired comparisons: (A, B) -> A - B on the users both have
 COMPARISONS = [
     ("eval_aligned", "eval_base"),
+    ("eval_base", "eval_none"),
+    ("eval_aligned", "eval_none"),
+    ("eval_history_full", "eval_none"),
+    ("eval_stats", "eval_none"),
+    ("eval_aligned", "eval_history_full"),
+    ("eval_aligned", "eval_stats"),
     ("eval_base", "eval_10h"),
     ("eval_aligned", "eval_10h"),
     ("eval_history", "eval_base"),
@@ -51,6 +61,9 @@ COMPARISONS = [
     ("eval_r2", "eval_aligned"),
     ("eval_r2", "eval_base"),
     ("second_aligned", "second_base"),
+    ("eval_grpo", "eval_base"),
+    ("eval_grpo", "eval_aligned"),
+    ("eval_grpo", "eval_none"),
 ]
 # words aimed at the predictor rather than describing the user
 LABEL_WORDS = {
@@ -148,6 +161,153 @@ def reward_signal(store: Store, scores) -> dict:
     }
 
 
+def recent_tokens(store: Store, found: dict) -> float | None:
+    """The mean tokens (default tokenizer) of the test users' 10 recent ratings as a 10H prompt writes them: what a
+    profile would replace. From the 10H split of a RECENT=0 run, or the run's own split in 10H."""
+    from lettingo_cli.prompts import history_text
+    from lettingo_cli.split import load_recent_and_targets, select_users
+    from lettingo_cli.written import TokenCounter
+
+    split = found.get("split_10h", found["split"])
+    if split.params.get("recent", 10) == 0:
+        return None
+    users = select_users(store, split, "test")
+    recent, _ = load_recent_and_targets(store, split, users, 0)
+    counter = TokenCounter()
+    counts = [counter.count(history_text(rows)) for rows in recent.values() if rows]
+    return round(statistics.mean(counts), 1) if counts else None
+
+
+def within_user_length(store: Store, evaluation, profiles) -> dict:
+    """Length within users: for each user with profiles of different lengths, the accuracy of their longest
+    profile minus that of their shortest (length buckets mix users; this does not), with a bootstrap interval."""
+    import random
+
+    length = {(r["user_id"], r["sample_index"]): r["n_tokens"] or 0 for r in store.rows(profiles, "profiles")}
+    right: dict[tuple[str, int], list[int]] = {}
+    for row in store.rows(store.get(evaluation.params["scores"]), "scores"):
+        right.setdefault((row["user_id"], row["sample_index"]), []).append(row["correct"])
+    by_user: dict[str, list[tuple[int, float]]] = {}
+    for (user, sample), marks in right.items():
+        by_user.setdefault(user, []).append((length.get((user, sample), 0), sum(marks) / len(marks)))
+    gaps = []
+    for entries in by_user.values():
+        entries.sort()
+        if entries[-1][0] > entries[0][0]:
+            gaps.append(entries[-1][1] - entries[0][1])
+    if not gaps:
+        return {"users": 0}
+    rng = random.Random(0)
+    draws = sorted(statistics.mean(rng.choices(gaps, k=len(gaps))) for _ in range(1000))
+    return {
+        "users": len(gaps),
+        "longest_minus_shortest_accuracy": round(statistics.mean(gaps), 4),
+        "ci95": [round(draws[25], 4), round(draws[974], 4)],
+    }
+
+
+def dpo_curve(store: Store, adapter) -> list[dict]:
+    rows = store.db.query("SELECT step, loss, rewards_margins FROM dpo_steps WHERE run_id = ? ORDER BY step",
+                          [adapter.run_id])  # fmt: skip
+    return [dict(row) for row in rows]
+
+
+def picture(path: Path, payload: dict) -> None:
+    """The report's picture: each arm's accuracy with its interval, the paired differences, DPO's loss and margin
+    over steps. Needs matplotlib (the dev extra); without it, says so and draws nothing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed (pip install -e '.[dev]'): no picture", file=sys.stderr)
+        return
+    online = payload.get("grpo", {}).get("curve")
+    panels = plt.subplots(1, 4 if online else 3, figsize=(22 if online else 17, 5.5))[1]
+    figure = panels[0].figure
+    arms_axis, differences_axis, dpo_axis = panels[:3]
+    names = [role.removeprefix("eval_").removeprefix("second_") for role in payload["arms"]]
+    names = [n if not role.startswith("second_") else f"2nd judge: {n}" for n, role in zip(names, payload["arms"])]
+    values = [f["accuracy"] for f in payload["arms"].values()]
+    errors = [[v - f["accuracy_ci"][0] for v, f in zip(values, payload["arms"].values())],
+              [f["accuracy_ci"][1] - v for v, f in zip(values, payload["arms"].values())]]  # fmt: skip
+    arms_axis.barh(names, values, xerr=errors, color="#4c72b0", capsize=3)
+    for name, figures in payload["baselines"].items():
+        arms_axis.axvline(figures["accuracy"], linestyle=":", color="grey")
+        arms_axis.text(figures["accuracy"], -0.9, name.replace("_", "-"), rotation=90, fontsize=7, va="bottom")
+    arms_axis.set_xlim(0.3, 0.8)
+    arms_axis.set_xlabel("accuracy (95% interval); dotted: baselines")
+    arms_axis.invert_yaxis()
+    shown = {k: d for k, d in payload["differences"].items() if d.get("users")}
+    values = [d["accuracy"]["value"] for d in shown.values()]
+    errors = [[d["accuracy"]["value"] - d["accuracy"]["ci_low"] for d in shown.values()],
+              [d["accuracy"]["ci_high"] - d["accuracy"]["value"] for d in shown.values()]]  # fmt: skip
+    colours = ["#55a868" if d["accuracy"]["ci_low"] > 0 else "#c44e52" if d["accuracy"]["ci_high"] < 0 else "#8c8c8c"
+               for d in shown.values()]  # fmt: skip
+    differences_axis.barh(list(shown), values, xerr=errors, color=colours, capsize=3)
+    differences_axis.axvline(0, color="black", linewidth=0.8)
+    differences_axis.set_xlabel("accuracy difference, paired (95% interval)")
+    differences_axis.invert_yaxis()
+    for name, curve in payload.get("dpo_curve", {}).items():
+        steps = [row["step"] for row in curve]
+        dpo_axis.plot(steps, [row["loss"] for row in curve], label=f"{name} loss")
+        dpo_axis.plot(steps, [row["rewards_margins"] for row in curve], linestyle="--", label=f"{name} margin")
+    dpo_axis.set_xlabel("DPO step")
+    dpo_axis.legend(fontsize=8)
+    if online:
+        grpo_axis = panels[3]
+        steps = [row["step"] for row in online]
+        grpo_axis.plot(steps, [row["reward"] for row in online], label="mean reward")
+        grpo_axis.fill_between(steps, [row["reward"] - row["reward_std"] for row in online],
+                               [row["reward"] + row["reward_std"] for row in online], alpha=0.2)  # fmt: skip
+        grpo_axis.set_xlabel("GRPO step")
+        grpo_axis.set_ylabel("reward (mean P(true label); -1 without a profile)")
+        grpo_axis.legend(fontsize=8)
+    settings = payload["settings"]
+    figure.suptitle(f"{settings.get('data', '')}, recent {settings.get('recent', 10)}, judge "
+                    f"{settings.get('predictor', '')}", fontsize=10)  # fmt: skip
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def grpo_facts(store: Store, adapter) -> dict:
+    """The online route's training: its reward per step (the curve), the last steps' mean, what it cost."""
+    steps = store.grpo_steps(adapter.run_id)
+    run = store.run(adapter.run_id)
+    last = steps[-10:]
+    return {
+        "steps": len(steps),
+        "first_reward": steps[0]["reward"] if steps else None,
+        "last10_mean_reward": round(statistics.mean(s["reward"] for s in last), 4) if last else None,
+        "last10_mean_completion_tokens": round(statistics.mean(s["completion_length"] for s in last), 1)
+        if last
+        else None,
+        "seconds": run["stats"].get("seconds"),
+        "profiles_judged": run["stats"].get("profiles_judged"),
+        "curve": [{k: s[k] for k in ("step", "reward", "reward_std", "loss", "completion_length")} for s in steps],
+    }
+
+
+def route_cost(store: Store, found: dict, times: dict, settings: dict) -> dict:
+    """Each route's predictor calls (profile x target judgements) and wall time, from the train profiles to the
+    adapter: offline = gen_train + score + pair + dpo; online = grpo."""
+    targets = int(settings.get("targets", 4))
+    judged_offline = store.get(found["scores"].id).counts.get("rows", 0)
+    online = grpo_facts(store, found["grpo_adapter"])
+    return {
+        "offline_dpo": {
+            "seconds": round(sum(times.get(k, 0.0) for k in ("gen_train", "score", "pair", "dpo")), 1),
+            "predictor_judgements": judged_offline,
+        },
+        "online_grpo": {
+            "seconds": times.get("grpo"),
+            "predictor_judgements": (online["profiles_judged"] or 0) * targets,
+        },
+    }
+
+
 def dpo_facts(store: Store, adapter) -> dict:
     steps = list(store.db.query("SELECT * FROM dpo_steps WHERE run_id = ? ORDER BY step", [adapter.run_id]))
     last = steps[-5:]
@@ -199,7 +359,7 @@ def main() -> None:
     baselines = {
         name: {k: (round(v, 4) if isinstance(v, float) else v) for k, v in figures.items() if k in (*METRICS, "label")}
         | {f"{m}_ci": [round(x, 4) for x in figures["ci95"][m]] for m in METRICS}
-        for name, figures in found["eval_10h"].report["baselines"].items()
+        for name, figures in found.get("eval_none", found["eval_10h"]).report["baselines"].items()
     }
 
     comparisons = {}
@@ -243,6 +403,12 @@ def main() -> None:
         "second_predictor_keeps_share_of_accuracy_gain": kept,
         "profiles": profiles,
         "answers_and_length_buckets": behaviour,
+        "ten_recent_ratings_mean_tokens": recent_tokens(store, found),
+        "within_user_length": {
+            role: within_user_length(store, found[role], found[profiles_role])
+            for role, profiles_role in (("eval_base", "base_profiles"), ("eval_aligned", "aligned_profiles"))
+            if role in found and profiles_role in found
+        },
         "reward_signal": {"round1": reward_signal(store, found["scores"])}
         | ({"round2": reward_signal(store, found["scores2"])} if "scores2" in found else {}),
         "pairs": {"round1": found["pairs"].report | {"pairs": found["pairs"].count}}
@@ -267,7 +433,14 @@ def main() -> None:
         "total_seconds": round(sum(times.values()), 1),
         "artifacts": {role: {"id": a.id, "ref": a.ref} for role, a in found.items()},
     }
+    payload["dpo_curve"] = {"round1": dpo_curve(store, found["adapter"])} | (
+        {"round2": dpo_curve(store, found["adapter2"])} if "adapter2" in found else {}
+    )
+    if "grpo_adapter" in found:
+        payload["grpo"] = grpo_facts(store, found["grpo_adapter"])
+        payload["route_cost"] = route_cost(store, found, times, settings)
     path = write_result(args.tag, payload, args.results)
+    picture(args.results / f"{args.tag}.png", payload)
     markdown = args.results / f"{args.tag}.md"
     text = render(args.tag, payload)
     markdown.write_text(text, encoding="utf-8")
@@ -298,6 +471,8 @@ def render(tag: str, payload: dict) -> str:
         lines.append(f"| {name.replace('_', '-')} | | {cells(figures)} | |")
     for role, figures in payload["arms"].items():
         label = ARMS[role][1] if role in ARMS else f"second predictor ({settings.get('second', '')}): {role[7:]}"
+        if role == "eval_10h" and settings.get("recent") == "0":
+            label = "10H reference (head:minilm on the 10 recent ratings, no profile; same users and targets)"
         profiles_role = ARMS[role][0] if role in ARMS else f"{role[7:]}_profiles"
         tokens = payload["profiles"].get(profiles_role, {}).get("mean_tokens", "")
         lines.append(f"| {label} | {figures['users']} | {cells(figures)} | {tokens} |")
@@ -337,12 +512,31 @@ def render(tag: str, payload: dict) -> str:
         tokens = f"{pairs.get('chosen_mean_tokens')}/{pairs.get('rejected_mean_tokens')} ({pairs.get('length_ratio')})"
         trained = " | ".join(str(dpo.get(k)) for k in ("steps", "last5_mean_loss", "last5_mean_margin"))
         lines.append(f"| {name} | {pairs['pairs']} | {tokens} | {trained} | {dpo.get('last5_mean_accuracy')} |")
+    if payload.get("ten_recent_ratings_mean_tokens"):
+        tokens = payload["ten_recent_ratings_mean_tokens"]
+        lines.append(f"\nThe 10 recent ratings as a 10H prompt writes them: {tokens} tokens on average.")
+    for role, facts in payload.get("within_user_length", {}).items():
+        if facts.get("users"):
+            lines.append(
+                f"\nWithin users ({role.removeprefix('eval_')}): the longest profile's accuracy minus the shortest's, "
+                f"{facts['longest_minus_shortest_accuracy']:+.3f} [{facts['ci95'][0]:+.3f}, {facts['ci95'][1]:+.3f}] "
+                f"over {facts['users']} users."
+            )
     for name, signal in payload["reward_signal"].items():
         lines.append(
             f"\n{name}: {signal['users_whose_profiles_all_got_the_same_number_right']} of {signal['users']} train "
             f"users' profiles all got the same number of targets right; best - worst mean P(true) per user: median "
             f"{signal['p_true_best_minus_worst_median']}, largest {signal['p_true_best_minus_worst_max']}."
         )
+    if "grpo" in payload:
+        online = payload["grpo"]
+        lines.append(
+            f"\ngrpo: {online['steps']} steps in {online['seconds']} s; reward {online['first_reward']} at the first "
+            f"step, {online['last10_mean_reward']} over the last 10 (their completions "
+            f"{online['last10_mean_completion_tokens']} tokens); {online['profiles_judged']} profiles judged."
+        )
+        for route, cost in payload["route_cost"].items():
+            lines.append(f"\n{route}: {cost['seconds']} s, {cost['predictor_judgements']} predictor judgements.")
     lines += ["", "| stage | seconds |", "|---|---|"]
     lines += [f"| {name} | {seconds} |" for name, seconds in payload["stage_seconds"].items()]
     lines.append(f"| total | {payload['total_seconds']} |")

@@ -38,6 +38,7 @@ __all__ = [
     "pair",
     "evaluate",
     "dpo",
+    "grpo",
     "export",
 ]
 
@@ -269,6 +270,28 @@ def dpo(
     source = resolve(store, pairs, "pairs")
     base_dir = resolve_base(base, store)
     return train_dpo(store, source, base_dir, checked, _name(name, source.name), force=force, resume=resume)
+
+
+def grpo(
+    store: Store,
+    split: Artifact | str | None = None,
+    *,
+    base: str | None = None,
+    resume: bool = False,
+    name: str | None = None,
+    force: bool = False,
+    **options,
+) -> Artifact | None:
+    """A LoRA adapter GRPO-trained online, the frozen predictor judging the profiles it samples for the split's
+    train users; options: GRPOOptions' fields (predictor, generations, max_steps, ...). None on a worker rank under
+    `accelerate launch`."""
+    from lettingo_cli.dpo import resolve_base
+    from lettingo_cli.grpo import GRPOOptions, train_grpo
+
+    checked = GRPOOptions(**options)
+    source = resolve(store, split, "split")
+    base_dir = resolve_base(base, store)
+    return train_grpo(store, source, base_dir, checked, _name(name, f"{source.name}-grpo"), force=force, resume=resume)
 
 
 def export(

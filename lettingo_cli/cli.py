@@ -35,6 +35,7 @@ from lettingo_cli.dpo import DPOOptions
 from lettingo_cli.errors import LettingoError, UsageError
 from lettingo_cli.export import ExportOptions
 from lettingo_cli.gen import GenOptions
+from lettingo_cli.grpo import GRPOOptions
 from lettingo_cli.options import command_options
 from lettingo_cli.pair import PairOptions
 from lettingo_cli.predictors.reader import FitOptions
@@ -63,7 +64,7 @@ EXIT_CODES_HELP = (
 
 # --help lists the pipeline in the order it runs, then the tools around it.
 COMMAND_ORDER = (
-    "ingest", "split", "gen", "score", "fit", "pair", "eval", "dpo", "export", "profile",
+    "ingest", "split", "gen", "score", "fit", "pair", "eval", "dpo", "grpo", "export", "profile",
     "store", "doctor", "completion",
 )  # fmt: skip
 
@@ -394,6 +395,43 @@ def dpo_command(
             f"{artifact.ref}: {artifact.counts['steps']} steps on {artifact.counts['pairs']} pairs; last step loss "
             f"{step['loss']:.4f}, margin {step['rewards_margins']}, accuracy {step['rewards_accuracies']}"
         )
+    emit(artifact, as_json)
+
+
+# --- grpo ----------------------------------------------------------------------------------------------------
+
+
+@app.command("grpo")
+@command_options(GRPOOptions)
+def grpo_command(
+    options: GRPOOptions,
+    split: Annotated[Optional[str], typer.Argument(help="Split reference (default: the latest split).")] = None,
+    base: Annotated[
+        Optional[str],
+        typer.Option("--base", help="gemma-3-270m (default), an HF model directory, or export:NAME (another round)."),
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint.")
+    ] = False,
+    name: NameOption = None,
+    force: ForceOption = False,
+    as_json: JsonOption = False,
+    store_path: StoreOption = DEFAULT_STORE,
+) -> None:
+    """GRPO-train the profile generator online: a frozen predictor rewards the profiles it samples (TRL)."""
+    from lettingo_cli import api
+
+    store = open_store(store_path)
+    artifact = api.grpo(
+        store, input_ref(split, "split"), base=base, resume=resume, name=name, force=force, **asdict(options)
+    )
+    if artifact is None:  # a worker rank under `accelerate launch`: rank 0 reports
+        return
+    report = artifact.report
+    log(
+        f"{artifact.ref}: {artifact.counts['steps']} steps on {artifact.counts['prompts']} prompts; reward "
+        f"{report.get('first_reward')} at the first step, {report.get('last_reward')} at the last"
+    )
     emit(artifact, as_json)
 
 

@@ -174,7 +174,7 @@ def train_dpo(
     started = time.perf_counter()
     with run, tempfile.TemporaryDirectory(dir=store.path.parent) as work:
         work = Path(work)
-        checkpoint = _latest_checkpoint(store, run.artifact, work / "resume") if resume else None
+        checkpoint = latest_checkpoint(store, run.artifact, work / "resume") if resume else None
         if resume and checkpoint is None:
             log("no checkpoint to resume from: training from the start")
         elif checkpoint is not None:
@@ -215,14 +215,14 @@ def _train_on_worker_rank(
     adapter. `pending`: the interrupted run to resume (its checkpoint), if any."""
     with tempfile.TemporaryDirectory(dir=store.path.parent) as work:
         work = Path(work)
-        checkpoint = _latest_checkpoint(store, pending, work / "resume") if pending is not None else None
+        checkpoint = latest_checkpoint(store, pending, work / "resume") if pending is not None else None
         from lettingo_cli.dpo_trainer import train
 
         train(store, None, records, base, tokenizer, options, work, work / "adapter", checkpoint, CHECKPOINTS, False)
     return None
 
 
-def _latest_checkpoint(store: Store, artifact: Artifact, destination: Path) -> Path | None:
+def latest_checkpoint(store: Store, artifact: Artifact, destination: Path) -> Path | None:
     """Materialize the newest checkpoint stored with a pending adapter artifact."""
     steps = sorted(
         {int(f["path"].split("/")[1].split("-")[1]) for f in store.files(artifact) if f["path"].startswith(CHECKPOINTS)}

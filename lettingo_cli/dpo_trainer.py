@@ -29,15 +29,14 @@ RANK_WAIT_S = 600  # how long a worker rank waits for rank 0 to write the shared
 
 class StepsToStore(transformers.TrainerCallback):
     """Every logged step into the store's dpo_steps table, and each checkpoint into the pending adapter (it replaces
-    the older one), so `dpo --resume` continues after a crash. A worker rank (artifact None) records nothing."""
+    the older one), so `dpo --resume` continues after a crash. A worker rank (artifact None) records nothing.
+    grpo's subclass logs into its own table (`step_row` and `record`)."""
 
     def __init__(self, store: Store, artifact: Artifact | None, checkpoints: str) -> None:
         self.store, self.artifact, self.checkpoints = store, artifact, checkpoints
 
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if self.artifact is None or not logs or "loss" not in logs:
-            return
-        step = {
+    def step_row(self, logs: dict, state) -> dict:
+        return {
             "step": state.global_step,
             "epoch": logs.get("epoch"),
             "loss": logs.get("loss"),
@@ -47,7 +46,14 @@ class StepsToStore(transformers.TrainerCallback):
             "rewards_accuracies": logs.get("rewards/accuracies"),
             "logged": canonical_json(logs),
         }
-        self.store.record_dpo_step(self.artifact.run_id, step)
+
+    def record(self, row: dict) -> None:
+        self.store.record_dpo_step(self.artifact.run_id, row)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.artifact is None or not logs or "loss" not in logs:
+            return
+        self.record(self.step_row(logs, state))
 
     def on_save(self, args, state, control, **kwargs):
         if self.artifact is None:
@@ -136,6 +142,23 @@ def _shared_prompt_trainer(trl):
     return SharedPromptDPOTrainer
 
 
+def lora_config(peft, model, base: Path, rank: int, alpha: int):
+    """The LoRA of both training stages: on the attention and MLP projections the model has."""
+    present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    targets = [t for t in LORA_TARGETS if t in present]
+    if not targets:
+        raise LettingoError(
+            f"no trainable parameter: {base} has none of the LoRA target modules {', '.join(LORA_TARGETS)}"
+        )
+    return peft.LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=targets, task_type="CAUSAL_LM")
+
+
+def quiet(trainer) -> None:
+    """Remove the callbacks that print to stdout, which carries only results."""
+    for printer in (transformers.PrinterCallback, transformers.ProgressCallback):
+        trainer.remove_callback(printer)
+
+
 def train(
     store: Store,
     artifact: Artifact | None,
@@ -157,15 +180,7 @@ def train(
     trl = require("trl")
 
     model = transformers.AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
-    targets = [t for t in LORA_TARGETS if t in present]
-    if not targets:
-        raise LettingoError(
-            f"no trainable parameter: {base} has none of the LoRA target modules {', '.join(LORA_TARGETS)}"
-        )
-    lora = peft.LoraConfig(
-        r=options.lora_r, lora_alpha=options.lora_alpha, lora_dropout=0.0, target_modules=targets, task_type="CAUSAL_LM"
-    )
+    lora = lora_config(peft, model, base, options.lora_r, options.lora_alpha)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
 
@@ -205,8 +220,7 @@ def train(
             peft_config=lora,
             callbacks=[StepsToStore(store, artifact, checkpoints), Progress(advance)],
         )
-        for printer in (transformers.PrinterCallback, transformers.ProgressCallback):
-            trainer.remove_callback(printer)  # they print to stdout, which carries only results
+        quiet(trainer)
         if not any(p.requires_grad for p in trainer.model.parameters()):
             raise LettingoError("no trainable parameter in the LoRA model")
         state = trainer.accelerator.state

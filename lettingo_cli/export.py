@@ -74,11 +74,10 @@ def export_adapter(
 
     training = store.run(adapter.run_id) if adapter.run_id is not None else None
     if training is None or "base" not in training["params"]:
-        raise LettingoError(f"{adapter.ref} was not written by dpo: no base model on record")
+        raise LettingoError(f"{adapter.ref} was not written by dpo or grpo: no base model on record")
     base = Path(training["params"]["base"])
     if not (base / "config.json").exists():
         raise LettingoError(f"{adapter.ref}'s base {base} is gone (rebuild it, or train again with another --base)")
-    pairs = store.get(training["params"]["pairs"])
     params = {
         "adapter": adapter.id,
         "quants": [] if options.lora_only else list(options.quants),
@@ -109,11 +108,10 @@ def export_adapter(
             "lettingo.base.sha256": _weights_hash(base),
             "lettingo.base.tokenizer_from": source.name if source else "",
             "lettingo.base.tokenizer_sha256": sha256_file(source) if source else "",
-            "lettingo.pairs.id": str(pairs.id),
-            "lettingo.pairs.ref": pairs.ref,
-            "lettingo.pairs.hash": pairs.content_hash or "",
+            "lettingo.trained_by": training["stage"],
+            **_training_provenance(store, training),
         }
-        texts = [record["prompt"] for record in _pair_prompts(store, pairs, options.prompts)]
+        texts = training_prompts(store, training, options.prompts)
         if options.lora_only:
             lora_file, base_file = _lora_files(adapter, base, work, provenance, source)
             timings["convert_s"] = _lap(started)
@@ -217,15 +215,38 @@ def _lora_files(
     return lora, rewrite_gguf(converted, work / gguf_name(LORA_BASE), {}, None)
 
 
-def _pair_prompts(store: Store, pairs: Artifact, count: int) -> list[dict]:
+def training_prompts(store: Store, training: dict, count: int) -> list[str]:
+    """The first `count` users' prompts the adapter was trained on, for the verification: a dpo run's pairs'
+    prompts, a grpo run's generation prompts."""
+    if training["stage"] == "grpo":
+        from lettingo_cli.grpo import training_prompts as generation_prompts
+
+        params = training["params"]
+        split = store.get(params["split"])
+        return [r["prompt"] for r in generation_prompts(store, split, params["users"][:count], params["history"])]
     seen, prompts = set(), []
-    for row in store.rows(pairs, "pairs"):
+    for row in store.rows(store.get(training["params"]["pairs"]), "pairs"):
         if row["user_id"] not in seen:
             seen.add(row["user_id"])
-            prompts.append(row)
+            prompts.append(row["prompt"])
         if len(prompts) == count:
             break
     return prompts
+
+
+def _training_provenance(store: Store, training: dict) -> dict[str, str]:
+    """What the adapter learned from, by reference and hash: a dpo run's pairs, a grpo run's split and judge."""
+    params = training["params"]
+    if training["stage"] == "grpo":
+        split = store.get(params["split"])
+        return {"lettingo.split.ref": split.ref, "lettingo.split.hash": split.content_hash or "",
+                "lettingo.grpo.predictor": params["predictor"]}  # fmt: skip
+    pairs = store.get(params["pairs"])
+    return {
+        "lettingo.pairs.id": str(pairs.id),
+        "lettingo.pairs.ref": pairs.ref,
+        "lettingo.pairs.hash": pairs.content_hash or "",
+    }
 
 
 def _copy_out(store: Store, artifact: Artifact, out: Path) -> None:

@@ -94,6 +94,7 @@ def _facts(store: Store, export: Artifact) -> dict:
         "export": export,
         "adapter": adapter,
         "training": training["params"],
+        "stage": training["stage"],
         "lineage": lineage,
         "base": shipped.get("lettingo.base.name", "unknown"),
         "base_sha256": shipped.get("lettingo.base.sha256", ""),
@@ -154,14 +155,15 @@ def model_card(facts: dict, ggufs: list[str]) -> str:
     report = export.report
     name = f"{export.name}-v{export.version}"
     main = _base_gguf(ggufs, facts["base"]) if gguf_name(LORA) in ggufs else _main_gguf(ggufs)
-    settings = {k: v for k, v in facts["training"].items() if k not in ("pairs", "base")}
+    settings = {k: v for k, v in facts["training"].items() if k not in ("pairs", "base", "users")}
+    method = "GRPO, online: the predictor rewarding each sampled profile" if facts["stage"] == "grpo" else "DPO"
     licence = LICENCES.get(facts["base"], "the base model's own licence (see its model card); it governs this model")
     lines = [
         f"# {name}: a lettingo profile generator",
         "",
         "A language model that reads a user's ratings (oldest first) and writes a free-form profile of the user: "
         "the genres, eras, themes and moods they like and dislike and how generous a rater they are. It is "
-        f"`{facts['base']}` with a LoRA adapter trained by DPO (lettingo, after LettinGo, KDD 2025) towards "
+        f"`{facts['base']}` with a LoRA adapter trained by {method} (lettingo, after LettinGo, KDD 2025) towards "
         "profiles with which a frozen predictor better foresees the user's feelings about held-out items.",
         "",
         "## Files",
@@ -196,7 +198,7 @@ def model_card(facts: dict, ggufs: list[str]) -> str:
         f"- Profiles it learned from: {_ref(lineage.get('profiles'))}.",
         f"- Split: {_ref(lineage.get('split'))}.",
         f"- Dataset: {_ref(lineage.get('dataset'))}.",
-        f"- DPO settings: `{json.dumps(settings, sort_keys=True)}`.",
+        f"- {facts['stage'].upper()} settings: `{json.dumps(settings, sort_keys=True)}`.",
         f"- lettingo {export.lettingo_version}.",
         "",
         "## Verification",

@@ -35,6 +35,7 @@ STAGE_VERBS = {
     "pair": ("pair", "paired"),
     "eval": ("evaluate", "evaluated"),
     "dpo": ("train", "trained"),
+    "grpo": ("train", "trained"),
     "export": ("export", "exported"),
     "fit": ("fit", "fitted"),
 }

@@ -95,3 +95,57 @@ def test_paper_script_runs_the_whole_chain_and_writes_its_results(tmp_path, tiny
     assert again.returncode == 0, again.stderr[-3000:]
     assert "already trained" in again.stderr and "already exported" in again.stderr
     assert json.loads((results / "paper-ci.json").read_text())["aligned_minus_base"] == headline
+
+
+def test_paper_script_in_the_profile_only_protocol_with_the_online_route(tmp_path, tiny_model):
+    """RECENT=0: the trained reader judges, the protocol's own arms and baselines, the 10H reference on the same
+    users, head:minilm without recent ratings as the second judge, grpo as one more arm; the report's picture."""
+    data = write_ml100k(tmp_path / "ml", n_users=14, n_items=60, per_user=45)
+    results = tmp_path / "results"
+    env = {
+        **os.environ,
+        "RECENT": "0",
+        "DATA": str(data),
+        "STORE": str(tmp_path / "store" / "lettingo.db"),
+        "NAME": "po-ci",
+        "RESULTS": str(results),
+        "USERS": "6",
+        "TEST_USERS": "4",
+        "TARGETS": "2",
+        "N": "3",
+        "N_TEST": "2",
+        "MAX_TOKENS": "12",
+        "GENERATOR": f"gguf:{tiny_model.gguf}",
+        "BASE": str(tiny_model.hf_dir),
+        "DPO_ARGS": "--max-steps 2 --lora-r 4 --lr 1e-3 --max-length 4096",
+        "REFERENCE": "",
+        "ROUND2": "0",
+        "SECOND_TARGETS": "1",
+        "GRPO_STEPS": "2",
+        "GRPO_ARGS": "--generations 2 --lora-r 4 --lr 1e-3",
+    }
+    done = subprocess.run(
+        ["bash", str(ROOT / "experiments" / "paper.sh")], capture_output=True, text=True, env=env, timeout=900
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    payload = json.loads((results / "po-ci.json").read_text())
+    assert payload["settings"]["recent"] == "0" and payload["settings"]["predictor"] == "reader:bow"
+    arms = payload["arms"]
+    assert {f"eval_{a}" for a in ("10h", "none", "base", "aligned", "history", "history_full", "stats", "swapped",
+                                  "grpo")} | {"second_base", "second_aligned"} == set(arms)  # fmt: skip
+    for role, figures in arms.items():
+        assert figures["users"] == 4, role
+    assert set(payload["baselines"]) == {"always_majority", "item_mean", "history_mean"}
+    differences = payload["differences"]
+    assert {"aligned - base", "aligned - none", "history_full - none", "stats - none", "aligned - 10h",
+            "grpo - base", "grpo - aligned", "second_aligned - second_base"} <= set(differences)  # fmt: skip
+    assert all(d["users"] == 4 for d in differences.values())
+    # the reference line: the 10H split holds the same test users, and the predictor there saw 10 recent ratings
+    assert payload["ten_recent_ratings_mean_tokens"] > 10
+    assert set(payload["within_user_length"]) <= {"eval_base", "eval_aligned"}
+    online = payload["grpo"]
+    assert online["steps"] == 2 and len(online["curve"]) == 2 and online["profiles_judged"] > 0
+    assert set(payload["route_cost"]) == {"offline_dpo", "online_grpo"}
+    assert payload["route_cost"]["online_grpo"]["predictor_judgements"] == online["profiles_judged"] * 2
+    assert (results / "po-ci.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "grpo: 2 steps" in (results / "po-ci.md").read_text()

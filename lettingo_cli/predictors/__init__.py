@@ -4,7 +4,7 @@
 - llm:BACKEND_SPEC[?prior=train|none]: a frozen LLM read through its label log-probs (llm.py)
 - emb:minilm: sentence embeddings and a small head (embedding.py)
 - head:minilm[?profiles=REF]: a head over user, item and profile features fitted on train users (head.py)
-- reader:bow[?profiles=REF][&user_mean=1]: a small network that reads the profile's words, fitted once on train
+- reader:bow[?profiles=REF][&user_mean=1][&values=0]: a small network reading the profile, fitted once on train
   users and stored as a `predictor` artifact (reader.py); `predictor:REF` names such an artifact directly
 """
 
