@@ -174,11 +174,7 @@ def train_dpo(
     started = time.perf_counter()
     with run, tempfile.TemporaryDirectory(dir=store.path.parent) as work:
         work = Path(work)
-        checkpoint = latest_checkpoint(store, run.artifact, work / "resume") if resume else None
-        if resume and checkpoint is None:
-            log("no checkpoint to resume from: training from the start")
-        elif checkpoint is not None:
-            log(f"resuming from {checkpoint.name}")
+        checkpoint = resume_point(store, run.artifact, work) if resume else None
         output = work / "adapter"
         from lettingo_cli.dpo_trainer import train
 
@@ -220,6 +216,16 @@ def _train_on_worker_rank(
 
         train(store, None, records, base, tokenizer, options, work, work / "adapter", checkpoint, CHECKPOINTS, False)
     return None
+
+
+def resume_point(store: Store, artifact: Artifact, work: Path) -> Path | None:
+    """`--resume`: the pending adapter's newest checkpoint, materialized under `work`, saying which on stderr."""
+    checkpoint = latest_checkpoint(store, artifact, work / "resume")
+    if checkpoint is None:
+        log("no checkpoint to resume from: training from the start")
+    else:
+        log(f"resuming from {checkpoint.name}")
+    return checkpoint
 
 
 def latest_checkpoint(store: Store, artifact: Artifact, destination: Path) -> Path | None:

@@ -220,20 +220,28 @@ def train(
             peft_config=lora,
             callbacks=[StepsToStore(store, artifact, checkpoints), Progress(advance)],
         )
-        quiet(trainer)
-        if not any(p.requires_grad for p in trainer.model.parameters()):
-            raise LettingoError("no trainable parameter in the LoRA model")
-        state = trainer.accelerator.state
-        log(
-            f"training on {trainer.accelerator.device} ({options.precision}, {state.num_processes} process(es), "
-            f"{state.distributed_type})"
-        )
-        result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    if not math.isfinite(result.training_loss):
-        raise LettingoError(f"training diverged (loss {result.training_loss})")
+        steps = run_trainer(trainer, options.precision, checkpoint, output if artifact is not None else None)
     if artifact is not None:
-        trainer.model.save_pretrained(output)
         shutil.rmtree(
             _shared_dataset_dir(store, records), ignore_errors=True
         )  # only there under a multi-process launch
+    return steps
+
+
+def run_trainer(trainer, precision: str, checkpoint: Path | None, output: Path | None, sampling: str = "") -> int:
+    """Train a TRL trainer built with lettingo's callbacks (dpo's and grpo's alike): quiet its stdout, refuse a
+    model with nothing to train, say where it trains, resume from `checkpoint`, refuse a diverged run, save the
+    adapter to `output` (None: a worker rank, which saves nothing). Returns the optimizer steps."""
+    quiet(trainer)
+    if not any(p.requires_grad for p in trainer.model.parameters()):
+        raise LettingoError("no trainable parameter in the LoRA model")
+    state = trainer.accelerator.state
+    detail = f", {sampling}" if sampling else ""
+    log(f"training on {trainer.accelerator.device} ({precision}, {state.num_processes} process(es), "
+        f"{state.distributed_type}{detail})")  # fmt: skip
+    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    if not math.isfinite(result.training_loss):
+        raise LettingoError(f"training diverged (loss {result.training_loss})")
+    if output is not None:
+        trainer.model.save_pretrained(output)
     return result.global_step

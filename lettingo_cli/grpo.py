@@ -24,8 +24,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from lettingo_cli.console import log
-from lettingo_cli.dpo import CHECKPOINTS, is_main_process, latest_checkpoint
+from lettingo_cli.dpo import CHECKPOINTS, is_main_process, latest_checkpoint, resume_point
 from lettingo_cli.errors import LettingoError, UsageError, require
 from lettingo_cli.gen import clean_profile, profile_flags
 from lettingo_cli.options import option
@@ -193,11 +192,7 @@ def _train(store, run, records, base, tokenizer, options, reward, resume, judge)
     started = time.perf_counter()
     with run, tempfile.TemporaryDirectory(dir=store.path.parent) as work:
         work = Path(work)
-        checkpoint = latest_checkpoint(store, run.artifact, work / "resume") if resume else None
-        if resume and checkpoint is None:
-            log("no checkpoint to resume from: training from the start")
-        elif checkpoint is not None:
-            log(f"resuming from {checkpoint.name}")
+        checkpoint = resume_point(store, run.artifact, work) if resume else None
         output = work / "adapter"
         steps = train(store, run.artifact, records, base, tokenizer, options, reward, work, output, checkpoint, True)
         logged = store.grpo_steps(run.artifact.run_id)

@@ -7,11 +7,11 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lettingo_cli.console import log, stage_progress
+from lettingo_cli.console import stage_progress
 from lettingo_cli.digest import canonical_json
 from lettingo_cli.dpo import CHECKPOINTS
-from lettingo_cli.dpo_trainer import Progress, StepsToStore, lora_config, quiet, transformers
-from lettingo_cli.errors import LettingoError, require
+from lettingo_cli.dpo_trainer import Progress, StepsToStore, lora_config, run_trainer, transformers
+from lettingo_cli.errors import require
 from lettingo_cli.prompts import COMPLETION_STOPS
 from lettingo_cli.store import Artifact, Store
 
@@ -129,17 +129,5 @@ def train(
             peft_config=lora,
             callbacks=[GRPOStepsToStore(store, artifact, CHECKPOINTS), Progress(advance)],
         )
-        quiet(trainer)
-        if not any(p.requires_grad for p in trainer.model.parameters()):
-            raise LettingoError("no trainable parameter in the LoRA model")
-        state = trainer.accelerator.state
-        log(
-            f"training on {trainer.accelerator.device} ({options.precision}, {state.num_processes} process(es), "
-            f"{'vLLM' if options.vllm else 'transformers'} sampling)"
-        )
-        result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    if not math.isfinite(result.training_loss):
-        raise LettingoError(f"training diverged (loss {result.training_loss})")
-    if artifact is not None:
-        trainer.model.save_pretrained(output)
-    return result.global_step
+        sampling = f"{'vLLM' if options.vllm else 'transformers'} sampling"
+        return run_trainer(trainer, options.precision, checkpoint, output if artifact is not None else None, sampling)

@@ -175,6 +175,36 @@ def split_store(lettingo, tmp_path):
     return lettingo
 
 
+@pytest.fixture
+def po_store(lettingo, tmp_path):
+    """MovieLens-format data (15 users: 5 test, 10 train) split without recent history (the profile-only
+    protocol), 2 targets per user: split `po`."""
+    folder = write_ml100k(tmp_path / "ml", n_users=15, per_user=25)
+    assert lettingo("ingest", "movielens", folder).exit_code == 0
+    made = lettingo("split", "--test-users", "5", "--recent", "0", "--targets", "2", "--name", "po")
+    assert made.exit_code == 0, made.stderr
+    return lettingo
+
+
+def kill_at_first_checkpoint(command: list[str], store_path: Path, wait_s: float = 300) -> None:
+    """Start a training command, kill -9 it as soon as the store holds a checkpoint of its pending adapter."""
+    import os
+    import sqlite3
+
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline and process.poll() is None:
+        conn = sqlite3.connect(store_path, timeout=30)
+        saved = conn.execute("SELECT COUNT(*) FROM artifact_files WHERE path LIKE 'checkpoints/%'").fetchone()[0]
+        conn.close()
+        if saved:
+            break
+        time.sleep(0.01)
+    assert process.poll() is None, "training finished before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -134,11 +134,9 @@ def test_dpo_refusals(lettingo, store_path, tiny_model):
 
 
 def test_kill_9_then_resume_reaches_the_same_step_count(tmp_path, tiny_model):
-    import os
-    import signal
-    import sqlite3
     import subprocess
-    import time
+
+    from tests.conftest import kill_at_first_checkpoint
 
     store_path = tmp_path / "lettingo.db"
     write_pairs(store_path, "many", 16)
@@ -159,18 +157,7 @@ def test_kill_9_then_resume_reaches_the_same_step_count(tmp_path, tiny_model):
         "--store",
         str(store_path),
     ]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and process.poll() is None:
-        conn = sqlite3.connect(store_path, timeout=30)
-        saved = conn.execute("SELECT COUNT(*) FROM artifact_files WHERE path LIKE 'checkpoints/%'").fetchone()[0]
-        conn.close()
-        if saved:
-            break
-        time.sleep(0.01)
-    assert process.poll() is None, "training finished before it could be killed"
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
+    kill_at_first_checkpoint(command, store_path, wait_s=180)
     store = Store(store_path)
     assert store.list(kind="adapter") == [] and store.verify()["ok"]
     logged = store.db.execute("SELECT MAX(step) FROM dpo_steps").fetchone()[0]

@@ -9,18 +9,6 @@ import statistics
 import pytest
 
 from lettingo_cli.store import Store
-from tests.conftest import write_ml100k
-
-
-@pytest.fixture
-def po_store(lettingo, tmp_path):
-    """MovieLens-format data (15 users: 5 test, 10 train) split without recent history, 2 targets per user."""
-    folder = write_ml100k(tmp_path / "ml", n_users=15, per_user=25)
-    assert lettingo("ingest", "movielens", folder).exit_code == 0
-    made = lettingo("split", "--test-users", "5", "--recent", "0", "--targets", "2", "--name", "po")
-    assert made.exit_code == 0, made.stderr
-    return lettingo
-
 
 SMALL = ("--users", "train:4", "--generations", "2", "--max-tokens", "12", "--lora-r", "4", "--targets", "2")
 
@@ -114,26 +102,13 @@ def test_grpo_refusals(po_store, tiny_model):
 
 
 def test_kill_9_then_resume_reaches_the_same_step_count(po_store, store_path, tiny_model):
-    import os
-    import signal
-    import sqlite3
     import subprocess
-    import time
+
+    from tests.conftest import kill_at_first_checkpoint
 
     command = ["lettingo", "grpo", "po", "--base", str(tiny_model.hf_dir), *SMALL, "--max-steps", "12",
                "--save-steps", "3", "--store", str(store_path)]  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and process.poll() is None:
-        conn = sqlite3.connect(store_path, timeout=30)
-        saved = conn.execute("SELECT COUNT(*) FROM artifact_files WHERE path LIKE 'checkpoints/%'").fetchone()[0]
-        conn.close()
-        if saved:
-            break
-        time.sleep(0.01)
-    assert process.poll() is None, "training finished before it could be killed"
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
+    kill_at_first_checkpoint(command, store_path)
     store = Store(store_path)
     verified = store.verify()
     assert store.list(kind="adapter") == [] and verified["ok"], verified["problems"]

@@ -10,17 +10,7 @@ import statistics
 import pytest
 
 from lettingo_cli.store import Store
-from tests.conftest import write_ml100k, write_ratings_csv
-
-
-@pytest.fixture
-def po_store(lettingo, tmp_path):
-    """MovieLens-format data (15 users: 5 test, 10 train) split without recent history, 2 targets per user."""
-    folder = write_ml100k(tmp_path / "ml", n_users=15, per_user=25)
-    assert lettingo("ingest", "movielens", folder).exit_code == 0
-    made = lettingo("split", "--test-users", "5", "--recent", "0", "--targets", "2", "--name", "po")
-    assert made.exit_code == 0, made.stderr
-    return lettingo
+from tests.conftest import write_ratings_csv
 
 
 def _profiles(store: Store, ref: str) -> dict[str, list[dict]]:
