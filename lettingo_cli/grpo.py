@@ -29,7 +29,7 @@ from lettingo_cli.errors import LettingoError, UsageError, require
 from lettingo_cli.gen import clean_profile, profile_flags
 from lettingo_cli.options import option
 from lettingo_cli.prompts import COMPLETION_STOPS, builtin_template, render
-from lettingo_cli.split import load_histories, load_recent_and_targets, select_users
+from lettingo_cli.split import load_histories, load_recent_and_targets, select_users, train_users
 from lettingo_cli.store import Artifact, Store
 
 # options that change how fast or how often, never what is trained: not part of the run key
@@ -148,7 +148,7 @@ def train_grpo(
     from lettingo_cli.predictors import default_predictor, make_predictor
 
     users = select_users(store, split, options.users)
-    train = {row["user_id"] for row in store.rows(split, "split_users", partition="train")}
+    train = set(train_users(store, split))
     if any(u not in train for u in users):
         raise UsageError(f"--users {options.users}: grpo trains on train users only (test users are for eval)")
     if options.targets > split.params["targets"]:
