@@ -102,7 +102,7 @@ def main() -> None:
             sys.exit(f"dpo failed (exit {done.returncode})")
         store = Store(store_path)
         adapter = store.resolve(done.stdout.strip())
-        steps = list(store.db.query("SELECT * FROM dpo_steps WHERE run_id = ? ORDER BY step", [adapter.run_id]))
+        steps = store.dpo_steps(adapter.run_id)
     result = {
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "torch": torch.__version__,

@@ -207,7 +207,7 @@ fi
 
 if [ "$ROUND2" = 1 ]; then
   echo "== round 2, on policy: the aligned generator writes the train users' profiles" >&2
-  train2=$(stage gen_train_r2 lettingo gen --split "$split" --users train \
+  train2=$(stage gen_train_r2 lettingo gen --split "$split" --users "train:$USERS" \
     --generator "gguf:$export_ref?quant=$QUANT" --n "$N2" --max-tokens "$MAX_TOKENS" --name "$NAME-r2-train")
   scores2=$(stage score_r2 lettingo score "$train2" --predictor "$PREDICTOR" --targets "$TARGETS")
   pairs2=$(stage pair_r2 lettingo pair "$scores2" --rule "$RULE" --max-per-user "$MAX_PAIRS" "${length_ratio[@]}")

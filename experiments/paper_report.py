@@ -309,7 +309,7 @@ def route_cost(store: Store, found: dict, times: dict, settings: dict) -> dict:
 
 
 def dpo_facts(store: Store, adapter) -> dict:
-    steps = list(store.db.query("SELECT * FROM dpo_steps WHERE run_id = ? ORDER BY step", [adapter.run_id]))
+    steps = store.dpo_steps(adapter.run_id)
     last = steps[-5:]
 
     def mean(key):

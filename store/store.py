@@ -462,6 +462,10 @@ class Store(Upkeep):
         rows = list(self.db.query(sql, [run_id]))
         return rows[0] if rows else None
 
+    def dpo_steps(self, run_id: int) -> list[dict]:
+        """The logged steps of a dpo run, in order."""
+        return list(self.db.query("SELECT * FROM dpo_steps WHERE run_id = ? ORDER BY step", [run_id]))
+
     def record_grpo_step(self, run_id: int, step: dict) -> None:
         """One logged training step of a grpo run (replacing a step logged before a resume)."""
         with self.transaction():

@@ -1,0 +1,165 @@
+"""Choose the paper run's DPO settings on train users, never on test users.
+
+The profile-only paper run (experiments/paper.sh with RECENT=0) trains on the pairs of its first USERS train users.
+This script takes that run's store, its pairs and its split, trains one adapter per candidate setting on those
+pairs (the same `lettingo dpo` command paper.sh runs, so a rerun of paper.sh with the chosen DPO_ARGS finds it in
+the cache), exports it, and lets each exported generator write profiles for VALIDATION train users: the next
+--validation-users train users by id after the pairs' users, who gave no pairs. The frozen judge scores them on
+their targets; train users are judged by the reader's network that never saw them (its out-of-fold networks), so
+these figures are as clean as a test user's. Each candidate is reported against the base generator on the same
+users and targets (paired bootstrap intervals), with its stated-value share, its mean tokens and DPO's last steps.
+
+    python3 bench/dpo_choice.py --candidate "lr5e-5=--lr 5e-5 --epochs 1" --candidate "lr2e-4x2=--lr 2e-4 --epochs 2"
+
+Writes bench/results/<tag>.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _common import RESULTS, machine  # noqa: E402
+from profile_only import difference, figures, lettingo  # noqa: E402
+
+from lettingo_cli.eval import compare_evals  # noqa: E402
+from lettingo_cli.split import select_users  # noqa: E402
+from lettingo_cli.store import Store  # noqa: E402
+
+STATED = re.compile(r"\d[\d,]*(?:\.\d+)?/5")  # a value written the way the split's prompts write ratings
+
+
+def profile_facts(store: Store, profiles_ref: str) -> dict:
+    """The share of profiles that state at least one rating, and their mean tokens."""
+    texts = [(r["text"], r["n_tokens"] or 0) for r in store.rows(store.resolve(profiles_ref, "profiles"), "profiles")]
+    return {
+        "profiles": len(texts),
+        "stating_a_rating": round(sum(bool(STATED.search(t)) for t, _ in texts) / len(texts), 3),
+        "mean_tokens": round(statistics.fmean(n for _, n in texts), 1),
+    }
+
+
+def last_steps(store: Store, adapter_ref: str, count: int = 10) -> dict:
+    """DPO's mean loss, margin and reward accuracy over its last `count` steps."""
+    rows = store.dpo_steps(store.resolve(adapter_ref, "adapter").run_id)[-count:]
+    columns = {"loss": "loss", "margin": "rewards_margins", "accuracy": "rewards_accuracies"}
+    return {"steps": len(rows), **{k: round(statistics.fmean(r[c] for r in rows), 3) for k, c in columns.items()}}
+
+
+def interval(arm: dict, metric: str) -> str:
+    """The arm's difference from the base generator on `metric` with its interval, or '' for the base itself."""
+    if "minus_base" not in arm:
+        return ""
+    d = arm["minus_base"][metric]
+    return f"{d['value']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--store", type=Path, default=RESULTS / "paper-po-store" / "lettingo.db")
+    parser.add_argument("--name", default="paper-po", help="the paper run's NAME")
+    parser.add_argument("--tag", default="dpo_choice")
+    parser.add_argument("--users", type=int, default=100, help="the paper run's USERS (the pairs' train users)")
+    parser.add_argument("--validation-users", type=int, default=50)
+    parser.add_argument("--n", type=int, default=2, help="profiles per validation user and generator")
+    parser.add_argument("--targets", type=int, default=4)
+    parser.add_argument("--max-tokens", type=int, default=120)
+    parser.add_argument("--predictor", default="reader:bow")
+    parser.add_argument("--base", default="gemma-3-270m")
+    parser.add_argument("--common", default="--beta 0.1 --max-length 1280", help="dpo flags of every candidate")
+    parser.add_argument("--candidate", action="append", required=True, help="LABEL=dpo flags (repeat)")
+    args = parser.parse_args()
+
+    store_path = args.store
+    store = Store(store_path, create=False)
+    split_ref = f"split:{args.name}"
+    pairs_ref = f"pairs:{args.name}-train"
+    split = store.resolve(split_ref, "split")
+    train = sorted(select_users(store, split, "train"))
+    first = set(select_users(store, split, f"train:{args.users}"))
+    validation = [u for u in train if u not in first][: args.validation_users]
+    ids = "\n".join(validation) + "\n"
+    seconds: dict[str, float] = {}
+
+    def run(key: str, *call: str, stdin: str | None = None) -> str:
+        started = time.perf_counter()
+        out = lettingo(store_path, *call, stdin=stdin)
+        seconds[key] = round(seconds.get(key, 0) + time.perf_counter() - started, 1)
+        return out
+
+    def write_and_judge(label: str, generator: str) -> tuple[str, str]:
+        profiles = run(f"gen_{label}", "gen", "--split", split_ref, "--users", "-", "--generator", generator,
+                       "--n", str(args.n), "--max-tokens", str(args.max_tokens),
+                       "--name", f"{args.name}-val-{label}", stdin=ids)  # fmt: skip
+        evaluated = run(f"eval_{label}", "eval", profiles, "--users", "train", "--predictor", args.predictor,
+                        "--targets", str(args.targets), "--name", f"{args.name}-val-{label}")  # fmt: skip
+        return profiles, evaluated
+
+    none = run("eval_none", "eval", "--no-profile", "--split", split_ref, "--users", "-", "--predictor",
+               args.predictor, "--targets", str(args.targets), "--name", f"{args.name}-val-none",
+               stdin=ids)  # fmt: skip
+    base_profiles, base_eval = write_and_judge("base", args.base)
+    arms = {"none": {"eval": none}, "base": {"eval": base_eval, **profile_facts(store, base_profiles)}}
+    for given in args.candidate:
+        label, _, flags = given.partition("=")
+        adapter = run(f"dpo_{label}", "dpo", pairs_ref, "--base", args.base, *shlex.split(args.common),
+                      *shlex.split(flags), "--name", args.name)  # fmt: skip
+        exported = run(f"export_{label}", "export", adapter, "--quant", "q8_0,q4_k_m", "--name", args.name)
+        profiles, evaluated = write_and_judge(label, f"gguf:{exported}?quant=q8_0")
+        arms[label] = {"flags": flags, "adapter": adapter, "export": exported, "eval": evaluated,
+                       "dpo_last_steps": last_steps(store, adapter), **profile_facts(store, profiles)}  # fmt: skip
+
+    store = Store(store_path, create=False)  # a fresh connection sees what the commands wrote
+    users = set(validation)
+    for label, arm in arms.items():
+        arm["figures"] = figures(store.resolve(arm["eval"], "eval"))
+        if label != "none":
+            for other in ("none", "base") if label != "base" else ("none",):
+                result = compare_evals(store, store.resolve(arm["eval"], "eval"),
+                                       store.resolve(arms[other]["eval"], "eval"), users)  # fmt: skip
+                arm[f"minus_{other}"] = difference(result)
+    result = {
+        "what": "DPO settings chosen on validation train users (no pairs from them; judged out of fold)",
+        "store": str(store_path),
+        "pairs": pairs_ref,
+        "validation_users": len(validation),
+        "n": args.n,
+        "targets": args.targets,
+        "predictor": args.predictor,
+        "common_flags": args.common,
+        "arms": arms,
+        "seconds": seconds,
+        "machine": machine(),
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{args.tag}.json").write_text(json.dumps(result, indent=2) + "\n")
+    lines = [
+        f"# DPO settings on {len(validation)} validation train users x {args.n} profiles x {args.targets} targets",
+        "",
+        "| arm | flags | accuracy | macro F1 | - base (acc) | - base (F1) | states a rating | tokens | last-10 loss, "
+        "margin |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for label, arm in arms.items():
+        fig, steps = arm["figures"], arm.get("dpo_last_steps")
+        lines.append(
+            f"| {label} | {arm.get('flags', '')} | {fig['accuracy']:.3f} | {fig['macro_f1']:.3f} | "
+            f"{interval(arm, 'accuracy')} | {interval(arm, 'macro_f1')} | "
+            f"{arm.get('stating_a_rating', '')} | {arm.get('mean_tokens', '')} | "
+            + (f"{steps['loss']:.3f}, {steps['margin']:+.3f} |" if steps else " |")
+        )
+    lines += ["", f"Seconds: {json.dumps(seconds)}", ""]
+    (RESULTS / f"{args.tag}.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
