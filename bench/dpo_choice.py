@@ -48,10 +48,18 @@ def profile_facts(store: Store, profiles_ref: str) -> dict:
 
 
 def last_steps(store: Store, adapter_ref: str, count: int = 10) -> dict:
-    """DPO's mean loss, margin and reward accuracy over its last `count` steps."""
-    rows = store.dpo_steps(store.resolve(adapter_ref, "adapter").run_id)[-count:]
+    """DPO's mean loss, margin and reward accuracy over its last `count` steps, and its reward accuracy over the
+    first epoch (pairs the model had not trained on yet)."""
+    steps = store.dpo_steps(store.resolve(adapter_ref, "adapter").run_id)
+    rows = steps[-count:]
     columns = {"loss": "loss", "margin": "rewards_margins", "accuracy": "rewards_accuracies"}
-    return {"steps": len(rows), **{k: round(statistics.fmean(r[c] for r in rows), 3) for k, c in columns.items()}}
+    unseen = [r["rewards_accuracies"] for r in steps if r["epoch"] is not None and r["epoch"] <= 1]
+    return {
+        "steps": len(rows),
+        **{k: round(statistics.fmean(r[c] for r in rows), 3) for k, c in columns.items()},
+        # in the first epoch every step's pairs are new to the model: how often it already preferred the chosen
+        "first_epoch_accuracy": round(statistics.fmean(unseen), 3) if unseen else None,
+    }
 
 
 def interval(arm: dict, metric: str) -> str:
