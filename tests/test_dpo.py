@@ -53,7 +53,7 @@ def test_dpo_moves_margins_and_the_adapter_loads(lettingo, store_path, tiny_mode
     assert result.stdout == "adapter:obvious@v1\n"
     store = Store(store_path)
     adapter = store.resolve("adapter:obvious")
-    steps = list(store.db.query("SELECT * FROM dpo_steps WHERE run_id = ? ORDER BY step", [adapter.run_id]))
+    steps = store.dpo_steps(adapter.run_id)
     assert [s["step"] for s in steps] == list(range(1, 9))
     assert steps[-1]["rewards_margins"] > steps[0]["rewards_margins"]
     assert steps[-1]["loss"] < steps[0]["loss"] and steps[-1]["rewards_accuracies"] == 1.0
@@ -80,7 +80,7 @@ def test_length_desensitized_dpo_trains_differently_and_is_its_own_run(lettingo,
 
     def losses(name):
         run = store.resolve(f"adapter:{name}").run_id
-        return [r["loss"] for r in store.db.query("SELECT loss FROM dpo_steps WHERE run_id = ? ORDER BY step", [run])]
+        return [r["loss"] for r in store.dpo_steps(run)]
 
     first, second = losses("plain"), losses("ld")
     assert first[0] == pytest.approx(second[0], abs=1e-4)  # policy = reference at step 1: log 2 either way
