@@ -21,7 +21,7 @@
 # Knobs (environment variables; the defaults are the MovieLens 100K run, ~1.5 h on 2 cores):
 #   RECENT       10: 10H + profile; 0: profile only    (10)
 #   DATA         MovieLens folder (100K or a CSV release)  (../shared/data/movielens-100k)
-#   STORE        the store for this run                (bench/results/paper-store/lettingo.db)
+#   STORE        the store for this run                (bench/results/$NAME-store/lettingo.db)
 #   NAME         name of this experiment's artifacts   (paper: split:paper, adapter:paper, ...)
 #   TAG          name of the results files             ($NAME -> $RESULTS/$TAG.json and $TAG.md)
 #   RESULTS      where they go                         (bench/results)
@@ -60,8 +60,8 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 RECENT="${RECENT:-10}"
 DATA="${DATA:-$here/../../shared/data/movielens-100k}"
-STORE="${STORE:-$here/../bench/results/paper-store/lettingo.db}"
 NAME="${NAME:-paper}"
+STORE="${STORE:-$here/../bench/results/$NAME-store/lettingo.db}"  # one store per experiment name
 TAG="${TAG:-$NAME}"
 RESULTS="${RESULTS:-$here/../bench/results}"
 USERS="${USERS:-100}"
