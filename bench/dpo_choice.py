@@ -91,7 +91,7 @@ def main() -> None:
     split_ref = f"split:{args.name}"
     pairs_ref = f"pairs:{args.name}-train"
     split = store.resolve(split_ref, "split")
-    train = sorted(select_users(store, split, "train"))
+    train = select_users(store, split, "train")  # sorted by id
     first = set(select_users(store, split, f"train:{args.users}"))
     validation = [u for u in train if u not in first][: args.validation_users]
     ids = "\n".join(validation) + "\n"
