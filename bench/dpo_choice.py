@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import shlex
 import statistics
 import sys
@@ -31,19 +30,29 @@ from _common import RESULTS, machine  # noqa: E402
 from profile_only import difference, figures, lettingo  # noqa: E402
 
 from lettingo_cli.eval import compare_evals  # noqa: E402
-from lettingo_cli.split import select_users  # noqa: E402
+from lettingo_cli.predictors.reader import StatedValues  # noqa: E402
+from lettingo_cli.split import item_ratings, select_users, value_words  # noqa: E402
 from lettingo_cli.store import Store  # noqa: E402
 
-STATED = re.compile(r"\d[\d,]*(?:\.\d+)?/5")  # a value written the way the split's prompts write ratings
 
-
-def profile_facts(store: Store, profiles_ref: str) -> dict:
-    """The share of profiles that state at least one rating, and their mean tokens."""
+def profile_facts(store: Store, profiles_ref: str, stated: StatedValues) -> dict:
+    """The share of profiles that state at least one value the way the reader reads them ("4/5"), and their mean
+    tokens."""
     texts = [(r["text"], r["n_tokens"] or 0) for r in store.rows(store.resolve(profiles_ref, "profiles"), "profiles")]
     return {
         "profiles": len(texts),
-        "stating_a_rating": round(sum(bool(STATED.search(t)) for t, _ in texts) / len(texts), 3),
+        "stating_a_rating": round(sum(bool(stated.lines(t)) for t, _ in texts) / len(texts), 3),
         "mean_tokens": round(statistics.fmean(n for _, n in texts), 1),
+    }
+
+
+def pair_facts(store: Store, pairs_ref: str, stated: StatedValues) -> dict:
+    """How many of the pairs' chosen and rejected profiles state a value the way the reader reads them."""
+    rows = list(store.rows(store.resolve(pairs_ref, "pairs"), "pairs"))
+    return {
+        "pairs": len(rows),
+        "chosen_stating_a_rating": sum(bool(stated.lines(r["chosen"])) for r in rows),
+        "rejected_stating_a_rating": sum(bool(stated.lines(r["rejected"])) for r in rows),
     }
 
 
@@ -91,6 +100,7 @@ def main() -> None:
     split_ref = f"split:{args.name}"
     pairs_ref = f"pairs:{args.name}-train"
     split = store.resolve(split_ref, "split")
+    stated = StatedValues(value_words(split), split.params, item_ratings(store, split).global_mean)
     train = select_users(store, split, "train")  # sorted by id
     first = set(select_users(store, split, f"train:{args.users}"))
     validation = [u for u in train if u not in first][: args.validation_users]
@@ -115,7 +125,7 @@ def main() -> None:
                args.predictor, "--targets", str(args.targets), "--name", f"{args.name}-val-none",
                stdin=ids)  # fmt: skip
     base_profiles, base_eval = write_and_judge("base", args.base)
-    arms = {"none": {"eval": none}, "base": {"eval": base_eval, **profile_facts(store, base_profiles)}}
+    arms = {"none": {"eval": none}, "base": {"eval": base_eval, **profile_facts(store, base_profiles, stated)}}
     for given in args.candidate:
         label, _, flags = given.partition("=")
         adapter = run(f"dpo_{label}", "dpo", pairs_ref, "--base", args.base, *shlex.split(args.common),
@@ -123,7 +133,8 @@ def main() -> None:
         exported = run(f"export_{label}", "export", adapter, "--quant", "q8_0,q4_k_m", "--name", args.name)
         profiles, evaluated = write_and_judge(label, f"gguf:{exported}?quant=q8_0")
         arms[label] = {"flags": flags, "adapter": adapter, "export": exported, "eval": evaluated,
-                       "dpo_last_steps": last_steps(store, adapter), **profile_facts(store, profiles)}  # fmt: skip
+                       "dpo_last_steps": last_steps(store, adapter),
+                       **profile_facts(store, profiles, stated)}  # fmt: skip
 
     store = Store(store_path, create=False)  # a fresh connection sees what the commands wrote
     users = set(validation)
@@ -138,6 +149,7 @@ def main() -> None:
         "what": "DPO settings chosen on validation train users (no pairs from them; judged out of fold)",
         "store": str(store_path),
         "pairs": pairs_ref,
+        "pair_facts": pair_facts(store, pairs_ref, stated),
         "validation_users": len(validation),
         "n": args.n,
         "targets": args.targets,

@@ -207,9 +207,7 @@ def within_user_length(store: Store, evaluation, profiles) -> dict:
 
 
 def dpo_curve(store: Store, adapter) -> list[dict]:
-    rows = store.db.query("SELECT step, loss, rewards_margins FROM dpo_steps WHERE run_id = ? ORDER BY step",
-                          [adapter.run_id])  # fmt: skip
-    return [dict(row) for row in rows]
+    return [{k: row[k] for k in ("step", "loss", "rewards_margins")} for row in store.dpo_steps(adapter.run_id)]
 
 
 def picture(path: Path, payload: dict) -> None:

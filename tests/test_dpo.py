@@ -173,10 +173,7 @@ def test_kill_9_then_resume_reaches_the_same_step_count(tmp_path, tiny_model):
     adapter = store.resolve(resumed.stdout.strip())
     assert adapter.counts["steps"] == 40
     assert not any(f["path"].startswith("checkpoints/") for f in store.files(adapter))
-    steps = [
-        row[0]
-        for row in store.db.execute("SELECT step FROM dpo_steps WHERE run_id = ? ORDER BY step", [adapter.run_id])
-    ]
+    steps = [row["step"] for row in store.dpo_steps(adapter.run_id)]
     assert steps == list(range(1, 41))
 
 
@@ -245,9 +242,6 @@ def test_two_processes_under_torchrun_record_one_adapter(tmp_path, tiny_model):
     store = Store(store_path)
     adapter = store.resolve("adapter:ranks")
     assert [a.id for a in store.list(kind="adapter")] == [adapter.id]
-    steps = [
-        row[0]
-        for row in store.db.execute("SELECT step FROM dpo_steps WHERE run_id = ? ORDER BY step", [adapter.run_id])
-    ]
+    steps = [row["step"] for row in store.dpo_steps(adapter.run_id)]
     assert steps == [1, 2, 3, 4]
     assert not (tmp_path / ".lettingo-work").exists() or not any((tmp_path / ".lettingo-work").iterdir())
