@@ -93,12 +93,16 @@ def main() -> None:
     parser.add_argument("--base", default="gemma-3-270m")
     parser.add_argument("--common", default="--beta 0.1 --max-length 1280", help="dpo flags of every candidate")
     parser.add_argument("--candidate", action="append", required=True, help="LABEL=dpo flags (repeat)")
+    parser.add_argument(
+        "--pair-args",
+        default="--rule best-worst --max-per-user 1",
+        help="pair flags (paper.sh's RULE, MAX_PAIRS, LENGTH_RATIO, STATED_ERROR): the pairs every candidate trains on",
+    )
     args = parser.parse_args()
 
     store_path = args.store
     store = Store(store_path, create=False)
     split_ref = f"split:{args.name}"
-    pairs_ref = f"pairs:{args.name}-train"
     split = store.resolve(split_ref, "split")
     stated = StatedValues(value_words(split), split.params, item_ratings(store, split).global_mean)
     train = select_users(store, split, "train")  # sorted by id
@@ -121,6 +125,8 @@ def main() -> None:
                         "--targets", str(args.targets), "--name", f"{args.name}-val-{label}")  # fmt: skip
         return profiles, evaluated
 
+    # the pairs, made by the command paper.sh runs (a cache hit when it has made them already)
+    pairs_ref = run("pair", "pair", f"scores:{args.name}-train", *shlex.split(args.pair_args))
     none = run("eval_none", "eval", "--no-profile", "--split", split_ref, "--users", "-", "--predictor",
                args.predictor, "--targets", str(args.targets), "--name", f"{args.name}-val-none",
                stdin=ids)  # fmt: skip
@@ -149,6 +155,7 @@ def main() -> None:
         "what": "DPO settings chosen on validation train users (no pairs from them; judged out of fold)",
         "store": str(store_path),
         "pairs": pairs_ref,
+        "pair_args": args.pair_args,
         "pair_facts": pair_facts(store, pairs_ref, stated),
         "validation_users": len(validation),
         "n": args.n,

@@ -42,6 +42,8 @@
 #                "all" found no pair at all)
 #   MAX_PAIRS    pairs per user                        (1)
 #   LENGTH_RATIO pair --max-length-ratio (empty: none) ()
+#   STATED_ERROR pair --max-stated-error (empty: none): a profile stating values ("4/5") whose mean is further
+#                than this from its history's mean is never chosen ()
 #   DPO_ARGS     extra dpo flags                       ("--beta 0.1 --lr 5e-5 --epochs 1 --max-length 1280": prompts
 #                of 30 ratings reach ~1,030 tokens)
 #   QUANT        the aligned arm's GGUF                (q8_0)
@@ -76,6 +78,7 @@ PREDICTOR="${PREDICTOR:-}"  # empty: head:minilm?profiles=<the train users' base
 RULE="${RULE:-best-worst}"
 MAX_PAIRS="${MAX_PAIRS:-1}"
 LENGTH_RATIO="${LENGTH_RATIO:-}"
+STATED_ERROR="${STATED_ERROR:-}"
 DPO_ARGS="${DPO_ARGS:---beta 0.1 --lr 5e-5 --epochs 1 --max-length 1280}"
 QUANT="${QUANT:-q8_0}"
 REFERENCE="${REFERENCE-qwen2.5-1.5b}"
@@ -104,8 +107,9 @@ stage() {
 }
 # keep ROLE REF: remember an artifact for the report
 keep() { echo "$1=$2" >> "$refs"; }
-length_ratio=()
-if [ -n "$LENGTH_RATIO" ]; then length_ratio=(--max-length-ratio "$LENGTH_RATIO"); fi
+pair_controls=()  # the pair stage's length and faithfulness controls
+if [ -n "$LENGTH_RATIO" ]; then pair_controls=(--max-length-ratio "$LENGTH_RATIO"); fi
+if [ -n "$STATED_ERROR" ]; then pair_controls+=(--max-stated-error "$STATED_ERROR"); fi
 
 echo "== ingest and split" >&2
 dataset=$(stage ingest lettingo ingest movielens "$DATA")
@@ -128,7 +132,7 @@ else
   PREDICTOR="${PREDICTOR:-head:minilm?profiles=${train_profiles#profiles:}}"
 fi
 scores=$(stage score lettingo score "$train_profiles" --predictor "$PREDICTOR" --targets "$TARGETS")
-pairs=$(stage pair lettingo pair "$scores" --rule "$RULE" --max-per-user "$MAX_PAIRS" "${length_ratio[@]}")
+pairs=$(stage pair lettingo pair "$scores" --rule "$RULE" --max-per-user "$MAX_PAIRS" "${pair_controls[@]}")
 # shellcheck disable=SC2086  # DPO_ARGS is a list of flags
 adapter=$(stage dpo lettingo dpo "$pairs" --base "$BASE" $DPO_ARGS --name "$NAME")
 export_ref=$(stage export lettingo export "$adapter" --quant q8_0,q4_k_m --name "$NAME")
@@ -210,7 +214,7 @@ if [ "$ROUND2" = 1 ]; then
   train2=$(stage gen_train_r2 lettingo gen --split "$split" --users "train:$USERS" \
     --generator "gguf:$export_ref?quant=$QUANT" --n "$N2" --max-tokens "$MAX_TOKENS" --name "$NAME-r2-train")
   scores2=$(stage score_r2 lettingo score "$train2" --predictor "$PREDICTOR" --targets "$TARGETS")
-  pairs2=$(stage pair_r2 lettingo pair "$scores2" --rule "$RULE" --max-per-user "$MAX_PAIRS" "${length_ratio[@]}")
+  pairs2=$(stage pair_r2 lettingo pair "$scores2" --rule "$RULE" --max-per-user "$MAX_PAIRS" "${pair_controls[@]}")
   # shellcheck disable=SC2086
   adapter2=$(stage dpo_r2 lettingo dpo "$pairs2" --base "export:${export_ref#export:}" $DPO_ARGS --name "$NAME-r2")
   export2=$(stage export_r2 lettingo export "$adapter2" --quant q8_0,q4_k_m --name "$NAME-r2")
@@ -239,7 +243,8 @@ python3 "$here/paper_report.py" --tag "$TAG" --times "$times" --refs "$refs" --r
   --setting "recent=$RECENT" --setting "split_train=$SPLIT_TRAIN" \
   --setting "targets=$TARGETS" --setting "n=$N" --setting "n_test=$N_TEST" --setting "max_tokens=$MAX_TOKENS" \
   --setting "generator=$GENERATOR" --setting "base=$BASE" --setting "predictor=$PREDICTOR" --setting "rule=$RULE" \
-  --setting "max_pairs=$MAX_PAIRS" --setting "length_ratio=$LENGTH_RATIO" --setting "quant=$QUANT" \
+  --setting "max_pairs=$MAX_PAIRS" --setting "length_ratio=$LENGTH_RATIO" --setting "stated_error=$STATED_ERROR" \
+  --setting "quant=$QUANT" \
   --setting "dpo_args=$DPO_ARGS" --setting "reference=$REFERENCE" --setting "qwen_users=$QWEN_USERS" \
   --setting "second=$SECOND" --setting "second_targets=$SECOND_TARGETS" --setting "round2=$ROUND2" --setting "n2=$N2" \
   --setting "grpo_steps=$GRPO_STEPS" --setting "grpo_args=$GRPO_ARGS"

@@ -292,6 +292,11 @@ def pair_command(
         log(
             f"  {counts['dropped_for_length']} candidate pairs dropped by --max-length-ratio {options.max_length_ratio}"
         )
+    if options.max_stated_error is not None:
+        log(
+            f"  {counts['unfaithful_profiles']} profiles never chosen: their stated values are off by more than "
+            f"--max-stated-error {options.max_stated_error}"
+        )
     if artifact.report.get("length_ratio"):
         log(f"  chosen / rejected mean tokens: {artifact.report['length_ratio']}")
     if jsonl:

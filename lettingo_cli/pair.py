@@ -3,11 +3,13 @@
 A profile's score is its mean probability of the true label over the user's scored targets; it is *right*
 when most of its targets were predicted correctly, *wrong* when most were not. Rules:
   all         every right x wrong profile of a user (the paper)
-  best-worst  the best and the worst profile of a user by score, when their scores differ
+  best-worst  the best profile that may be chosen and the worst profile of a user, when their scores differ
   margin      every pair whose score gap is >= --margin
-Flagged profiles (empty, degenerate) are never chosen. The prompt of a pair is exactly the generation
-prompt the generator saw: re-rendered from the split and the template stored with the profiles, and checked
-against the prompt hash stored with each profile.
+Flagged profiles (empty, degenerate) are never chosen; with --max-stated-error neither is a profile that states
+values ("4/5") whose mean lies further than that from the mean of the ratings it was written from (a faithfulness
+check: a 270M writer invents rating lists, and an invented rating misleads a predictor that reads it).
+The prompt of a pair is exactly the generation prompt the generator saw: re-rendered from the split and the
+template stored with the profiles, and checked against the prompt hash stored with each profile.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from pathlib import Path
 
 from lettingo_cli.errors import IntegrityError, UsageError
 from lettingo_cli.options import option, stable_key
+from lettingo_cli.predictors.reader import StatedValues
 from lettingo_cli.prompts import Template, prompt_hash, render
-from lettingo_cli.split import load_histories
+from lettingo_cli.split import item_ratings, load_histories, value_words
 from lettingo_cli.store import Artifact, Store
 
 UNUSABLE_FLAGS = ("empty", "degenerate")  # a profile with one of these gen flags is never a chosen profile
@@ -28,7 +31,10 @@ UNUSABLE_FLAGS = ("empty", "degenerate")  # a profile with one of these gen flag
 RULES = ("all", "best-worst", "margin")
 
 
-LATER_OPTIONS = {"max_length_ratio": None}  # pair options added later, with their defaults (see stable_key)
+LATER_OPTIONS = {
+    "max_length_ratio": None,
+    "max_stated_error": None,
+}  # pair options added later, with their defaults (see stable_key)
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,13 @@ class PairOptions:
         None, "Keep a pair only if chosen/rejected tokens lies in [1/R, R] (a length control)."
     )
 
+    # a faithfulness check, so DPO cannot learn "state (invented) ratings" from the pairs
+    max_stated_error: float | None = option(
+        None,
+        'Never choose a profile whose stated values ("4/5") average more than this away from the mean of the '
+        "history it was written from (stars; log counts for count data).",
+    )
+
     def __post_init__(self) -> None:
         if self.rule not in RULES:
             raise UsageError(f"--rule must be one of {', '.join(RULES)}")
@@ -50,6 +63,8 @@ class PairOptions:
             raise UsageError("--max-per-user must be >= 1")
         if self.max_length_ratio is not None and self.max_length_ratio < 1:
             raise UsageError("--max-length-ratio must be >= 1 (e.g. 1.25: neither profile 25% longer)")
+        if self.max_stated_error is not None and self.max_stated_error < 0:
+            raise UsageError("--max-stated-error must be >= 0 (e.g. 0.5: within half a star)")
 
 
 def length_ratio(chosen: dict, rejected: dict) -> float:
@@ -58,20 +73,27 @@ def length_ratio(chosen: dict, rejected: dict) -> float:
 
 
 def choose_pairs(scored: list[dict], options: PairOptions) -> list[tuple[dict, dict]]:
-    """(chosen, rejected) profile pairs of one user; each profile has `score`, `right`, `flagged` and `tokens`."""
+    """(chosen, rejected) profile pairs of one user; each profile has `score`, `right`, `flagged` and `tokens`, and
+    `unfaithful` (never chosen) when --max-stated-error is on."""
     return _largest_gaps(_within_length(_candidates(scored, options), options.max_length_ratio), options)
 
 
+def may_choose(profile: dict) -> bool:
+    return not profile["flagged"] and not profile.get("unfaithful", False)
+
+
 def _candidates(scored: list[dict], options: PairOptions) -> list[tuple[dict, dict]]:
-    """Every pair the rule allows (a flagged profile is never chosen), before the length control and the cap."""
+    """Every pair the rule allows (a flagged or unfaithful profile is never chosen), before the length control and
+    the cap. best-worst: the best profile that may be chosen against the worst of all."""
     if options.rule == "all":
         pairs = [(a, b) for a in scored if a["right"] is True for b in scored if b["right"] is False]
     elif options.rule == "best-worst":
         ranked = sorted(scored, key=lambda p: (-p["score"], p["key"]))
-        pairs = [(ranked[0], ranked[-1])] if len(ranked) > 1 and ranked[0]["score"] > ranked[-1]["score"] else []
+        eligible = [p for p in ranked if may_choose(p)]
+        pairs = [(eligible[0], ranked[-1])] if eligible and eligible[0]["score"] > ranked[-1]["score"] else []
     else:
         pairs = [(a, b) for a, b in itertools.permutations(scored, 2) if a["score"] - b["score"] >= options.margin]
-    return [(a, b) for a, b in pairs if not a["flagged"]]
+    return [(a, b) for a, b in pairs if may_choose(a)]
 
 
 def _within_length(pairs: list[tuple[dict, dict]], limit: float | None) -> list[tuple[dict, dict]]:
@@ -110,10 +132,13 @@ def _write_pairs(store: Store, run, scores: Artifact, profiles: Artifact, split:
     templates = {label: Template(t["name"], t["text"]) for label, t in profiles.params["templates"].items()}
     chat = {g["label"]: g["chat"] for g in profiles.params["generators"]}
     histories = load_histories(store, split, users, profiles.params["history"])
+    stated = stated_values(store, split) if options.max_stated_error is not None else None
 
     rows, outcome = [], {"users_with_pairs": 0, "all_right": 0, "all_wrong": 0, "no_pair_other": 0}
     if options.max_length_ratio is not None:
         outcome["dropped_for_length"] = 0
+    if stated is not None:
+        outcome["unfaithful_profiles"] = 0
     tokens = {"chosen": [], "rejected": []}
     for user in users:
         scored = []
@@ -134,6 +159,12 @@ def _write_pairs(store: Store, run, scores: Artifact, profiles: Artifact, split:
                     "tokens": profile["n_tokens"] or len(profile["text"].split()),
                 }
             )
+        if stated is not None:  # the faithfulness check: stated values against the ratings the prompt showed
+            ratings = [row["rating"] for row in histories[user]]
+            for p in scored:
+                error = stated.level_error(p["text"], ratings)
+                p["unfaithful"] = error is not None and error > options.max_stated_error
+                outcome["unfaithful_profiles"] += p["unfaithful"]
         candidates = _candidates(scored, options)
         allowed = _within_length(candidates, options.max_length_ratio)
         if options.max_length_ratio is not None:  # how many candidate pairs the length control took away
@@ -173,6 +204,11 @@ def _write_pairs(store: Store, run, scores: Artifact, profiles: Artifact, split:
         ratio = round(chosen / rejected, 3) if rejected else None  # no pairs, or only empty rejected profiles
         report = {"outcome": outcome, **means, "length_ratio": ratio}
         return run.finish(counts={"users": len(users), **outcome}, report=report)
+
+
+def stated_values(store: Store, split: Artifact) -> StatedValues:
+    """The reader's way of reading stated values ("4/5") of this split."""
+    return StatedValues(value_words(split), split.params, item_ratings(store, split).global_mean)
 
 
 def preference_records(store: Store, pairs: Artifact) -> list[dict]:

@@ -89,6 +89,32 @@ def test_pair_rules_by_hand():
     assert choose_pairs([a, b], PairOptions("all")) == []  # all right: no pair
 
 
+def test_pair_faithfulness_check_by_hand():
+    """An unfaithful profile (stated values off its history) is never chosen; best-worst then takes the best profile
+    that may be chosen, still against the worst of all."""
+    invented, plain = profile("invented", 0.9, True), profile("plain", 0.6, True)
+    wrong = profile("wrong", 0.2, False)
+    invented["unfaithful"] = True
+    names = lambda pairs: [(x["text"], y["text"]) for x, y in pairs]  # noqa: E731
+    assert names(choose_pairs([invented, plain, wrong], PairOptions("best-worst"))) == [("plain", "wrong")]
+    assert names(choose_pairs([invented, plain, wrong], PairOptions("all"))) == [("plain", "wrong")]
+    assert choose_pairs([invented, wrong], PairOptions("best-worst")) == []
+    with pytest.raises(UsageError):
+        PairOptions(max_stated_error=-1)
+
+
+def test_stated_level_error_against_the_history():
+    from lettingo_cli.predictors.reader import StatedValues
+
+    stars = StatedValues("{value}/5", {"sentiment": "thresholds"}, 3.5)
+    assert stars.level_error("Rates most films 4/5, a few 2/5", [3, 4, 4, 5]) == pytest.approx(1.0)
+    assert stars.level_error("Loves horror.", [3, 4]) is None  # states nothing: nothing to check
+    plays = StatedValues("{value} plays", {"sentiment": "per-user-quantile"}, 100.0)
+    assert plays.level_error("Radiohead: 99 plays", [9, 999]) == pytest.approx(
+        abs(math.log1p(99) - (math.log1p(9) + math.log1p(999)) / 2)
+    )
+
+
 def test_pair_length_control_by_hand():
     long_right, short_right = profile("long", 0.9, True, tokens=200), profile("short", 0.8, True, tokens=90)
     wrong = profile("wrong", 0.2, False, tokens=100)
@@ -204,6 +230,20 @@ def test_pair_stage_prompt_is_the_generation_prompt_and_trl_reads_it(scored_stor
     kept = Store(store_path).resolve("pairs:strict")
     assert kept.count + kept.counts["dropped_for_length"] == pairs.count
     assert "dropped by --max-length-ratio 1.0" in strict.stderr
+    # the faithfulness check: no chosen profile states values whose mean is off its history's by more than 0.5
+    faithful = scored_store("pair", "--rule", "margin", "--margin", "0", "--max-stated-error", "0.5", "--name", "f")
+    assert faithful.exit_code == 0, faithful.stderr
+    checked = Store(store_path).resolve("pairs:f")
+    assert "never chosen: their stated values are off" in faithful.stderr
+    from lettingo_cli.pair import stated_values
+
+    stated = stated_values(store, store.resolve("split:ml"))
+    chosen = list(store.rows(checked, "pairs"))
+    histories = load_histories(store, store.resolve("split:ml"), sorted({r["user_id"] for r in chosen}), 30)
+    for row in chosen:
+        error = stated.level_error(row["chosen"], [h["rating"] for h in histories[row["user_id"]]])
+        assert error is None or error <= 0.5
+    assert checked.counts["unfaithful_profiles"] >= 0 and checked.count <= pairs.count
     # an option added later leaves the earlier run key alone: the first command is still a cache hit
     again = scored_store("pair", "--rule", "margin", "--margin", "0")
     assert "already" in again.stderr and again.stdout == result.stdout

@@ -219,6 +219,14 @@ class StatedValues:
                     continue
         return found
 
+    def level_error(self, text: str, values: list[float]) -> float | None:
+        """How far the mean of the values `text` states lies from the mean of `values` (e.g. the ratings the
+        profile was written from), on the reader's scale (stars, or log counts); None when it states none."""
+        stated = [self._scaled(v) for _, v in self.lines(text)]
+        if not stated or not values:
+            return None
+        return abs(sum(stated) / len(stated) - sum(self._scaled(v) for v in values) / len(values))
+
     def features(self, text: str, item_attributes: list[str]) -> list[float]:
         stated = self.lines(text)
         if not stated:
