@@ -10,6 +10,8 @@ these figures are as clean as a test user's. Each candidate is reported against 
 users and targets (paired bootstrap intervals), with its stated-value share, its mean tokens and DPO's last steps.
 
     python3 bench/dpo_choice.py --candidate "lr5e-5=--lr 5e-5 --epochs 1" --candidate "lr2e-4x2=--lr 2e-4 --epochs 2"
+    python3 bench/dpo_choice.py --tag dpo_choice_temperature --temperature 0.7 --temperature 0.4   # the base's sampling
+    python3 bench/dpo_choice.py --tag dpo_choice_round2 --generator "round2=gguf:export:paper-po-r2@v1?quant=q8_0"
 
 Writes bench/results/<tag>.json and .md.
 """
@@ -36,13 +38,16 @@ from lettingo_cli.store import Store  # noqa: E402
 
 
 def profile_facts(store: Store, profiles_ref: str, stated: StatedValues) -> dict:
-    """The share of profiles that state at least one value the way the reader reads them ("4/5"), and their mean
-    tokens."""
-    texts = [(r["text"], r["n_tokens"] or 0) for r in store.rows(store.resolve(profiles_ref, "profiles"), "profiles")]
+    """The share of profiles that state at least one value the way the reader reads them ("4/5"), their mean
+    tokens, and the shares gen flagged empty or degenerate (repeating itself)."""
+    rows = list(store.rows(store.resolve(profiles_ref, "profiles"), "profiles"))
+    flags = [json.loads(r["flags"]) for r in rows]
     return {
-        "profiles": len(texts),
-        "stating_a_rating": round(sum(bool(stated.lines(t)) for t, _ in texts) / len(texts), 3),
-        "mean_tokens": round(statistics.fmean(n for _, n in texts), 1),
+        "profiles": len(rows),
+        "stating_a_rating": round(sum(bool(stated.lines(r["text"])) for r in rows) / len(rows), 3),
+        "mean_tokens": round(statistics.fmean(r["n_tokens"] or 0 for r in rows), 1),
+        "empty": round(sum("empty" in f for f in flags) / len(rows), 3),
+        "degenerate": round(sum("degenerate" in f for f in flags) / len(rows), 3),
     }
 
 
@@ -92,7 +97,20 @@ def main() -> None:
     parser.add_argument("--predictor", default="reader:bow")
     parser.add_argument("--base", default="gemma-3-270m")
     parser.add_argument("--common", default="--beta 0.1 --max-length 1280", help="dpo flags of every candidate")
-    parser.add_argument("--candidate", action="append", required=True, help="LABEL=dpo flags (repeat)")
+    parser.add_argument("--candidate", action="append", default=[], help="LABEL=dpo flags (repeat)")
+    parser.add_argument(
+        "--generator",
+        action="append",
+        default=[],
+        help="LABEL=SPEC: also a generator trained already (e.g. paper.sh's second round), judged the same way",
+    )
+    parser.add_argument(
+        "--temperature",
+        action="append",
+        type=float,
+        default=[],
+        help="also the base generator sampling at this temperature (repeat; the base arm samples at gen's 1.0)",
+    )
     parser.add_argument(
         "--pair-args",
         default="--rule best-worst --max-per-user 1",
@@ -117,9 +135,9 @@ def main() -> None:
         seconds[key] = round(seconds.get(key, 0) + time.perf_counter() - started, 1)
         return out
 
-    def write_and_judge(label: str, generator: str) -> tuple[str, str]:
+    def write_and_judge(label: str, generator: str, *sampling: str) -> tuple[str, str]:
         profiles = run(f"gen_{label}", "gen", "--split", split_ref, "--users", "-", "--generator", generator,
-                       "--n", str(args.n), "--max-tokens", str(args.max_tokens),
+                       "--n", str(args.n), "--max-tokens", str(args.max_tokens), *sampling,
                        "--name", f"{args.name}-val-{label}", stdin=ids)  # fmt: skip
         evaluated = run(f"eval_{label}", "eval", profiles, "--users", "train", "--predictor", args.predictor,
                         "--targets", str(args.targets), "--name", f"{args.name}-val-{label}")  # fmt: skip
@@ -132,6 +150,15 @@ def main() -> None:
                stdin=ids)  # fmt: skip
     base_profiles, base_eval = write_and_judge("base", args.base)
     arms = {"none": {"eval": none}, "base": {"eval": base_eval, **profile_facts(store, base_profiles, stated)}}
+    for temperature in args.temperature:
+        label = f"base-t{temperature:g}"
+        profiles, evaluated = write_and_judge(label, args.base, "--temperature", str(temperature))
+        arms[label] = {"flags": f"gen --temperature {temperature:g}", "eval": evaluated,
+                       **profile_facts(store, profiles, stated)}  # fmt: skip
+    for given in args.generator:
+        label, _, spec = given.partition("=")
+        profiles, evaluated = write_and_judge(label, spec)
+        arms[label] = {"flags": spec, "eval": evaluated, **profile_facts(store, profiles, stated)}
     for given in args.candidate:
         label, _, flags = given.partition("=")
         adapter = run(f"dpo_{label}", "dpo", pairs_ref, "--base", args.base, *shlex.split(args.common),
@@ -171,9 +198,9 @@ def main() -> None:
     lines = [
         f"# DPO settings on {len(validation)} validation train users x {args.n} profiles x {args.targets} targets",
         "",
-        "| arm | flags | accuracy | macro F1 | - base (acc) | - base (F1) | states a rating | tokens | last-10 loss, "
-        "margin |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| arm | flags | accuracy | macro F1 | - base (acc) | - base (F1) | states a rating | tokens "
+        "| empty, degenerate | last-10 loss, margin |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for label, arm in arms.items():
         fig, steps = arm["figures"], arm.get("dpo_last_steps")
@@ -181,6 +208,7 @@ def main() -> None:
             f"| {label} | {arm.get('flags', '')} | {fig['accuracy']:.3f} | {fig['macro_f1']:.3f} | "
             f"{interval(arm, 'accuracy')} | {interval(arm, 'macro_f1')} | "
             f"{arm.get('stating_a_rating', '')} | {arm.get('mean_tokens', '')} | "
+            + (f"{arm['empty']}, {arm['degenerate']} | " if "empty" in arm else " | ")
             + (f"{steps['loss']:.3f}, {steps['margin']:+.3f} |" if steps else " |")
         )
     lines += ["", f"Seconds: {json.dumps(seconds)}", ""]

@@ -220,9 +220,17 @@ if [ "$ROUND2" = 1 ]; then
   export2=$(stage export_r2 lettingo export "$adapter2" --quant q8_0,q4_k_m --name "$NAME-r2")
   r2_profiles=$(stage gen_test_r2 lettingo gen --split "$split" --users test \
     --generator "gguf:$export2?quant=$QUANT" --n "$N_TEST" --max-tokens "$MAX_TOKENS" --name "$NAME-test-r2")
+  swapped_r2=$(stage control_swap_r2 lettingo gen --split "$split" --users test --generator "swap:$r2_profiles" \
+    --name "$NAME-test-swapped-r2")
   keep train2_profiles "$train2"; keep scores2 "$scores2"; keep pairs2 "$pairs2"; keep adapter2 "$adapter2"
-  keep export2 "$export2"; keep r2_profiles "$r2_profiles"
+  keep export2 "$export2"; keep r2_profiles "$r2_profiles"; keep swapped_r2_profiles "$swapped_r2"
   evaluate r2 "$r2_profiles"
+  evaluate swapped_r2 "$swapped_r2"
+  if [ -n "$SECOND" ]; then
+    ref=$(stage second_r2 lettingo eval "$r2_profiles" --predictor "$SECOND" --targets "$SECOND_TARGETS" \
+      --name "$NAME-second-r2")
+    keep second_r2 "$ref"
+  fi
 fi
 
 if [ "$GRPO_STEPS" -gt 0 ]; then

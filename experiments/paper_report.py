@@ -40,6 +40,7 @@ ARMS = {
     "eval_swapped": ("swapped_profiles", "control (b): another user's aligned profiles"),
     "eval_reference": ("reference_profiles", "reference writer (first users only)"),
     "eval_r2": ("r2_profiles", "aligned, second round"),
+    "eval_swapped_r2": ("swapped_r2_profiles", "control: another user's second-round profiles"),
     "eval_grpo": ("grpo_profiles", "grpo generator (online route)"),
 }
 # paired comparisons: (A, B) -> A - B on the users both have
@@ -60,7 +61,9 @@ COMPARISONS = [
     ("eval_aligned", "eval_base", "reference users"),  # aligned - base on the reference's users only
     ("eval_r2", "eval_aligned"),
     ("eval_r2", "eval_base"),
+    ("eval_r2", "eval_swapped_r2"),
     ("second_aligned", "second_base"),
+    ("second_r2", "second_base"),
     ("eval_grpo", "eval_base"),
     ("eval_grpo", "eval_aligned"),
     ("eval_grpo", "eval_none"),
@@ -322,6 +325,26 @@ def dpo_facts(store: Store, adapter) -> dict:
     }
 
 
+def against_the_bar(comparisons: dict, profiles: dict, arm: str, swapped: str) -> tuple[dict, dict]:
+    """ARM - base with its length ratio (ARM / base mean profile tokens), and the issue's bar: +0.03 accuracy with
+    the interval above zero, the macro F1 interval above zero, the length ratio within [0.85, 1.15], and ARM minus
+    another user's ARM profiles with its interval above zero (when that control ran)."""
+    headline = dict(comparisons[f"{arm} - base"])
+    base_tokens = profiles["base_profiles"]["mean_tokens"]
+    arm_tokens = profiles[f"{arm}_profiles"]["mean_tokens"]
+    headline["length_ratio"] = round(arm_tokens / base_tokens, 3) if base_tokens else None
+    control = comparisons.get(f"{arm} - {swapped}")
+    met = {
+        "accuracy_plus_0.03_interval_above_zero": headline["accuracy"]["value"] >= 0.03
+        and headline["accuracy"]["ci_low"] > 0,
+        "macro_f1_interval_above_zero": headline["macro_f1"]["ci_low"] > 0,
+        "length_ratio_within_0.85_1.15": headline["length_ratio"] is not None
+        and 0.85 <= headline["length_ratio"] <= 1.15,
+        "minus_another_users_interval_above_zero": control is not None and control["accuracy"]["ci_low"] > 0,
+    }
+    return headline, {**met, "met": all(met.values())}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tag", default="paper")
@@ -351,7 +374,7 @@ def main() -> None:
         if profile_set is not None:
             profiles[profiles_role] = profile_facts(store, profile_set, max_tokens)
         behaviour[role] = answers_and_buckets(store, store.get(evaluation.params["scores"]), profile_set)
-    for role in ("second_base", "second_aligned"):
+    for role in ("second_base", "second_aligned", "second_r2"):
         if role in found:
             arms[role] = figures_of(found[role].report)
     baselines = {
@@ -375,17 +398,8 @@ def main() -> None:
         label = f"{a.removeprefix('eval_')} - {b.removeprefix('eval_')}"
         comparisons[label] = difference(compare_evals(store, found[a], found[b]))
 
-    headline = comparisons["aligned - base"]
-    base_tokens = profiles["base_profiles"]["mean_tokens"]
-    aligned_tokens = profiles["aligned_profiles"]["mean_tokens"]
-    headline["length_ratio"] = round(aligned_tokens / base_tokens, 3) if base_tokens else None
-    met = {
-        "accuracy_plus_0.03_interval_above_zero": headline["accuracy"]["value"] >= 0.03
-        and headline["accuracy"]["ci_low"] > 0,
-        "macro_f1_interval_above_zero": headline["macro_f1"]["ci_low"] > 0,
-        "length_ratio_within_0.85_1.15": headline["length_ratio"] is not None
-        and 0.85 <= headline["length_ratio"] <= 1.15,
-    }
+    headline, met = against_the_bar(comparisons, profiles, "aligned", "swapped")
+    round2 = against_the_bar(comparisons, profiles, "r2", "swapped_r2") if "eval_r2" in found else None
     second = comparisons.get("second_aligned - second_base")
     kept = None  # a share of a gain only means something when there is one (its interval above zero)
     if second and headline["accuracy"]["ci_low"] > 0:
@@ -394,7 +408,8 @@ def main() -> None:
     payload = {
         "settings": settings,
         "aligned_minus_base": headline,
-        "bar": {**met, "met": all(met[k] for k in list(met)[:2]) and met["length_ratio_within_0.85_1.15"]},
+        "bar": met,
+        **({"round2_minus_base": round2[0], "round2_bar": round2[1]} if round2 else {}),
         "arms": arms,
         "baselines": baselines,
         "differences": comparisons,
@@ -484,7 +499,18 @@ def render(tag: str, payload: dict) -> str:
         "",
         f"aligned - base: accuracy {signed(head, 'accuracy')}, macro F1 {signed(head, 'macro_f1')}, length ratio "
         f"{head['length_ratio']}. The bar (+0.03 accuracy with the interval above zero, macro F1 interval above "
-        f"zero, length ratio in [0.85, 1.15] or the gain within length buckets): {'met' if bar['met'] else 'NOT met'}.",
+        f"zero, length ratio in [0.85, 1.15], aligned - another user's aligned above zero): "
+        f"{'met' if bar['met'] else 'NOT met'}.",
+    ]
+    if "round2_minus_base" in payload:  # the second, on-policy round against the same bar
+        r2, r2_bar = payload["round2_minus_base"], payload["round2_bar"]
+        failed = ", ".join(k for k, ok in r2_bar.items() if k != "met" and not ok)
+        lines += [
+            "",
+            f"round 2 - base: accuracy {signed(r2, 'accuracy')}, macro F1 {signed(r2, 'macro_f1')}, length ratio "
+            f"{r2['length_ratio']}. The same bar: {'met' if r2_bar['met'] else 'NOT met (' + failed + ')'}.",
+        ]
+    lines += [
         "",
         "| profiles | mean tokens | share at max tokens | " + " | ".join(LABEL_WORDS) + " |",
         "|---|---|---|" + "---|" * len(LABEL_WORDS),
