@@ -49,10 +49,8 @@ def test_paper_script_runs_the_whole_chain_and_writes_its_results(tmp_path, tiny
         assert -1 <= figures["ci_low"] <= figures["value"] <= figures["ci_high"] <= 1
     assert headline["users"] == 4 and headline["length_ratio"] > 0
     arms = payload["arms"]
-    assert set(arms) == {f"eval_{a}" for a in ("10h", "base", "aligned", "history", "swapped", "reference", "r2")} | {
-        "second_base",
-        "second_aligned",
-    }
+    arm_names = ("10h", "base", "aligned", "history", "swapped", "reference", "r2", "swapped_r2")
+    assert set(arms) == {f"eval_{a}" for a in arm_names} | {"second_base", "second_aligned", "second_r2"}
     for role, figures in arms.items():
         assert figures["users"] == (2 if role == "eval_reference" else 4), role
         assert 0 <= figures["accuracy_ci"][0] <= figures["accuracy"] <= figures["accuracy_ci"][1] <= 1
@@ -66,6 +64,18 @@ def test_paper_script_runs_the_whole_chain_and_writes_its_results(tmp_path, tiny
     assert differences["reference - base"]["users"] == 2
     assert differences["aligned - base (reference users)"]["users"] == 2
     assert {"r2 - aligned", "aligned - swapped", "history - base", "second_aligned - second_base"} <= set(differences)
+    assert {"r2 - swapped_r2", "second_r2 - second_base"} <= set(differences)
+    # the bar, for round 1 and round 2: all four parts, "met" only when all hold
+    for bar in (payload["bar"], payload["round2_bar"]):
+        parts = {k: v for k, v in bar.items() if k != "met"}
+        assert len(parts) == 4 and "minus_another_users_interval_above_zero" in parts
+        assert bar["met"] == all(parts.values())
+    assert payload["round2_minus_base"]["accuracy"] == {
+        k: differences["r2 - base"]["accuracy"][k] for k in ("value", "ci_low", "ci_high")
+    }
+    assert payload["bar"]["minus_another_users_interval_above_zero"] == (
+        differences["aligned - swapped"]["accuracy"]["ci_low"] > 0
+    )
 
     # the controls: (a) whole history lines within the base profiles' mean length; (b) the same texts, moved
     profiles = payload["profiles"]
