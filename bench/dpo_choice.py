@@ -32,8 +32,9 @@ from _common import RESULTS, machine  # noqa: E402
 from profile_only import difference, figures, lettingo  # noqa: E402
 
 from lettingo_cli.eval import compare_evals  # noqa: E402
+from lettingo_cli.pair import stated_values  # noqa: E402
 from lettingo_cli.predictors.reader import StatedValues  # noqa: E402
-from lettingo_cli.split import item_ratings, select_users, value_words  # noqa: E402
+from lettingo_cli.split import select_users  # noqa: E402
 from lettingo_cli.store import Store  # noqa: E402
 
 
@@ -122,7 +123,7 @@ def main() -> None:
     store = Store(store_path, create=False)
     split_ref = f"split:{args.name}"
     split = store.resolve(split_ref, "split")
-    stated = StatedValues(value_words(split), split.params, item_ratings(store, split).global_mean)
+    stated = stated_values(store, split)
     train = select_users(store, split, "train")  # sorted by id
     first = set(select_users(store, split, f"train:{args.users}"))
     validation = [u for u in train if u not in first][: args.validation_users]

@@ -15,7 +15,6 @@ Writes bench/results/<tag>.json and .md.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import statistics
 import sys
@@ -23,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import RESULTS, machine  # noqa: E402
+from _common import RESULTS, write_result  # noqa: E402
 
 from lettingo_cli.pair import stated_values  # noqa: E402
 from lettingo_cli.split import load_histories  # noqa: E402
@@ -102,10 +101,8 @@ def main() -> None:
             "stated_mean_within_tolerance": group_figures([r for r in stating if r["error"] <= args.tolerance]),
             "stated_mean_further_off": group_figures([r for r in stating if r["error"] > args.tolerance]),
         },
-        "machine": machine(),
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{args.tag}.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_result(args.tag, result)
     md = [
         f"# Stated ratings against the history ({profiles.ref}, judged by {scores.ref})",
         "",

@@ -31,10 +31,8 @@ UNUSABLE_FLAGS = ("empty", "degenerate")  # a profile with one of these gen flag
 RULES = ("all", "best-worst", "margin")
 
 
-LATER_OPTIONS = {
-    "max_length_ratio": None,
-    "max_stated_error": None,
-}  # pair options added later, with their defaults (see stable_key)
+# pair options added later, with their defaults (see stable_key)
+LATER_OPTIONS = {"max_length_ratio": None, "max_stated_error": None}
 
 
 @dataclass(frozen=True)
