@@ -199,14 +199,15 @@ if [ -n "$REFERENCE" ]; then
   evaluate reference "$reference_profiles"
 fi
 
+judge_again() {  # judge_again ROLE PROFILES: one arm by the second predictor, which DPO never saw
+  local ref
+  ref=$(stage "second_$1" lettingo eval "$2" --predictor "$SECOND" --targets "$SECOND_TARGETS" --name "$NAME-second-$1")
+  keep "second_$1" "$ref"
+}
 if [ -n "$SECOND" ]; then
   echo "== a second predictor DPO never saw: $SECOND" >&2
-  for role in base aligned; do
-    profiles_of="${role}_profiles"
-    ref=$(stage "second_$role" lettingo eval "${!profiles_of}" --predictor "$SECOND" --targets "$SECOND_TARGETS" \
-      --name "$NAME-second-$role")
-    keep "second_$role" "$ref"
-  done
+  judge_again base "$base_profiles"
+  judge_again aligned "$aligned_profiles"
 fi
 
 if [ "$ROUND2" = 1 ]; then
@@ -226,11 +227,7 @@ if [ "$ROUND2" = 1 ]; then
   keep export2 "$export2"; keep r2_profiles "$r2_profiles"; keep swapped_r2_profiles "$swapped_r2"
   evaluate r2 "$r2_profiles"
   evaluate swapped_r2 "$swapped_r2"
-  if [ -n "$SECOND" ]; then
-    ref=$(stage second_r2 lettingo eval "$r2_profiles" --predictor "$SECOND" --targets "$SECOND_TARGETS" \
-      --name "$NAME-second-r2")
-    keep second_r2 "$ref"
-  fi
+  if [ -n "$SECOND" ]; then judge_again r2 "$r2_profiles"; fi
 fi
 
 if [ "$GRPO_STEPS" -gt 0 ]; then
