@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shlex
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,9 +16,6 @@ MOVIELENS_100K = Path(__file__).resolve().parents[2] / "shared" / "data" / "movi
 
 def movielens_split(folder: Path):
     """A store in `folder` with MovieLens 100K ingested and split with the defaults: (store, split)."""
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from lettingo_cli.ingest import read_movielens, write_dataset
     from lettingo_cli.split import SplitOptions, split_dataset
     from lettingo_cli.store import Store
@@ -33,7 +32,7 @@ def movielens_test_histories(count: int, history: int = 30) -> tuple[list[str], 
     ratings (the store is made in a temporary folder and dropped)."""
     import tempfile
 
-    from lettingo_cli.split import load_histories, select_users
+    from lettingo_cli.split_data import load_histories, select_users
 
     with tempfile.TemporaryDirectory() as tmp:
         store, split = movielens_split(Path(tmp))
@@ -69,7 +68,7 @@ def movielens_pairs(folder: Path, count: int):
     """A store with MovieLens 100K split and a pairs artifact of `count` train users: their real generation
     prompts (profile-completion-v1, 30 ratings) with two fixed ~100-token profiles (for speed, not learning)."""
     from lettingo_cli.prompts import builtin_template, render
-    from lettingo_cli.split import load_histories, select_users
+    from lettingo_cli.split_data import load_histories, select_users
 
     store, split = movielens_split(folder)
     users = select_users(store, split, "train")[:count]
@@ -114,10 +113,19 @@ def machine() -> dict:
     }
 
 
+def generated_by() -> dict:
+    """The script and the command that are writing a results file (run as `python -m bench.NAME ...`)."""
+    main = sys.modules["__main__"]
+    spec = getattr(main, "__spec__", None)
+    module = spec.name if spec is not None else Path(sys.argv[0]).with_suffix("").name
+    return {"script": module.replace(".", "/") + ".py", "command": shlex.join(["python3", "-m", module, *sys.argv[1:]])}
+
+
 def write_result(name: str, payload: dict, folder: Path = RESULTS) -> Path:
+    """bench/results/NAME.json: the machine, the script and command that wrote it, and the payload."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.json"
-    path.write_text(json.dumps({"machine": machine(), **payload}, indent=2) + "\n")
+    path.write_text(json.dumps({"machine": machine(), "generated_by": generated_by(), **payload}, indent=2) + "\n")
     return path
 
 

@@ -1,6 +1,6 @@
 """Benchmark: wall time of `lettingo --help` and `lettingo store ls` (goal: --help < 0.5 s).
 
-Run: python bench/cli_startup.py [--runs 15]. Prints a table and writes bench/results/cli_startup.json.
+Run: python3 -m bench.cli_startup [--runs 15]. Prints a table and writes bench/results/cli_startup.json.
 """
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import print_table, write_result  # noqa: E402
+from bench._common import print_table, write_result
 
 
 def time_command(args: list[str], runs: int) -> list[float]:

@@ -13,7 +13,8 @@ for work; two processes on two cores then spend their time preempting each other
 now starts its processes with passive waiting (OMP_WAIT_POLICY=PASSIVE, unless the user set OMP_WAIT_POLICY or
 GOMP_SPINCOUNT); --env adds rows of this checkout with other settings.
 
-Run: python bench/contention.py [--base 3f4ff75] [--env GOMP_SPINCOUNT=10000 ...]. Writes bench/results/contention.json.
+Run: python3 -m bench.contention [--base 3f4ff75] [--env GOMP_SPINCOUNT=10000 ...].
+Writes bench/results/contention.json.
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench._common import MOVIELENS_100K, movielens_split, print_table, write_result
+from lettingo_cli.split_data import select_users
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import MOVIELENS_100K, print_table, write_result  # noqa: E402
 
 BASE_COMMIT = "3f4ff75"  # the last commit before lettingo chose how its OpenMP threads wait
 USERS_PER_GEN = 16
@@ -51,13 +53,13 @@ def prepare(tree: Path, folder: Path) -> tuple[Path, list[str]]:
     store = folder / "lettingo.db"
     lettingo(tree, store, {}, "ingest", "movielens", str(MOVIELENS_100K))
     lettingo(tree, store, {}, "split")
-    import sqlite3  # read directly: this checkout's Store would upgrade an older tree's store to its own schema
-
-    connection = sqlite3.connect(store)
-    sql = "SELECT user_id FROM split_users WHERE partition = 'test' ORDER BY user_id"
-    users = [user for (user,) in connection.execute(sql)]
-    connection.close()
-    return store, sorted(users)
+    # the test users from a store of this checkout's own (it would upgrade an older tree's store to its schema); the
+    # seeded split chooses the same users in every tree
+    with tempfile.TemporaryDirectory() as tmp:
+        own_store, split = movielens_split(Path(tmp))
+        users = select_users(own_store, split, "test")
+        own_store.close()
+    return store, users
 
 
 def job_command(kind: str, users: list[str]) -> tuple[list[str], str | None]:

@@ -10,17 +10,14 @@ read once per pair (dpo's default) a pair is ~1,100 tokens: ~0.9 TFLOP.
 
 FLOPs per generated token: every weight once (2 FLOPs each), the 262k x 640 head included: 2 x (100M + 168M)
 = 0.54 GFLOP (prompt reading and attention over the context come on top).
-Run: python bench/cpu_matmul.py. Writes bench/results/cpu_matmul.json.
+Run: python3 -m bench.cpu_matmul. Writes bench/results/cpu_matmul.json.
 """
 
 from __future__ import annotations
 
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import print_table, write_result  # noqa: E402
+from bench._common import print_table, write_result
 
 NON_EMBEDDING_WEIGHTS = 100e6  # Gemma 3 270M without its 170M-weight embedding table
 TOKENS_PER_PAIR = 2 * 1000  # prompt + chosen, prompt + rejected (~900-token MovieLens prompts, ~100-token profiles)

@@ -9,9 +9,9 @@ their targets; train users are judged by the reader's network that never saw the
 these figures are as clean as a test user's. Each candidate is reported against the base generator on the same
 users and targets (paired bootstrap intervals), with its stated-value share, its mean tokens and DPO's last steps.
 
-    python3 bench/dpo_choice.py --candidate "lr5e-5=--lr 5e-5 --epochs 1" --candidate "lr2e-4x2=--lr 2e-4 --epochs 2"
-    python3 bench/dpo_choice.py --tag dpo_choice_temperature --temperature 0.7 --temperature 0.4   # the base's sampling
-    python3 bench/dpo_choice.py --tag dpo_choice_round2 --generator "round2=gguf:export:paper-po-r2@v1?quant=q8_0"
+    python3 -m bench.dpo_choice --candidate "lr5e-5=--lr 5e-5 --epochs 1" --candidate "lr2e-4x2=--lr 2e-4 --epochs 2"
+    python3 -m bench.dpo_choice --tag dpo_choice_temperature --temperature 0.7 --temperature 0.4   # the base's sampling
+    python3 -m bench.dpo_choice --tag dpo_choice_round2 --generator "round2=gguf:export:paper-po-r2@v1?quant=q8_0"
 
 Writes bench/results/<tag>.json and .md.
 """
@@ -22,20 +22,16 @@ import argparse
 import json
 import shlex
 import statistics
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from profile_only import difference, figures, lettingo
 
-from _common import RESULTS, machine  # noqa: E402
-from profile_only import difference, figures, lettingo  # noqa: E402
-
-from lettingo_cli.eval import compare_evals  # noqa: E402
-from lettingo_cli.pair import stated_values  # noqa: E402
-from lettingo_cli.predictors.reader import StatedValues  # noqa: E402
-from lettingo_cli.split import select_users  # noqa: E402
-from lettingo_cli.store import Store  # noqa: E402
+from bench._common import RESULTS, write_result
+from lettingo_cli.eval import compare_evals
+from lettingo_cli.split_data import select_users
+from lettingo_cli.stated import StatedValues, stated_values
+from lettingo_cli.store import Store
 
 
 def profile_facts(store: Store, profiles_ref: str, stated: StatedValues) -> dict:
@@ -65,7 +61,7 @@ def pair_facts(store: Store, pairs_ref: str, stated: StatedValues) -> dict:
 def last_steps(store: Store, adapter_ref: str, count: int = 10) -> dict:
     """DPO's mean loss, margin and reward accuracy over its last `count` steps, and its reward accuracy over the
     first epoch (pairs the model had not trained on yet)."""
-    steps = store.dpo_steps(store.resolve(adapter_ref, "adapter").run_id)
+    steps = store.training_steps(store.resolve(adapter_ref, "adapter").run_id)
     rows = steps[-count:]
     columns = {"loss": "loss", "margin": "rewards_margins", "accuracy": "rewards_accuracies"}
     unseen = [r["rewards_accuracies"] for r in steps if r["epoch"] is not None and r["epoch"] <= 1]
@@ -192,10 +188,8 @@ def main() -> None:
         "common_flags": args.common,
         "arms": arms,
         "seconds": seconds,
-        "machine": machine(),
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{args.tag}.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_result(args.tag, result)
     lines = [
         f"# DPO settings on {len(validation)} validation train users x {args.n} profiles x {args.targets} targets",
         "",

@@ -8,7 +8,7 @@ TRL's own two-row pass, in fp32 and in bf16 (autocast, as training runs), and th
 
 Pairs: real generation prompts of MovieLens 100K users (the profile-completion-v1 template, 30 ratings) with
 two ~100-token profiles each, written here (this measures speed, not learning).
-Run: python bench/dpo_speed.py [--pairs 4] [--steps 2]. Writes bench/results/dpo_speed.json.
+Run: python3 -m bench.dpo_speed [--pairs 4] [--steps 2]. Writes bench/results/dpo_speed.json.
 """
 
 from __future__ import annotations
@@ -19,11 +19,10 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from _common import movielens_pairs, print_table, write_result  # noqa: E402
-
-from lettingo_cli.dpo import DPOOptions, resolve_base, train_dpo  # noqa: E402
+from bench._common import movielens_pairs, print_table, write_result
+from lettingo_cli.dpo import train_dpo
+from lettingo_cli.training.common import resolve_base
+from lettingo_cli.training.options import DPOOptions
 
 
 def main() -> None:
@@ -60,9 +59,7 @@ def main() -> None:
             start = time.perf_counter()
             adapter = train_dpo(store, pairs, base, options, f"bench{number}")
             seconds = time.perf_counter() - start
-            first = store.db.execute(
-                "SELECT loss FROM dpo_steps WHERE run_id = ? ORDER BY step LIMIT 1", [adapter.run_id]
-            ).fetchone()[0]
+            first = store.training_steps(adapter.run_id)[0]["loss"]
             trained = args.steps * options.batch_size
             results[label] = {
                 "pairs_trained": trained,
@@ -123,7 +120,7 @@ def shared_prompt_log_probs(store, pairs, base: Path) -> dict:
     import transformers
     from trl.trainer.utils import add_fused_lm_head
 
-    from lettingo_cli.shared_prompt import wrap
+    from lettingo_cli.training.shared_prompt import wrap
 
     tokenizer = transformers.AutoTokenizer.from_pretrained(base)
     model = transformers.AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).eval()

@@ -6,22 +6,20 @@ parity, greedy agreement and mean |log-prob difference| per quant type, the real
 Against the previous way in the same run: reading a file's metadata with gguf-py's GGUFReader (what the export
 did four times: the converted file, the tokenizer donor, and the facts of each shipped file) vs lettingo's layout
 walk, on the exported files.
-Run: python bench/export_time.py. Writes bench/results/export_time.json.
+Run: python3 -m bench.export_time. Writes bench/results/export_time.json.
 """
 
 from __future__ import annotations
 
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from _common import movielens_pairs, print_table, write_result  # noqa: E402
-
-from lettingo_cli.dpo import DPOOptions, resolve_base, train_dpo  # noqa: E402
-from lettingo_cli.export import ExportOptions, export_adapter  # noqa: E402
+from bench._common import movielens_pairs, print_table, write_result
+from lettingo_cli.dpo import train_dpo
+from lettingo_cli.export import ExportOptions, export_adapter
+from lettingo_cli.training.common import resolve_base
+from lettingo_cli.training.options import DPOOptions
 
 
 def main() -> None:

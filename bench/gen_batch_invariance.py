@@ -4,22 +4,18 @@ sequences (the default), 16, and one at a time, and with sampling on one thread.
 its own seeded generator, so only the rounding of bf16 matrix products (which depends on how many rows a
 product has) can make texts differ; this counts the profiles that differ and where.
 
-Run: python bench/gen_batch_invariance.py [--users 8]. Writes bench/results/gen_batch_invariance.json.
+Run: python3 -m bench.gen_batch_invariance [--users 8]. Writes bench/results/gen_batch_invariance.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from _common import movielens_test_histories, print_table, profile_requests, write_result  # noqa: E402
-
-from lettingo_cli.backends import load_backend  # noqa: E402
-from lettingo_cli.backends.base import SamplingOptions  # noqa: E402
-from lettingo_cli.prompts import COMPLETION_STOPS  # noqa: E402
+from bench._common import movielens_test_histories, print_table, profile_requests, write_result
+from lettingo_cli.backends import load_backend
+from lettingo_cli.backends.base import SamplingOptions
+from lettingo_cli.prompts import COMPLETION_STOPS
 
 REFERENCE = "gemma-3-270m"
 OTHERS = ("gemma-3-270m?sample_threads=1", "gemma-3-270m?parallel=16", "gemma-3-270m?parallel=1")

@@ -1,22 +1,18 @@
 """Profile: where llama.cpp batched generation spends its time (prompt reads, decode steps, sampling).
 
 Default model and settings, MovieLens 100K test users x 4 samples (default 16 users), real prompts, up to 200
-new tokens. Run: python bench/gen_profile.py [USERS]. Writes bench/results/gen_profile.json.
+new tokens. Run: python3 -m bench.gen_profile [USERS]. Writes bench/results/gen_profile.json.
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from _common import movielens_test_histories, print_table, profile_requests, write_result  # noqa: E402
-
-from lettingo_cli.backends import load_backend  # noqa: E402
-from lettingo_cli.backends.base import SamplingOptions  # noqa: E402
-from lettingo_cli.prompts import COMPLETION_STOPS  # noqa: E402
+from bench._common import movielens_test_histories, print_table, profile_requests, write_result
+from lettingo_cli.backends import load_backend
+from lettingo_cli.backends.base import SamplingOptions
+from lettingo_cli.prompts import COMPLETION_STOPS
 
 
 def main() -> None:

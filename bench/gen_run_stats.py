@@ -1,18 +1,14 @@
 """Record the generation speed a store's `gen` runs measured (new tokens, seconds, tokens/s from each run's stats),
 e.g. the Qwen-as-generator profiles made for bench/predictor_accuracy.py, which that benchmark reuses from its
-store's cache. Run: python bench/gen_run_stats.py STORE [NAME_SUBSTRING]. Writes bench/results/gen_run_stats.json.
+store's cache. Run: python3 -m bench.gen_run_stats STORE [NAME_SUBSTRING]. Writes bench/results/gen_run_stats.json.
 """
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from _common import print_table, write_result  # noqa: E402
-
-from lettingo_cli.store import Store  # noqa: E402
+from bench._common import print_table, write_result
+from lettingo_cli.store import Store
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ The baseline row is the gen of an earlier commit (--base), checked out with `git
 folder and run with that tree first on PYTHONPATH. Sampled lengths differ between rows (other code, other
 numerics, other samples), so both tokens/s and profiles/min are reported, with the mean profile length.
 
-Run: python bench/gen_stage.py [--users 32] [--n 4] [--base d7365c1]. Writes bench/results/gen_stage.json.
+Run: python3 -m bench.gen_stage [--users 32] [--n 4] [--base d7365c1]. Writes bench/results/gen_stage.json.
 """
 
 from __future__ import annotations
@@ -22,12 +22,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(ROOT))
-from _common import movielens_split, print_table, write_result  # noqa: E402
+from bench._common import movielens_split, print_table, write_result
+from lettingo_cli.store import Store
 
-from lettingo_cli.store import Store  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 BASE_COMMIT = "d7365c1"  # the last commit before the generation work of issue 15's second round
 

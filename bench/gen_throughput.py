@@ -4,7 +4,7 @@ Real prompts: MovieLens 100K users from ../shared/data (30-item profile history)
 temperature 1.0, N samples per user. The baseline is llama.cpp single stream on the Q4_K_M file (one
 sequence at a time); every other row reports its speed-up against that baseline measured in the same run.
 
-Run: python bench/gen_throughput.py [--quick]. Writes bench/results/gen_throughput.json.
+Run: python3 -m bench.gen_throughput [--quick]. Writes bench/results/gen_throughput.json.
 """
 
 from __future__ import annotations
@@ -19,14 +19,11 @@ import time
 import urllib.request
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from _common import movielens_test_histories, print_table, profile_requests, write_result  # noqa: E402
-
-from lettingo_cli.backends import load_backend  # noqa: E402
-from lettingo_cli.backends.base import SamplingOptions  # noqa: E402
-from lettingo_cli.models import default_gguf, default_hf_dir  # noqa: E402
-from lettingo_cli.prompts import COMPLETION_STOPS  # noqa: E402
+from bench._common import movielens_test_histories, print_table, profile_requests, write_result
+from lettingo_cli.backends import load_backend
+from lettingo_cli.backends.base import SamplingOptions
+from lettingo_cli.models import default_gguf, default_hf_dir
+from lettingo_cli.prompts import COMPLETION_STOPS
 
 BASELINE = "llama.cpp single stream, Q4_K_M (baseline)"
 ONE_THREAD = "llama.cpp batched x32, bf16, sampling on one thread"

@@ -3,7 +3,7 @@
 Builds a small Llama-architecture model (tokenizer trained here, no download), writes 64 preference pairs with an
 obvious preference, trains through the real CLI under `accelerate launch --mixed_precision bf16`, and prints the
 device line, steps, time and the first/last logged rewards. Writes bench/results/gpu_dpo_check.json.
-Run: python bench/gpu_dpo_check.py [--processes 1] [--steps 30]
+Run: python3 -m bench.gpu_dpo_check [--processes 1] [--steps 30]
 """
 
 from __future__ import annotations
@@ -16,13 +16,11 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.append(str(ROOT))  # for tests.tiny_model; an installed lettingo_cli (with its migrations) comes first
-sys.path.insert(0, str(ROOT / "bench"))
-from _common import print_table, write_result  # noqa: E402
+from bench._common import print_table, write_result
+from bench.tiny_model import build_tiny_model
+from lettingo_cli.store import Store
 
-from lettingo_cli.store import Store  # noqa: E402
-from tests.tiny_model import build_tiny_model  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
@@ -102,7 +100,7 @@ def main() -> None:
             sys.exit(f"dpo failed (exit {done.returncode})")
         store = Store(store_path)
         adapter = store.resolve(done.stdout.strip())
-        steps = store.dpo_steps(adapter.run_id)
+        steps = store.training_steps(adapter.run_id)
     result = {
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "torch": torch.__version__,

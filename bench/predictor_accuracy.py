@@ -7,7 +7,7 @@ paired, the share of answers a profile changes, predictor - baseline paired, and
 predictor's label log-probs are read once and turned into both variants, with and without its train-fitted
 label prior. Profiles come from the real CLI (`lettingo gen`, cached in the store: a rerun reuses them).
 
-Run: python bench/predictor_accuracy.py [--store PATH] [--users N] [--predictors SPEC,SPEC]
+Run: python3 -m bench.predictor_accuracy [--store PATH] [--users N] [--predictors SPEC,SPEC]
 Writes bench/results/predictor_accuracy.json.
 """
 
@@ -20,22 +20,19 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from _common import MOVIELENS_100K as DATA  # noqa: E402
-from _common import RESULTS, print_table, write_result  # noqa: E402
-
-from lettingo_cli.eval import (  # noqa: E402
-    baseline_predictions,  # noqa: E402
+from bench._common import MOVIELENS_100K as DATA
+from bench._common import RESULTS, print_table, write_result
+from lettingo_cli.eval import (
+    baseline_predictions,
     paired,
     with_interval,
 )
-from lettingo_cli.predictors import make_predictor  # noqa: E402
-from lettingo_cli.predictors.base import NO_PROFILE  # noqa: E402
-from lettingo_cli.predictors.llm import LLMPredictor, probabilities  # noqa: E402
-from lettingo_cli.prompts import history_text  # noqa: E402
-from lettingo_cli.split import load_histories, load_recent_and_targets, select_users  # noqa: E402
-from lettingo_cli.store import Store  # noqa: E402
+from lettingo_cli.predictors import make_predictor
+from lettingo_cli.predictors.base import NO_PROFILE
+from lettingo_cli.predictors.llm import LLMPredictor, probabilities
+from lettingo_cli.prompts import history_text
+from lettingo_cli.split_data import load_histories, load_recent_and_targets, select_users
+from lettingo_cli.store import Store
 
 SPLIT = "k1"
 # profile set -> gen arguments and the artifacts it is made of: (first, last) test users by position (None: all

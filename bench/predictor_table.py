@@ -1,4 +1,4 @@
-"""The README's markdown table of a predictor_accuracy run: python bench/predictor_table.py [RESULTS.json ...].
+"""The README's markdown table of a predictor_accuracy run: python3 -m bench.predictor_table [RESULTS.json ...].
 
 Default: bench/results/predictor_accuracy.json and bench/results/predictor_accuracy_k4.json. Per predictor and
 profile set: users, predictions, accuracy and macro F1 with 95% intervals, profile - 10H (paired), the share of

@@ -18,9 +18,9 @@ Each arm minus "item only" on the same test users and targets, with the paired b
 eval` uses, is the most a perfect reader of a perfect profile could add. The arms are fixed in advance (not chosen
 on the test users); the train users' 5-fold out-of-fold figures are reported beside them.
 
-    python3 bench/profile_ceiling.py                                   # MovieLens 100K, --targets 4
-    python3 bench/profile_ceiling.py --data ../shared/data/movielens-latest-small --tag profile_ceiling_latest_small
-    python3 bench/profile_ceiling.py --targets 8 --test-share 0.4 --tag profile_ceiling_k8  # more test targets
+    python3 -m bench.profile_ceiling                                   # MovieLens 100K, --targets 4
+    python3 -m bench.profile_ceiling --data ../shared/data/movielens-latest-small --tag profile_ceiling_latest_small
+    python3 -m bench.profile_ceiling --targets 8 --test-share 0.4 --tag profile_ceiling_k8  # more test targets
 
 Writes bench/results/<tag>.json and .md. Needs scikit-learn (installed with sentence-transformers).
 """
@@ -28,26 +28,16 @@ Writes bench/results/<tag>.json and .md. Needs scikit-learn (installed with sent
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from _common import RESULTS, machine  # noqa: E402
-
-from lettingo_cli.eval import paired, with_interval  # noqa: E402
-from lettingo_cli.split import (  # noqa: E402
-    SplitOptions,
-    item_ratings,
-    load_histories,
-    load_recent_and_targets,
-    select_users,
-    split_dataset,
-)
-from lettingo_cli.store import Store  # noqa: E402
+from bench._common import RESULTS, write_result
+from lettingo_cli.eval import paired, with_interval
+from lettingo_cli.split import SplitOptions, split_dataset
+from lettingo_cli.split_data import item_ratings, load_histories, load_recent_and_targets, select_users
+from lettingo_cli.store import Store
 
 HERE = Path(__file__).resolve().parent
 ITEM_PRIOR_RATINGS = 5  # as reader:bow
@@ -158,7 +148,6 @@ def main() -> None:
     test_reports = {arm: with_interval(answers[arm][0]) for arm in ARMS}
     oof_reports = {arm: with_interval(answers[arm][1]) for arm in ARMS}
     payload = {
-        "machine": machine(),
         "data": args.data.name,
         "split": {"recent": 0, "targets": args.targets, "history": args.history, "test_share": args.test_share},
         "test_users": len(test),
@@ -171,7 +160,7 @@ def main() -> None:
         },
     }
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{args.tag}.json").write_text(json.dumps(payload, indent=1) + "\n")
+    write_result(args.tag, payload)
     lines = [
         f"# What a perfect reader of the profile history could add: {args.data.name}, profile-only split "
         f"({len(test)} test users x {args.targets} targets, {args.history}-rating profile history; "

@@ -11,8 +11,8 @@ changes; fit seconds and evaluations/s; and on the train users (scored out of fo
 profiles disagree in how many targets they get right and the median best-minus-worst mean P(true label).
 With --ten-h, the same arms under the 10H protocol (a `--recent 10` split, head:minilm) for the side-by-side.
 
-    python3 bench/profile_only.py                       # MovieLens 100K, all test users
-    python3 bench/profile_only.py --data ../shared/data/movielens-latest-small --tag profile_only_latest_small
+    python3 -m bench.profile_only                       # MovieLens 100K, all test users
+    python3 -m bench.profile_only --data ../shared/data/movielens-latest-small --tag profile_only_latest_small
 
 Designs are chosen on train users (the out-of-fold figures in each predictor artifact), never on test users.
 Writes bench/results/<tag>.json and .md.
@@ -29,12 +29,9 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from _common import RESULTS, machine  # noqa: E402
-
-from lettingo_cli.eval import compare  # noqa: E402
-from lettingo_cli.store import Store  # noqa: E402
+from bench._common import RESULTS, write_result
+from lettingo_cli.eval import compare
+from lettingo_cli.store import Store
 
 HERE = Path(__file__).resolve().parent
 ARMS = ("none", "base", "history-text", "stats-text", "swap-base", "swap-history-text")
@@ -153,7 +150,7 @@ def main() -> None:
                   "--name", "po")  # fmt: skip
     store = Store(store_path)
     split_artifact = store.resolve(split, "split")
-    from lettingo_cli.split import select_users
+    from lettingo_cli.split_data import select_users
 
     train = select_users(store, split_artifact, "train")[: args.train_users]
     test = select_users(store, split_artifact, "test")
@@ -245,7 +242,6 @@ def main() -> None:
         ten_h = ten_h_reference(store_path, store, dataset, args, test)
 
     payload = {
-        "machine": machine(),
         "data": args.data.name,
         "split": split,
         "targets_per_user": args.targets,
@@ -259,7 +255,7 @@ def main() -> None:
         "stage_seconds": seconds,
     }
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{args.tag}.json").write_text(json.dumps(payload, indent=1) + "\n")
+    write_result(args.tag, payload)
     (RESULTS / f"{args.tag}.md").write_text(markdown(payload))
     print(markdown(payload))
 

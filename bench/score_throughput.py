@@ -3,25 +3,21 @@ prompt whole (the naive way), same prompts, same run. Goal: >= 3x.
 
 Real MovieLens 100K prompts (3 worked examples + 10 recent ratings + the target, ~800 tokens), N profiles per
 user of ~100 tokens each (written from the user's genres, so this benchmark needs no generation run).
-Run: python bench/score_throughput.py [--users 8] [--n 4]. Writes bench/results/score_throughput.json.
+Run: python3 -m bench.score_throughput [--users 8] [--n 4]. Writes bench/results/score_throughput.json.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from _common import movielens_split, print_table, write_result  # noqa: E402
-
-from lettingo_cli.backends import load_backend  # noqa: E402
-from lettingo_cli.predictors.llm import CompletionPrompt, WorkedExamples, block, profile_suffix  # noqa: E402
-from lettingo_cli.split import load_histories, load_recent_and_targets, select_users  # noqa: E402
+from bench._common import movielens_split, print_table, write_result
+from lettingo_cli.backends import load_backend
+from lettingo_cli.predictors.llm import CompletionPrompt, WorkedExamples, block, profile_suffix
+from lettingo_cli.split_data import load_histories, load_recent_and_targets, select_users
 
 STYLES = ("Prefers", "Mostly watches", "Keeps returning to", "Rates highly")
 

@@ -7,7 +7,7 @@ history (and with its true rating), and the judge's accuracy and mean P(true lab
 three groups: stating none, stating values whose mean is within --tolerance of the history's mean, and stating
 values further off (what `pair --max-stated-error` calls unfaithful).
 
-    python3 bench/stated_faithfulness.py            # bench/results/paper-po-store, scores:paper-po-train@v1
+    python3 -m bench.stated_faithfulness            # bench/results/paper-po-store, scores:paper-po-train@v1
 
 Writes bench/results/<tag>.json and .md.
 """
@@ -17,16 +17,12 @@ from __future__ import annotations
 import argparse
 import re
 import statistics
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from _common import RESULTS, write_result  # noqa: E402
-
-from lettingo_cli.pair import stated_values  # noqa: E402
-from lettingo_cli.split import load_histories  # noqa: E402
-from lettingo_cli.store import Store  # noqa: E402
+from bench._common import RESULTS, write_result
+from lettingo_cli.split_data import load_histories
+from lettingo_cli.stated import stated_values
+from lettingo_cli.store import Store
 
 
 def title(item_text: str) -> str:

@@ -1,7 +1,7 @@
 """Benchmark: the store at scale. Insert 1,000,000 profile rows into one artifact, seal it (hash every row),
 then fetch one user's profiles.
 
-Run: python bench/store_scale.py [--rows 1000000] [--per-user 10]. Writes bench/results/store_scale.json.
+Run: python3 -m bench.store_scale [--rows 1000000] [--per-user 10]. Writes bench/results/store_scale.json.
 """
 
 from __future__ import annotations
@@ -9,16 +9,12 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from _common import print_table, write_result  # noqa: E402
-
-from lettingo_cli.store import Store  # noqa: E402
+from bench._common import print_table, write_result
+from lettingo_cli.store import Store
 
 WORDS = [
     "likes",
@@ -63,7 +59,7 @@ def main() -> None:
         store = Store(Path(tmp) / "lettingo.db")
         artifact = store.begin("profiles", "bench", {}, run_id=None)
         start = time.perf_counter()
-        with store.db.atomic():
+        with store.transaction():
             store.insert_rows(artifact, "profiles", profile_rows(args.rows, args.per_user, generators))
         insert_s = time.perf_counter() - start
 

@@ -243,7 +243,7 @@ if [ "$GRPO_STEPS" -gt 0 ]; then
   evaluate grpo "$grpo_profiles"
 fi
 
-python3 "$here/paper_report.py" --tag "$TAG" --times "$times" --refs "$refs" --results "$RESULTS" \
+PYTHONPATH="$here/..${PYTHONPATH:+:$PYTHONPATH}" python3 -m experiments.paper_report --tag "$TAG" --times "$times" --refs "$refs" --results "$RESULTS" \
   --setting "data=$(basename "$DATA")" --setting "users=$USERS" --setting "test_users=$TEST_USERS" \
   --setting "recent=$RECENT" --setting "split_train=$SPLIT_TRAIN" \
   --setting "targets=$TARGETS" --setting "n=$N" --setting "n_test=$N_TEST" --setting "max_tokens=$MAX_TOKENS" \

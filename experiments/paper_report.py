@@ -21,12 +21,10 @@ from collections import Counter
 from pathlib import Path
 
 # the results go where the benchmarks' go (bench/results), written by the same helper (machine facts included)
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-from _common import RESULTS, write_result  # noqa: E402
-
-from lettingo_cli.eval import METRICS, compare_evals  # noqa: E402
-from lettingo_cli.split import SENTIMENTS  # noqa: E402
-from lettingo_cli.store import Store  # noqa: E402
+from bench._common import RESULTS, write_result
+from lettingo_cli.eval import METRICS, compare_evals
+from lettingo_cli.sentiments import SENTIMENTS
+from lettingo_cli.store import Store
 
 # the arms, in the report's order: eval role -> (profiles role, label)
 ARMS = {
@@ -168,7 +166,7 @@ def recent_tokens(store: Store, found: dict) -> float | None:
     """The mean tokens (default tokenizer) of the test users' 10 recent ratings as a 10H prompt writes them: what a
     profile would replace. From the 10H split of a RECENT=0 run, or the run's own split in 10H."""
     from lettingo_cli.prompts import history_text
-    from lettingo_cli.split import load_recent_and_targets, select_users
+    from lettingo_cli.split_data import load_recent_and_targets, select_users
     from lettingo_cli.written import TokenCounter
 
     split = found.get("split_10h", found["split"])
@@ -210,7 +208,7 @@ def within_user_length(store: Store, evaluation, profiles) -> dict:
 
 
 def dpo_curve(store: Store, adapter) -> list[dict]:
-    return [{k: row[k] for k in ("step", "loss", "rewards_margins")} for row in store.dpo_steps(adapter.run_id)]
+    return [{k: row[k] for k in ("step", "loss", "rewards_margins")} for row in store.training_steps(adapter.run_id)]
 
 
 def picture(path: Path, payload: dict) -> None:
@@ -275,7 +273,7 @@ def picture(path: Path, payload: dict) -> None:
 
 def grpo_facts(store: Store, adapter) -> dict:
     """The online route's training: its reward per step (the curve), the last steps' mean, what it cost."""
-    steps = store.grpo_steps(adapter.run_id)
+    steps = store.training_steps(adapter.run_id)
     run = store.run(adapter.run_id)
     last = steps[-10:]
     return {
@@ -310,7 +308,7 @@ def route_cost(store: Store, found: dict, times: dict, settings: dict) -> dict:
 
 
 def dpo_facts(store: Store, adapter) -> dict:
-    steps = store.dpo_steps(adapter.run_id)
+    steps = store.training_steps(adapter.run_id)
     last = steps[-5:]
 
     def mean(key):

@@ -151,7 +151,7 @@ def gen(
     """Profiles of the selected users (`users`: all | train | test | N | id,id,...; or `listed` ids), N per
     generator; options: GenOptions' fields (n, temperature, max_tokens, history, seed)."""
     from lettingo_cli.gen import GenOptions, generate_profiles
-    from lettingo_cli.split import select_users
+    from lettingo_cli.split_data import select_users
 
     gen_options = GenOptions(**options)
     source = resolve(store, split, "split")
@@ -229,7 +229,7 @@ def evaluate(
     from lettingo_cli.eval import default_name, evaluate_scores
     from lettingo_cli.predictors import make_predictor
     from lettingo_cli.score import ScoreOptions, score_profiles
-    from lettingo_cli.split import select_users
+    from lettingo_cli.split_data import select_users
 
     if no_profile and profiles is not None:
         raise UsageError("give either PROFILES or --no-profile, not both")
@@ -264,7 +264,9 @@ def dpo(
 ) -> Artifact | None:
     """A LoRA adapter DPO-trained on the pairs; options: DPOOptions' fields. None on a worker rank under
     `accelerate launch` (rank 0 writes the artifact)."""
-    from lettingo_cli.dpo import DPOOptions, resolve_base, train_dpo
+    from lettingo_cli.dpo import train_dpo
+    from lettingo_cli.training.common import resolve_base
+    from lettingo_cli.training.options import DPOOptions
 
     checked = DPOOptions(**options)
     source = resolve(store, pairs, "pairs")
@@ -285,8 +287,9 @@ def grpo(
     """A LoRA adapter GRPO-trained online, the frozen predictor judging the profiles it samples for the split's
     train users; options: GRPOOptions' fields (predictor, generations, max_steps, ...). None on a worker rank under
     `accelerate launch`."""
-    from lettingo_cli.dpo import resolve_base
-    from lettingo_cli.grpo import GRPOOptions, train_grpo
+    from lettingo_cli.grpo import train_grpo
+    from lettingo_cli.training.common import resolve_base
+    from lettingo_cli.training.options import GRPOOptions
 
     checked = GRPOOptions(**options)
     source = resolve(store, split, "split")

@@ -13,16 +13,18 @@ import sqlite3
 import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import Annotated, Optional
 
 import typer
 from typer.core import TyperGroup
 
 from lettingo_cli.cli_common import (
     DEFAULT_STORE,
+    BaseOption,
     ForceOption,
     JsonOption,
     NameOption,
+    ResumeOption,
     StoreOption,
     emit,
     input_ref,
@@ -31,20 +33,16 @@ from lettingo_cli.cli_common import (
 )
 from lettingo_cli.cli_ingest import ingest_app
 from lettingo_cli.cli_tools import completion_command, doctor_command, profile_command, store_app
-from lettingo_cli.dpo import DPOOptions
 from lettingo_cli.errors import LettingoError, UsageError
 from lettingo_cli.export import ExportOptions
 from lettingo_cli.gen import GenOptions
-from lettingo_cli.grpo import GRPOOptions
 from lettingo_cli.options import command_options
 from lettingo_cli.pair import PairOptions
 from lettingo_cli.predictors.reader import FitOptions
 from lettingo_cli.score import ScoreOptions
 from lettingo_cli.split import SplitOptions
+from lettingo_cli.training.options import DPOOptions, GRPOOptions
 from lettingo_cli.version import __version__
-
-if TYPE_CHECKING:
-    pass
 
 # Nothing reaches a model hub at run time: set before any Hugging Face library is imported.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -372,13 +370,8 @@ def eval_command(
 def dpo_command(
     options: DPOOptions,
     pairs: Annotated[Optional[str], typer.Argument(help="Pairs reference (default: the latest pairs).")] = None,
-    base: Annotated[
-        Optional[str],
-        typer.Option("--base", help="gemma-3-270m (default), an HF model directory, or export:NAME (another round)."),
-    ] = None,
-    resume: Annotated[
-        bool, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint.")
-    ] = False,
+    base: BaseOption = None,
+    resume: ResumeOption = False,
     name: NameOption = None,
     force: ForceOption = False,
     as_json: JsonOption = False,
@@ -386,7 +379,7 @@ def dpo_command(
 ) -> None:
     """LoRA-DPO-train the profile generator on preference pairs (TRL); writes an adapter artifact."""
     from lettingo_cli import api
-    from lettingo_cli.dpo import last_step
+    from lettingo_cli.training.common import last_step
 
     store = open_store(store_path)
     artifact = api.dpo(
@@ -411,13 +404,8 @@ def dpo_command(
 def grpo_command(
     options: GRPOOptions,
     split: Annotated[Optional[str], typer.Argument(help="Split reference (default: the latest split).")] = None,
-    base: Annotated[
-        Optional[str],
-        typer.Option("--base", help="gemma-3-270m (default), an HF model directory, or export:NAME (another round)."),
-    ] = None,
-    resume: Annotated[
-        bool, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint.")
-    ] = False,
+    base: BaseOption = None,
+    resume: ResumeOption = False,
     name: NameOption = None,
     force: ForceOption = False,
     as_json: JsonOption = False,

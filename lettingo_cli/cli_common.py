@@ -27,6 +27,12 @@ StoreOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON (one object per line) instead of references.")]
 ForceOption = Annotated[bool, typer.Option("--force", help="Redo the work even if the same run already finished.")]
 NameOption = Annotated[Optional[str], typer.Option("--name", help="Artifact name (default: derived from the input).")]
+# the options of every command that trains the generator
+BaseOption = Annotated[
+    Optional[str],
+    typer.Option("--base", help="gemma-3-270m (default), an HF model directory, or export:NAME (another round)."),
+]
+ResumeOption = Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint.")]
 DEFAULT_STORE = Path("lettingo.db")
 
 

@@ -12,6 +12,8 @@ import typer
 
 from lettingo_cli.cli_common import DEFAULT_STORE, JsonOption, StoreOption, emit, log, open_store, read_refs
 from lettingo_cli.errors import MissingDependency
+from lettingo_cli.options import command_options
+from lettingo_cli.profile_file import ProfileOptions
 from lettingo_cli.store import KINDS
 
 # The column options of `lettingo profile`, as ingest csv's (JsonColumns) but `--user`, `--item` and `--rating`
@@ -32,7 +34,9 @@ TextCol = Annotated[Optional[list[str]], typer.Option("--text", help="Extra item
 store_app = typer.Typer(help="Inspect and maintain the artifact store.", no_args_is_help=True)
 
 
+@command_options(ProfileOptions)
 def profile_command(
+    options: ProfileOptions,
     file: Annotated[Path, typer.Argument(help="A CSV or JSON lines file of (user, item, rating[, time]) rows.")],
     generator: Annotated[
         Optional[str],
@@ -52,11 +56,6 @@ def profile_command(
     title: TitleCol = None,
     text: TextCol = None,
     delimiter: Annotated[str, typer.Option("--delimiter", help="Field separator (CSV).")] = ",",
-    n: Annotated[int, typer.Option("--n", help="Profiles per user.")] = 1,
-    temperature: Annotated[float, typer.Option(help="Sampling temperature (0: greedy).")] = 1.0,
-    max_tokens: Annotated[int, typer.Option(help="Most new tokens per profile.")] = 200,
-    history: Annotated[int, typer.Option(help="The newest interactions shown per user.")] = 30,
-    seed: Annotated[int, typer.Option(help="Seed; each profile's seed derives from it, the user and the sample.")] = 0,
     prompt: Annotated[
         Optional[Path], typer.Option("--prompt", help="Your own prompt template (text with {history}).")
     ] = None,
@@ -68,24 +67,22 @@ def profile_command(
 ) -> None:
     """Profiles of the users of a history file, printed (no store needed): the prompt, history window, seeds and
     cleaning of gen. --json: one line per profile with user, sample, profile, tokens, flags."""
-    from lettingo_cli.gen import GenOptions
     from lettingo_cli.ingest import read_table
     from lettingo_cli.profile_file import file_format as format_of
     from lettingo_cli.profile_file import histories, load_generator, write_profiles
     from lettingo_cli.split import SplitOptions
 
-    options = GenOptions(n=n, temperature=temperature, max_tokens=max_tokens, history=history, seed=seed)
     thresholds = SplitOptions(dislike_max=dislike_max, like_min=like_min, value_words=value_words)  # checked
     chosen = format_of(file, file_format)
     parsed = read_table(file, chosen, user, item, rating, time, title, tuple(text or ()), delimiter)
-    rows = histories(parsed, history, thresholds)
+    rows = histories(parsed, options.history, thresholds)
     backend = load_generator(generator, store_path)
     try:
         for record in write_profiles(backend, rows, options, prompt, thresholds.value_words):
             if as_json:
                 typer.echo(json.dumps(record, ensure_ascii=False))
             else:
-                header = f"user {record['user']}" + (f" (profile {record['sample'] + 1})" if n > 1 else "")
+                header = f"user {record['user']}" + (f" (profile {record['sample'] + 1})" if options.n > 1 else "")
                 flags = f" [{', '.join(record['flags'])}]" if record["flags"] else ""
                 typer.echo(f"{header}{flags}:\n{record['profile']}\n")
     finally:

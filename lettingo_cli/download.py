@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lettingo_cli.console import log
-from lettingo_cli.digest import sha256_file
 from lettingo_cli.errors import IntegrityError, LettingoError, UsageError
+from lettingo_cli.store.digest import sha256_file
 
 CHUNK_BYTES = 1 << 16
 TIMEOUT_S = 60

@@ -1,37 +1,40 @@
-"""Errors a user can cause, each with its documented exit code.
+"""Errors a user can cause, each with its documented exit code (the root and the store's own are in
+store/errors.py).
 
 The CLI turns any of these into one line on stderr and the exit code; nothing else is printed.
 """
 
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-EXIT_MISSING_ARTIFACT = 3
-EXIT_INTEGRITY = 4
-EXIT_MISSING_DEPENDENCY = 5
+from lettingo_cli.store.errors import (
+    EXIT_FAILURE,
+    EXIT_INTEGRITY,
+    EXIT_MISSING_ARTIFACT,
+    EXIT_MISSING_DEPENDENCY,
+    EXIT_USAGE,
+    ArtifactNotFound,
+    IntegrityError,
+    LettingoError,
+)
 
-
-class LettingoError(Exception):
-    """A failure with a message meant for the user (exit 1)."""
-
-    exit_code = EXIT_FAILURE
+__all__ = [
+    "EXIT_FAILURE",
+    "EXIT_INTEGRITY",
+    "EXIT_MISSING_ARTIFACT",
+    "EXIT_MISSING_DEPENDENCY",
+    "EXIT_USAGE",
+    "ArtifactNotFound",
+    "InputError",
+    "IntegrityError",
+    "LettingoError",
+    "MissingDependency",
+    "UsageError",
+    "require",
+]
 
 
 class UsageError(LettingoError):
     """Options that do not make sense together (exit 2)."""
 
     exit_code = EXIT_USAGE
-
-
-class ArtifactNotFound(LettingoError):
-    """A reference that names no artifact, or more than one (exit 3)."""
-
-    exit_code = EXIT_MISSING_ARTIFACT
-
-
-class IntegrityError(LettingoError):
-    """The store's content does not match its recorded hashes (exit 4)."""
-
-    exit_code = EXIT_INTEGRITY
 
 
 class MissingDependency(LettingoError):

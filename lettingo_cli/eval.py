@@ -13,15 +13,11 @@ import random
 
 from lettingo_cli.metrics import METRICS, metrics
 from lettingo_cli.predictors.baselines import baseline_answers, majority_label
-from lettingo_cli.split import (
-    SENTIMENTS,
-    Target,
-    item_ratings,
-    load_histories,
-    load_recent_and_targets,
-    profile_only,
-)
-from lettingo_cli.store import Artifact, Store, check_name
+from lettingo_cli.sentiments import SENTIMENTS
+from lettingo_cli.split_data import Target, item_ratings, load_histories, load_recent_and_targets, profile_only
+from lettingo_cli.store import Artifact, Store, Verbs, check_name
+
+VERBS = Verbs("evaluate", "evaluated")
 
 BOOTSTRAP_SAMPLES = 1000  # resamples of the users for each 95% interval
 BOOTSTRAP_SEED = 0
@@ -143,7 +139,15 @@ def evaluate_scores(store: Store, scores: Artifact, name: str, selector: str, fo
     params = {"scores": scores.id, "users": selector}
     key_params = {"name": name, "bootstrap": BOOTSTRAP_SAMPLES}
     run = store.stage(
-        "eval", "eval", name, params, {"scores": scores.id}, key_params=key_params, force=force, atomic=True
+        "eval",
+        "eval",
+        name,
+        params,
+        {"scores": scores.id},
+        key_params=key_params,
+        force=force,
+        atomic=True,
+        verbs=VERBS,
     )
     if run.cached:
         return run.cached

@@ -17,14 +17,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lettingo_cli.console import log
-from lettingo_cli.digest import sha256_file
 from lettingo_cli.errors import IntegrityError, LettingoError, UsageError, require
 from lettingo_cli.export_layout import CHECKPOINT, LORA, LORA_BASE, REPORT, TOKENIZER_MARKER, gguf_name
 from lettingo_cli.gguf_files import convert_to_gguf, quantize, rewrite_gguf, write_lora_gguf
 from lettingo_cli.options import option
-from lettingo_cli.store import Artifact, Store
+from lettingo_cli.store import Artifact, Store, Verbs
+from lettingo_cli.store.digest import sha256_file
+from lettingo_cli.training.common import trained_prompts
 from lettingo_cli.version import __version__
 
+VERBS = Verbs("export", "exported")
 EXPORT_TYPES = ("f16", "q8_0", "q4_k_m")
 DEFAULT_QUANTS = ("q8_0", "q4_k_m")
 TOKENIZER_FILES = (
@@ -74,7 +76,7 @@ def export_adapter(
 
     training = store.run(adapter.run_id) if adapter.run_id is not None else None
     if training is None or "base" not in training["params"]:
-        raise LettingoError(f"{adapter.ref} was not written by dpo or grpo: no base model on record")
+        raise LettingoError(f"{adapter.ref} was not written by a training stage: no base model on record")
     base = Path(training["params"]["base"])
     if not (base / "config.json").exists():
         raise LettingoError(f"{adapter.ref}'s base {base} is gone (rebuild it, or train again with another --base)")
@@ -85,7 +87,7 @@ def export_adapter(
         "prompts": options.prompts,
         "continuation": options.continuation,
     }
-    run = store.stage("export", "export", name, params, {"adapter": adapter.id}, force=force)
+    run = store.stage("export", "export", name, params, {"adapter": adapter.id}, force=force, verbs=VERBS)
     if run.cached:
         if out is not None:
             _copy_out(store, run.cached, out)
@@ -109,9 +111,9 @@ def export_adapter(
             "lettingo.base.tokenizer_from": source.name if source else "",
             "lettingo.base.tokenizer_sha256": sha256_file(source) if source else "",
             "lettingo.trained_by": training["stage"],
-            **_training_provenance(store, training),
+            **_training_provenance(store, adapter),
         }
-        texts = training_prompts(store, training, options.prompts)
+        texts = trained_prompts(store, adapter, options.prompts)
         if options.lora_only:
             lora_file, base_file = _lora_files(adapter, base, work, provenance, source)
             timings["convert_s"] = _lap(started)
@@ -215,38 +217,16 @@ def _lora_files(
     return lora, rewrite_gguf(converted, work / gguf_name(LORA_BASE), {}, None)
 
 
-def training_prompts(store: Store, training: dict, count: int) -> list[str]:
-    """The first `count` users' prompts the adapter was trained on, for the verification: a dpo run's pairs'
-    prompts, a grpo run's generation prompts."""
-    if training["stage"] == "grpo":
-        from lettingo_cli.grpo import training_prompts as generation_prompts
-
-        params = training["params"]
-        split = store.get(params["split"])
-        return [r["prompt"] for r in generation_prompts(store, split, params["users"][:count], params["history"])]
-    seen, prompts = set(), []
-    for row in store.rows(store.get(training["params"]["pairs"]), "pairs"):
-        if row["user_id"] not in seen:
-            seen.add(row["user_id"])
-            prompts.append(row["prompt"])
-        if len(prompts) == count:
-            break
-    return prompts
-
-
-def _training_provenance(store: Store, training: dict) -> dict[str, str]:
-    """What the adapter learned from, by reference and hash: a dpo run's pairs, a grpo run's split and judge."""
-    params = training["params"]
-    if training["stage"] == "grpo":
-        split = store.get(params["split"])
-        return {"lettingo.split.ref": split.ref, "lettingo.split.hash": split.content_hash or "",
-                "lettingo.grpo.predictor": params["predictor"]}  # fmt: skip
-    pairs = store.get(params["pairs"])
-    return {
-        "lettingo.pairs.id": str(pairs.id),
-        "lettingo.pairs.ref": pairs.ref,
-        "lettingo.pairs.hash": pairs.content_hash or "",
-    }
+def _training_provenance(store: Store, adapter: Artifact) -> dict[str, str]:
+    """What the adapter learned from, by reference and hash, as its training stage recorded it (adapters trained
+    before it recorded one: the inputs of the run that made them)."""
+    if "provenance" in adapter.report:
+        return dict(adapter.report["provenance"])
+    found = {}
+    for role, source in store.run_inputs(adapter.run_id):
+        found |= {f"lettingo.{role}.id": str(source.id), f"lettingo.{role}.ref": source.ref,
+                  f"lettingo.{role}.hash": source.content_hash or ""}  # fmt: skip
+    return found
 
 
 def _copy_out(store: Store, artifact: Artifact, out: Path) -> None:

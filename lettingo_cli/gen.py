@@ -10,10 +10,7 @@ The artifact is sealed with a diversity report per generator.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
-import math
-import re
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -21,23 +18,28 @@ from pathlib import Path
 
 from lettingo_cli.backends.base import Request, SamplingOptions
 from lettingo_cli.console import stage_progress
-from lettingo_cli.digest import canonical_json
 from lettingo_cli.errors import UsageError
 from lettingo_cli.options import option
-from lettingo_cli.prompts import COMPLETION_STOPS, Template, builtin_template, load_template, prompt_hash, render
-from lettingo_cli.split import load_histories, value_words
-from lettingo_cli.store import Artifact, Store
+from lettingo_cli.profiles import clean_profile, diversity, profile_flags
+from lettingo_cli.prompts import (
+    COMPLETION_STOPS,
+    HISTORY_LINES,
+    PROFILE_TOKENS,
+    TEMPERATURE,
+    Template,
+    builtin_template,
+    load_template,
+    prompt_hash,
+    render,
+)
+from lettingo_cli.split_data import load_histories, value_words
+from lettingo_cli.store import Artifact, Store, Verbs
+from lettingo_cli.store.digest import canonical_json
 from lettingo_cli.written import WrittenGenerator
 
+VERBS = Verbs("generate", "generated")
+
 CHUNK_USERS = 4  # users per resumable unit of work: a crash loses at most this many users' profiles
-# A profile needs this many letters to say anything (fewer: flagged "empty").
-MIN_PROFILE_LETTERS = 10
-# Loop detection: a profile of at least LOOP_MIN_WORDS words whose distinct word trigrams are under this
-# share of all its trigrams, a line repeated LOOP_LINE_REPEATS times, or one word LOOP_WORD_RUN times in a row.
-LOOP_MIN_WORDS = 12
-LOOP_MIN_DISTINCT_TRIGRAMS = 0.5
-LOOP_LINE_REPEATS = 3
-LOOP_WORD_RUN = 6
 
 
 @dataclass(frozen=True)
@@ -45,9 +47,9 @@ class GenOptions:
     """The options of `lettingo gen` (each field is also its flag and a key of its --config YAML)."""
 
     n: int = option(4, "Profiles per user per generator.")
-    temperature: float = option(1.0, "Sampling temperature (the paper: 1.0).")
-    max_tokens: int = option(200, "Most new tokens per profile.")
-    history: int = option(30, "Most profile-history interactions shown per user.")
+    temperature: float = option(TEMPERATURE, "Sampling temperature (the paper: 1.0).")
+    max_tokens: int = option(PROFILE_TOKENS, "Most new tokens per profile.")
+    history: int = option(HISTORY_LINES, "Most profile-history interactions shown per user.")
     seed: int = option(0, "Seed; each profile's seed derives from it, the user and the sample.")
 
     def __post_init__(self) -> None:
@@ -60,70 +62,6 @@ class GenOptions:
 def profile_seed(seed: int, user_id: str, generator: str, sample_index: int) -> int:
     digest = hashlib.sha256(canonical_json([seed, user_id, generator, sample_index]).encode()).digest()
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
-
-
-# --- cleaning and flags ---------------------------------------------------------------------------------------
-
-
-def clean_profile(text: str) -> str:
-    """Strip whitespace and a leading echo of the prompt's last line ("Profile:")."""
-    text = text.strip()
-    text = re.sub(r"^(?:\**\s*profile\s*\**\s*:\s*)+", "", text, flags=re.IGNORECASE)
-    return text.strip()
-
-
-def is_degenerate(text: str) -> bool:
-    """A loop: few distinct word trigrams, one line repeated, or one word many times in a row."""
-    words = re.findall(r"\w+", text.lower())
-    if len(words) >= LOOP_MIN_WORDS:
-        trigrams = list(zip(words, words[1:], words[2:]))
-        if len(set(trigrams)) / len(trigrams) < LOOP_MIN_DISTINCT_TRIGRAMS:
-            return True
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    if lines and Counter(lines).most_common(1)[0][1] >= LOOP_LINE_REPEATS:
-        return True
-    return any(len(list(group)) >= LOOP_WORD_RUN for _, group in itertools.groupby(words))
-
-
-def profile_flags(text: str, finished: bool) -> list[str]:
-    flags = []
-    if len(re.findall(r"[^\W\d_]", text)) < MIN_PROFILE_LETTERS:
-        flags.append("empty")
-    elif is_degenerate(text):
-        flags.append("degenerate")
-    if not finished:
-        flags.append("truncated")
-    return flags
-
-
-# --- diversity --------------------------------------------------------------------------------------------------
-
-
-def diversity(profiles_by_user: dict[str, list[str]]) -> dict:
-    """distinct-1/2 over all profiles, and the mean pairwise cosine similarity (bag of words) of the profiles
-    of the same user: the point of exploration is diverse profiles of each user."""
-    unigrams, bigrams, similarities = [], [], []
-    for texts in profiles_by_user.values():
-        bags = []
-        for text in texts:
-            words = re.findall(r"\w+", text.lower())
-            unigrams.extend(words)
-            bigrams.extend(zip(words, words[1:]))
-            bags.append(Counter(words))
-        for a, b in itertools.combinations(bags, 2):
-            similarities.append(_cosine(a, b))
-    return {
-        "profiles": sum(len(texts) for texts in profiles_by_user.values()),
-        "distinct_1": round(len(set(unigrams)) / len(unigrams), 4) if unigrams else 0.0,
-        "distinct_2": round(len(set(bigrams)) / len(bigrams), 4) if bigrams else 0.0,
-        "mean_pairwise_similarity": round(sum(similarities) / len(similarities), 4) if similarities else None,
-    }
-
-
-def _cosine(a: Counter, b: Counter) -> float:
-    dot = sum(count * b[word] for word, count in a.items())
-    norm = math.sqrt(sum(c * c for c in a.values())) * math.sqrt(sum(c * c for c in b.values()))
-    return dot / norm if norm else 0.0
 
 
 # --- the stage --------------------------------------------------------------------------------------------------
@@ -179,7 +117,9 @@ def write_profiles(
     }
     key_params = {**params, "name": name, "generators": [b.label for b in backends]}
     inputs = {"split": split.id}
-    run = store.stage("gen", "profiles", name, params, inputs, key_params=key_params, force=force, resumable=True)
+    run = store.stage(
+        "gen", "profiles", name, params, inputs, key_params=key_params, force=force, resumable=True, verbs=VERBS
+    )
     if run.cached:
         return run.cached
     with run:

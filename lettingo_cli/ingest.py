@@ -18,10 +18,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from lettingo_cli.console import log
-from lettingo_cli.digest import canonical_json, sha256_file
 from lettingo_cli.errors import InputError
+from lettingo_cli.items import item_order
 from lettingo_cli.options import option, required
-from lettingo_cli.store import Artifact, Store
+from lettingo_cli.store import Artifact, Store, Verbs
+from lettingo_cli.store.digest import canonical_json, sha256_file
+
+VERBS = Verbs("ingest", "ingested")
 
 # MovieLens 100K's u.genre, used when the folder has no u.genre file.
 ML100K_GENRES = (
@@ -278,12 +281,6 @@ def _year(title: str, release_date: str) -> int | None:
     return None
 
 
-def item_genres(item_text: str) -> set[str]:
-    """The genres of a MovieLens-style item text "Title (year) | Genre, Genre", lowercased; other texts: none."""
-    _, bar, genres = item_text.partition(" | ")
-    return {g.strip().lower() for g in genres.split(",") if g.strip()} if bar else set()
-
-
 def _movie(title: str, year: int | None, genres: list[str]) -> Item:
     text = title if year is None or str(year) in title else f"{title} ({year})"
     if genres:
@@ -475,11 +472,6 @@ def safe_name(text: str) -> str:
     return cleaned or "dataset"
 
 
-def item_order(item_id: str):
-    """Item ids in their natural order: numeric ids as numbers, before any other id."""
-    return (0, int(item_id), "") if item_id.isdigit() else (1, 0, item_id)
-
-
 def write_dataset(store: Store, parsed: ParsedDataset, name: str, options: dict, force: bool = False) -> Artifact:
     """Write a parsed data set as one dataset artifact, in one transaction (all or nothing).
 
@@ -492,7 +484,9 @@ def write_dataset(store: Store, parsed: ParsedDataset, name: str, options: dict,
     key_sources = [{"file": Path(source["path"]).name, "sha256": source["sha256"]} for source in sources]
     params = {"format": parsed.source_format, "sources": sources, **options}
     key_params = {"name": name, "sources": key_sources, **options}
-    run = store.stage("ingest", "dataset", name, params, {}, key_params=key_params, force=force, atomic=True)
+    run = store.stage(
+        "ingest", "dataset", name, params, {}, key_params=key_params, force=force, atomic=True, verbs=VERBS
+    )
     if run.cached:
         return run.cached
     for note in parsed.notes:

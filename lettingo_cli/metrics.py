@@ -3,7 +3,7 @@ benchmarks."""
 
 from __future__ import annotations
 
-from lettingo_cli.split import SENTIMENTS
+from lettingo_cli.sentiments import SENTIMENTS
 
 METRICS = ("accuracy", "macro_f1", "weighted_f1")
 

@@ -21,8 +21,16 @@ from pathlib import Path
 
 from lettingo_cli.console import log
 from lettingo_cli.export_layout import LORA, LORA_BASE, gguf_name, provenance
-from lettingo_cli.gen import GenOptions
-from lettingo_cli.prompts import COMPLETION_STOPS, SENTIMENT_WORDS, Template, builtin_template, render
+from lettingo_cli.prompts import (
+    COMPLETION_STOPS,
+    HISTORY_LINES,
+    PROFILE_TOKENS,
+    SENTIMENT_WORDS,
+    TEMPERATURE,
+    Template,
+    builtin_template,
+    render,
+)
 from lettingo_cli.store import Artifact, Store
 
 # Ollama runs one prompt at a time: MovieLens prompts are ~900 tokens, plus gen's 200 new ones
@@ -156,7 +164,7 @@ def model_card(facts: dict, ggufs: list[str]) -> str:
     name = f"{export.name}-v{export.version}"
     main = _base_gguf(ggufs, facts["base"]) if gguf_name(LORA) in ggufs else _main_gguf(ggufs)
     settings = {k: v for k, v in facts["training"].items() if k not in ("pairs", "base", "users")}
-    method = "GRPO, online: the predictor rewarding each sampled profile" if facts["stage"] == "grpo" else "DPO"
+    method = adapter.report.get("method") or facts["stage"]  # as its training stage describes it
     licence = LICENCES.get(facts["base"], "the base model's own licence (see its model card); it governs this model")
     lines = [
         f"# {name}: a lettingo profile generator",
@@ -198,7 +206,7 @@ def model_card(facts: dict, ggufs: list[str]) -> str:
         f"- Profiles it learned from: {_ref(lineage.get('profiles'))}.",
         f"- Split: {_ref(lineage.get('split'))}.",
         f"- Dataset: {_ref(lineage.get('dataset'))}.",
-        f"- {facts['stage'].upper()} settings: `{json.dumps(settings, sort_keys=True)}`.",
+        f"- Training settings (`lettingo {facts['stage']}`): `{json.dumps(settings, sort_keys=True)}`.",
         f"- lettingo {export.lettingo_version}.",
         "",
         "## Verification",
@@ -235,14 +243,13 @@ def model_card(facts: dict, ggufs: list[str]) -> str:
 
 
 def _how_to_run(main: str, chat: bool, thresholds: tuple[int, int], lora: bool) -> list[str]:
-    options = GenOptions()
     stops = json.dumps(list(COMPLETION_STOPS))
     words = ", ".join(f'"{w}"' for w in SENTIMENT_WORDS.values())
     dislike_max, like_min = thresholds
     lines = [
         "## Prompting it",
         "",
-        f"One line per rating, oldest first, at most the newest {options.history}: "
+        f"One line per rating, oldest first, at most the newest {HISTORY_LINES}: "
         '`- "<title> | <genres or other item text>": <liked|felt neutral about|disliked> (<rating>/5)` '
         f"(the words are {words}; it learned from ratings of {like_min} and up as liked, {dislike_max} and below "
         "as disliked, the rest neutral). Put the lines where `{history}` is in `prompt-template.txt`; "
@@ -259,8 +266,8 @@ def _how_to_run(main: str, chat: bool, thresholds: tuple[int, int], lora: bool) 
         lines += [""]
         lines.append(
             f"It is a completion model: it continues the prompt after `Profile:`; stop at any of {stops}. lettingo "
-            f"samples at temperature {options.temperature} from the full distribution (no top-k, top-p or "
-            f"min-p), at most {options.max_tokens} new tokens."
+            f"samples at temperature {TEMPERATURE} from the full distribution (no top-k, top-p or "
+            f"min-p), at most {PROFILE_TOKENS} new tokens."
         )
     lines += [
         "",
@@ -279,7 +286,7 @@ def _how_to_run(main: str, chat: bool, thresholds: tuple[int, int], lora: bool) 
         "",
         f'llm = Llama(model_path="{main}", n_ctx={OLLAMA_CONTEXT}, verbose=False)',
         'prompt = open("prompt-example.txt").read().rstrip("\\n")',
-        f"out = llm(prompt, max_tokens={options.max_tokens}, temperature={options.temperature}, top_k=0, "
+        f"out = llm(prompt, max_tokens={PROFILE_TOKENS}, temperature={TEMPERATURE}, top_k=0, "
         f"top_p=1.0, min_p=0.0, repeat_penalty=1.0, stop={stops})",
         'print(out["choices"][0]["text"].strip())',
         "```",
@@ -296,7 +303,7 @@ def _how_to_run(main: str, chat: bool, thresholds: tuple[int, int], lora: bool) 
         "llama.cpp's command line (`llama-cli -no-cnv` in builds that still have it):",
         "",
         "```sh",
-        f"llama-completion -m {main} -f prompt-example.txt -n {options.max_tokens} --temp {options.temperature} "
+        f"llama-completion -m {main} -f prompt-example.txt -n {PROFILE_TOKENS} --temp {TEMPERATURE} "
         "--top-k 0 --top-p 1.0 --min-p 0",
         "```",
         "",
@@ -347,7 +354,6 @@ def ollama_modelfile(template: Template, chat: bool, ggufs: list[str], facts: di
     if '"""' in template.text:
         log("no Modelfile: the prompt template holds a triple quote, which a Modelfile value cannot")
         return None
-    options = GenOptions()
     main = _main_gguf(ggufs)
     lines = [
         f"# {facts['export'].name}-v{facts['export'].version}: a lettingo profile generator (see README.md).",
@@ -363,8 +369,8 @@ def ollama_modelfile(template: Template, chat: bool, ggufs: list[str], facts: di
         lines.append(f"TEMPLATE {_modelfile_quote(body)}")
         lines += [f"PARAMETER stop {_modelfile_quote(stop)}" for stop in COMPLETION_STOPS]
     lines += [
-        f"PARAMETER temperature {options.temperature}",
-        f"PARAMETER num_predict {options.max_tokens}",
+        f"PARAMETER temperature {TEMPERATURE}",
+        f"PARAMETER num_predict {PROFILE_TOKENS}",
         f"PARAMETER num_ctx {OLLAMA_CONTEXT}",
         "PARAMETER top_k 0",
         "PARAMETER top_p 1.0",

@@ -12,8 +12,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from lettingo_cli.digest import sha256_file
 from lettingo_cli.errors import IntegrityError, LettingoError, require
+from lettingo_cli.store.digest import sha256_file
 
 DEFAULT_GENERATOR = "gemma-3-270m"
 QWEN_MODEL = "qwen2.5-1.5b"

@@ -21,12 +21,13 @@ from pathlib import Path
 
 from lettingo_cli.errors import IntegrityError, UsageError
 from lettingo_cli.options import option, stable_key
-from lettingo_cli.predictors.reader import StatedValues
+from lettingo_cli.profiles import UNUSABLE_FLAGS
 from lettingo_cli.prompts import Template, prompt_hash, render
-from lettingo_cli.split import item_ratings, load_histories, value_words
-from lettingo_cli.store import Artifact, Store
+from lettingo_cli.split_data import load_histories
+from lettingo_cli.stated import stated_values
+from lettingo_cli.store import Artifact, Store, Verbs
 
-UNUSABLE_FLAGS = ("empty", "degenerate")  # a profile with one of these gen flags is never a chosen profile
+VERBS = Verbs("pair", "paired")
 
 RULES = ("all", "best-worst", "margin")
 
@@ -114,7 +115,9 @@ def make_pairs(
     split = store.get(profiles.params["split"])
     params = {"scores": scores.id, "profiles": profiles.id, **asdict(options)}
     key = stable_key(params, LATER_OPTIONS, name)
-    run = store.stage("pair", "pairs", name, params, {"scores": scores.id}, key_params=key, force=force, atomic=True)
+    run = store.stage(
+        "pair", "pairs", name, params, {"scores": scores.id}, key_params=key, force=force, atomic=True, verbs=VERBS
+    )
     artifact = run.cached or _write_pairs(store, run, scores, profiles, split, options)
     if jsonl is not None:
         write_jsonl(store, artifact, jsonl)
@@ -202,11 +205,6 @@ def _write_pairs(store: Store, run, scores: Artifact, profiles: Artifact, split:
         ratio = round(chosen / rejected, 3) if rejected else None  # no pairs, or only empty rejected profiles
         report = {"outcome": outcome, **means, "length_ratio": ratio}
         return run.finish(counts={"users": len(users), **outcome}, report=report)
-
-
-def stated_values(store: Store, split: Artifact) -> StatedValues:
-    """The reader's way of reading stated values ("4/5") of this split."""
-    return StatedValues(value_words(split), split.params, item_ratings(store, split).global_mean)
 
 
 def preference_records(store: Store, pairs: Artifact) -> list[dict]:

@@ -10,16 +10,27 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from lettingo_cli.console import stage_progress
 from lettingo_cli.errors import UsageError
 from lettingo_cli.gen import GenOptions, profile_rows
 from lettingo_cli.ingest import ParsedDataset
+from lettingo_cli.options import option
 from lettingo_cli.prompts import builtin_template, load_template
-from lettingo_cli.split import STARS, SplitOptions, in_words, sentiment
+from lettingo_cli.sentiments import sentiment
+from lettingo_cli.split import SplitOptions
+from lettingo_cli.split_data import STARS, in_words
 
 FORMATS = {".csv": "csv", ".tsv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl"}
+
+
+@dataclass(frozen=True)
+class ProfileOptions(GenOptions):
+    """gen's options, one profile per user by default: a person profiling their own users wants one each."""
+
+    n: int = option(1, "Profiles per user.")
 
 
 def file_format(path: Path, given: str | None) -> str:

@@ -13,10 +13,14 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from lettingo_cli.digest import canonical_json
 from lettingo_cli.errors import UsageError
+from lettingo_cli.store.digest import canonical_json
 
 MAX_ITEM_CHARS = 160
+# How a profile is written unless a user says otherwise: gen's defaults, and what a model card tells its users.
+HISTORY_LINES = 30  # the newest profile-history lines a prompt shows (the paper caps the history at 30)
+PROFILE_TOKENS = 200  # most new tokens of one profile
+TEMPERATURE = 1.0  # the paper explores at temperature 1.0
 SENTIMENT_WORDS = {"like": "liked", "neutral": "felt neutral about", "dislike": "disliked"}
 
 # Completion style for base models (docs/pitfalls.md: a base model continues text, so show one short worked

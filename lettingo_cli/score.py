@@ -14,8 +14,10 @@ from lettingo_cli.console import stage_progress
 from lettingo_cli.errors import UsageError
 from lettingo_cli.options import option
 from lettingo_cli.predictors.base import NO_PROFILE, Predictor
-from lettingo_cli.split import load_recent_and_targets
-from lettingo_cli.store import Artifact, Store
+from lettingo_cli.split_data import load_recent_and_targets
+from lettingo_cli.store import Artifact, Store, Verbs
+
+VERBS = Verbs("score", "scored")
 
 CHUNK_USERS = 8  # users per resumable unit of work
 
@@ -87,7 +89,9 @@ def score_profiles(
     }
     inputs = {"profiles": profiles.id} if profiles else {"split": split.id}
     key_params = {**params, "predictor": predictor.label, "name": name}
-    run = store.stage("score", "scores", name, params, inputs, key_params=key_params, force=force, resumable=True)
+    run = store.stage(
+        "score", "scores", name, params, inputs, key_params=key_params, force=force, resumable=True, verbs=VERBS
+    )
     if run.cached:
         return run.cached
 

@@ -6,6 +6,13 @@ Each module of lettingo_cli/backends/ and lettingo_cli/predictors/ declares the 
 `KINDS` tuple (its heavy imports stay inside its functions), so adding a backend or a predictor is one new
 module: the registry imports the package's modules when a spec is first read and collects their kinds; the
 error for a bad spec and `lettingo doctor` list them.
+
+Plugins from outside: an installed distribution adds kinds through a package entry point in the group
+`lettingo.backends` or `lettingo.predictors` (as llm's plugins do), naming a module with a `KINDS` tuple, or the
+tuple itself:
+
+    [project.entry-points."lettingo.backends"]
+    echo = "lettingo_echo"
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import importlib
 import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib.metadata import entry_points
 from urllib.parse import parse_qsl
 
 from lettingo_cli.errors import UsageError
@@ -84,23 +92,45 @@ class Kind:
 
 
 class Registry:
-    """The kinds declared by the modules of one package (see the module docstring)."""
+    """The kinds declared by the modules of one package and by the installed plugins of one entry-point group (see
+    the module docstring)."""
 
-    def __init__(self, package: str, what: str) -> None:
-        self.package, self.what = package, what
+    def __init__(self, package: str, what: str, group: str) -> None:
+        self.package, self.what, self.group = package, what, group
         self._kinds: dict[str, Kind] | None = None
 
     def kinds(self) -> dict[str, Kind]:
         if self._kinds is None:
-            found: dict[str, Kind] = {}
             package = importlib.import_module(self.package)
-            for module in pkgutil.iter_modules(package.__path__):
-                for kind in getattr(importlib.import_module(f"{self.package}.{module.name}"), "KINDS", ()):
+            declared = [
+                (
+                    f"{self.package}.{module.name}",
+                    getattr(importlib.import_module(f"{self.package}.{module.name}"), "KINDS", ()),
+                )
+                for module in pkgutil.iter_modules(package.__path__)
+            ]
+            declared += [
+                (f"plugin {point.value}", self._plugin_kinds(point)) for point in entry_points(group=self.group)
+            ]
+            found: dict[str, Kind] = {}
+            for source, kinds in declared:
+                for kind in kinds:
                     if kind.name in found:
-                        raise RuntimeError(f"two {self.what} kinds named {kind.name!r}")
+                        raise UsageError(f"two {self.what} kinds named {kind.name!r} (the second from {source})")
                     found[kind.name] = kind
             self._kinds = found
         return self._kinds
+
+    def _plugin_kinds(self, point) -> tuple[Kind, ...]:
+        """The kinds an entry point names: a module with a `KINDS` tuple, or the tuple itself."""
+        try:
+            loaded = point.load()
+        except Exception as error:  # a broken plugin must say which, not take the command line down with it
+            raise UsageError(f"the {self.what} plugin {point.name} ({point.value}) does not load: {error}") from None
+        kinds = tuple(getattr(loaded, "KINDS", loaded))
+        if not all(isinstance(kind, Kind) for kind in kinds):
+            raise UsageError(f"the {self.what} plugin {point.name} ({point.value}) declares no lettingo Kind tuple")
+        return kinds
 
     def aliases(self) -> dict[str, str]:
         return {alias: f"{kind.name}:{alias}" for kind in self.kinds().values() for alias in kind.aliases}

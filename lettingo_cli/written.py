@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
 
 from lettingo_cli.errors import UsageError, require
-from lettingo_cli.ingest import item_genres
+from lettingo_cli.items import item_genres
 from lettingo_cli.prompts import history_line, history_text
-from lettingo_cli.split import STARS, in_words
+from lettingo_cli.split_data import STARS, in_words
 
 WRITTEN_KINDS = ("history-text", "stats-text", "swap")
 STATS_GENRE_MIN_ITEMS = 2  # a genre is named once the user rated at least this many of its items

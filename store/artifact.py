@@ -6,7 +6,7 @@ import json
 import re
 from dataclasses import dataclass
 
-from lettingo_cli.errors import LettingoError
+from lettingo_cli.store.errors import LettingoError
 
 KINDS = ("dataset", "split", "profiles", "scores", "pairs", "adapter", "export", "eval", "predictor")
 

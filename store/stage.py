@@ -1,6 +1,6 @@
 """The stage protocol, written once: every stage runs through a StageRun.
 
-    run = store.stage("gen", "profiles", name, params, {"split": split.id}, force=force, resumable=True)
+    run = store.stage("gen", "profiles", name, params, {"split": split.id}, force=force, resumable=True, verbs=VERBS)
     if run.cached:                     # the same run finished before: its artifact, nothing redone
         return run.cached
     with run:                          # a new pending artifact, or the one an interrupted run left
@@ -8,7 +8,7 @@
         return run.finish(counts=..., report=..., stats=...)
 
 What happens to a run that fails (an error, Ctrl-C) depends on how the stage works, and the stage says so:
-  resumable=True   its pending artifact stays; the same command resumes it (gen, score, dpo: long stages
+  resumable=True   its pending artifact stays; the same command resumes it (gen, score, dpo, grpo: long stages
                    that write finished chunks as they go)
   atomic=True      everything from the run record to the sealed artifact is one transaction: it lands
                    whole or not at all (ingest, split, pair, eval: short stages that write rows only)
@@ -17,34 +17,30 @@ What happens to a run that fails (an error, Ctrl-C) depends on how the stage wor
 
 from __future__ import annotations
 
+import sys
 from contextlib import ExitStack
-from typing import TYPE_CHECKING
-
-from lettingo_cli.console import log
+from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     from lettingo_cli.store.artifact import Artifact
-    from lettingo_cli.store.store import Store
 
-# Each stage's verb and past participle, for the one wording of the protocol's messages.
-STAGE_VERBS = {
-    "ingest": ("ingest", "ingested"),
-    "split": ("split", "split"),
-    "gen": ("generate", "generated"),
-    "score": ("score", "scored"),
-    "pair": ("pair", "paired"),
-    "eval": ("evaluate", "evaluated"),
-    "dpo": ("train", "trained"),
-    "grpo": ("train", "trained"),
-    "export": ("export", "exported"),
-    "fit": ("fit", "fitted"),
-}
+
+class Verbs(NamedTuple):
+    """How the protocol's messages name what a stage does; each stage declares its own (gen: generate, generated)."""
+
+    verb: str = "run"
+    done: str = "ran"
+
+
+def say(message: str) -> None:
+    """A line for the user on stderr (stdout carries only results)."""
+    print(message, file=sys.stderr, flush=True)
 
 
 class StageRun:
     def __init__(
         self,
-        store: Store,
+        store,  # the Store (store.py makes a StageRun through Store.stage: no type import back to it)
         stage: str,
         kind: str,
         name: str,
@@ -56,9 +52,10 @@ class StageRun:
         resumable: bool = False,
         atomic: bool = False,
         quiet: bool = False,
+        verbs: Verbs = Verbs(),
     ):
         """`params` are recorded with the run and the artifact; the run key is computed over `key_params`
-        (default: params and the name) and `inputs` ({role: artifact id or ids})."""
+        (default: params and the name) and `inputs` ({role: artifact id or ids}); `verbs` word its messages."""
         if resumable and atomic:
             raise ValueError("a run is either resumable or atomic")
         self.store, self.stage, self.kind, self.name = store, stage, kind, name
@@ -70,9 +67,8 @@ class StageRun:
         self.resumed = False
         self.result: Artifact | None = None
         self._transaction = ExitStack()
-        verb, done = STAGE_VERBS[stage]
         if self.cached is not None and not quiet:
-            log(f"already {done} as {self.cached.ref} (use --force to {verb} again)")
+            say(f"already {verbs.done} as {self.cached.ref} (use --force to {verbs.verb} again)")
 
     @property
     def pending(self) -> Artifact | None:
@@ -84,7 +80,7 @@ class StageRun:
             raise RuntimeError(f"{self.stage}: the run is cached as {self.cached.ref}; return it instead")
         if self.resumable and (pending := self.pending) is not None:
             self.artifact, self.resumed = pending, True
-            log(f"resuming an interrupted {self.stage} run of {self.name}")
+            say(f"resuming an interrupted {self.stage} run of {self.name}")
             return self
         if self.atomic:
             self._transaction.enter_context(self.store.transaction())

@@ -25,11 +25,10 @@ from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 from pathlib import Path
 
-from lettingo_cli.digest import HASH_CHUNK_BYTES, canonical_json
-from lettingo_cli.errors import ArtifactNotFound, IntegrityError, LettingoError
 from lettingo_cli.store.artifact import KINDS, PRIMARY_TABLE, ROW_TABLES, Artifact, check_name
+from lettingo_cli.store.digest import HASH_CHUNK_BYTES, canonical_json
+from lettingo_cli.store.errors import ArtifactNotFound, IntegrityError, LettingoError
 from lettingo_cli.store.upkeep import Upkeep
-from lettingo_cli.version import __version__
 
 # The packages whose versions every artifact records (what made it).
 KEY_PACKAGES = ("torch", "transformers", "trl", "peft", "llama-cpp-python", "sqlite-utils", "typer")
@@ -40,6 +39,14 @@ INSERT_BATCH_ROWS = 10_000  # rows per INSERT statement batch: bounded memory fo
 
 def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def lettingo_version() -> str:
+    """The installed lettingo's version (pyproject.toml is its one source), recorded with every artifact."""
+    try:
+        return package_version("lettingo")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "0+unknown"
 
 
 def package_versions() -> dict[str, str]:
@@ -450,30 +457,21 @@ class Store(Upkeep):
         rows = self.db.query(sql + " ORDER BY a.id", [artifact.id, *([kind] if kind else [])])
         return [Artifact.from_row(row) for row in rows]
 
-    # --- the dpo training log -------------------------------------------------------------------------
+    # --- the training log (every stage that trains) -------------------------------------------------------
 
-    def record_dpo_step(self, run_id: int, step: dict) -> None:
-        """One logged training step of a dpo run (replacing a step logged before a resume)."""
+    def record_training_step(self, run_id: int, step: int, epoch, loss, metrics: dict, logged: dict) -> None:
+        """One logged step of a training run (replacing a step logged before a resume): its epoch and loss, the
+        figures the trainer names (`metrics`) and everything it logged."""
+        row = {"run_id": run_id, "step": step, "epoch": epoch, "loss": loss}
         with self.transaction():
-            self.db["dpo_steps"].insert({"run_id": run_id, **step}, replace=True)
+            self.db["training_steps"].insert(
+                {**row, "metrics": canonical_json(metrics), "logged": canonical_json(logged)}, replace=True
+            )
 
-    def last_dpo_step(self, run_id: int) -> dict | None:
-        sql = "SELECT * FROM dpo_steps WHERE run_id = ? ORDER BY step DESC LIMIT 1"
-        rows = list(self.db.query(sql, [run_id]))
-        return rows[0] if rows else None
-
-    def dpo_steps(self, run_id: int) -> list[dict]:
-        """The logged steps of a dpo run, in order."""
-        return list(self.db.query("SELECT * FROM dpo_steps WHERE run_id = ? ORDER BY step", [run_id]))
-
-    def record_grpo_step(self, run_id: int, step: dict) -> None:
-        """One logged training step of a grpo run (replacing a step logged before a resume)."""
-        with self.transaction():
-            self.db["grpo_steps"].insert({"run_id": run_id, **step}, replace=True)
-
-    def grpo_steps(self, run_id: int) -> list[dict]:
-        """The logged steps of a grpo run, in order."""
-        return list(self.db.query("SELECT * FROM grpo_steps WHERE run_id = ? ORDER BY step", [run_id]))
+    def training_steps(self, run_id: int) -> list[dict]:
+        """The logged steps of a training run, in order: step, epoch, loss, each named metric, and `logged`."""
+        rows = self.db.query("SELECT * FROM training_steps WHERE run_id = ? ORDER BY step", [run_id])
+        return [{**{k: v for k, v in row.items() if k != "metrics"}, **json.loads(row["metrics"])} for row in rows]
 
     # --- writing artifacts ----------------------------------------------------------------------------
 
@@ -489,7 +487,7 @@ class Store(Upkeep):
                 "version": None,
                 "status": "pending",
                 "params": canonical_json(params),
-                "lettingo_version": __version__,
+                "lettingo_version": lettingo_version(),
                 "package_versions": canonical_json(package_versions()),
                 "run_id": run_id,
                 "created_at": utc_now(),

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from lettingo_cli.digest import sha256_file
+from lettingo_cli.store.digest import sha256_file
 
 if TYPE_CHECKING:
     from lettingo_cli.store.artifact import Artifact

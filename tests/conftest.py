@@ -159,7 +159,7 @@ class TinyModel:
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> TinyModel:
     """A 2-layer Llama with a tokenizer trained here, as an HF directory and as a GGUF (built once per run)."""
-    from tests.tiny_model import build_tiny_model, convert_to_gguf
+    from bench.tiny_model import build_tiny_model, convert_to_gguf
 
     folder = tmp_path_factory.mktemp("tiny-model")
     hf_dir = build_tiny_model(folder / "hf")

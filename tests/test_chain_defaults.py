@@ -21,7 +21,7 @@ def test_the_chain_with_every_default_runs_through_dpo(lettingo, store_path, tmp
     assert lettingo("ingest", "movielens", folder).exit_code == 0
     assert lettingo("split").exit_code == 0
 
-    made = lettingo("gen", "--users", "2", "--max-tokens", "24")  # the default generator, 4 profiles per user
+    made = lettingo("gen", "--users", "train:2", "--max-tokens", "24")  # the default generator, 4 profiles per user
     assert made.exit_code == 0, made.stderr
     scored = lettingo("score")
     assert scored.exit_code == 0, scored.stderr

@@ -53,7 +53,7 @@ def test_dpo_moves_margins_and_the_adapter_loads(lettingo, store_path, tiny_mode
     assert result.stdout == "adapter:obvious@v1\n"
     store = Store(store_path)
     adapter = store.resolve("adapter:obvious")
-    steps = store.dpo_steps(adapter.run_id)
+    steps = store.training_steps(adapter.run_id)
     assert [s["step"] for s in steps] == list(range(1, 9))
     assert steps[-1]["rewards_margins"] > steps[0]["rewards_margins"]
     assert steps[-1]["loss"] < steps[0]["loss"] and steps[-1]["rewards_accuracies"] == 1.0
@@ -80,7 +80,7 @@ def test_length_desensitized_dpo_trains_differently_and_is_its_own_run(lettingo,
 
     def losses(name):
         run = store.resolve(f"adapter:{name}").run_id
-        return [r["loss"] for r in store.dpo_steps(run)]
+        return [r["loss"] for r in store.training_steps(run)]
 
     first, second = losses("plain"), losses("ld")
     assert first[0] == pytest.approx(second[0], abs=1e-4)  # policy = reference at step 1: log 2 either way
@@ -109,8 +109,7 @@ def test_the_shared_prompt_pass_trains_as_trls_own(lettingo, store_path, tiny_mo
 
     def steps(name):
         run = store.resolve(f"adapter:{name}").run_id
-        query = "SELECT loss, rewards_margins, rewards_chosen FROM dpo_steps WHERE run_id = ? ORDER BY step"
-        return [tuple(row.values()) for row in store.db.query(query, [run])]
+        return [(s["loss"], s["rewards_margins"], s["rewards_chosen"]) for s in store.training_steps(run)]
 
     found, expected = steps("packed"), steps("twice")
     assert len(found) == len(expected) == 3
@@ -160,7 +159,7 @@ def test_kill_9_then_resume_reaches_the_same_step_count(tmp_path, tiny_model):
     kill_at_first_checkpoint(command, store_path, wait_s=180)
     store = Store(store_path)
     assert store.list(kind="adapter") == [] and store.verify()["ok"]
-    logged = store.db.execute("SELECT MAX(step) FROM dpo_steps").fetchone()[0]
+    logged = store.db.execute("SELECT MAX(step) FROM training_steps").fetchone()[0]
     assert logged < 40
     store.close()
 
@@ -173,7 +172,7 @@ def test_kill_9_then_resume_reaches_the_same_step_count(tmp_path, tiny_model):
     adapter = store.resolve(resumed.stdout.strip())
     assert adapter.counts["steps"] == 40
     assert not any(f["path"].startswith("checkpoints/") for f in store.files(adapter))
-    steps = [row["step"] for row in store.dpo_steps(adapter.run_id)]
+    steps = [row["step"] for row in store.training_steps(adapter.run_id)]
     assert steps == list(range(1, 41))
 
 
@@ -242,6 +241,6 @@ def test_two_processes_under_torchrun_record_one_adapter(tmp_path, tiny_model):
     store = Store(store_path)
     adapter = store.resolve("adapter:ranks")
     assert [a.id for a in store.list(kind="adapter")] == [adapter.id]
-    steps = [row["step"] for row in store.dpo_steps(adapter.run_id)]
+    steps = [row["step"] for row in store.training_steps(adapter.run_id)]
     assert steps == [1, 2, 3, 4]
     assert not (tmp_path / ".lettingo-work").exists() or not any((tmp_path / ".lettingo-work").iterdir())

@@ -203,8 +203,8 @@ def test_metadata_rewrite_and_facts_agree_with_the_gguf_library(tiny_model, tmp_
 def test_verification_fails_a_file_of_another_model(tiny_model, tmp_path):
     """The agreement check can fail: a GGUF of another model (same tokenizer, other weights) disagrees on the
     decided positions and the report says so; near-ties are counted, not held against the file."""
+    from bench.tiny_model import build_tiny_model, convert_to_gguf
     from lettingo_cli.export_verify import verify_export
-    from tests.tiny_model import build_tiny_model, convert_to_gguf
 
     other = convert_to_gguf(build_tiny_model(tmp_path / "other", seed=7), tmp_path / "other.gguf")
     prompts = ["Ratings: liked drama, disliked horror. Profile:", "the user enjoys tense crime films and"]

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from lettingo_cli.gen import diversity, is_degenerate, profile_flags
+from lettingo_cli.profiles import diversity, is_degenerate, profile_flags
 from lettingo_cli.prompts import builtin_template, clean_field, render
 from lettingo_cli.store import Store
 from tests.conftest import free_port, write_ml100k

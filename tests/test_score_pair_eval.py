@@ -104,7 +104,7 @@ def test_pair_faithfulness_check_by_hand():
 
 
 def test_stated_level_error_against_the_history():
-    from lettingo_cli.predictors.reader import StatedValues
+    from lettingo_cli.stated import StatedValues
 
     stars = StatedValues("{value}/5", {"sentiment": "thresholds"}, 3.5)
     assert stars.level_error("Rates most films 4/5, a few 2/5", [3, 4, 4, 5]) == pytest.approx(1.0)
@@ -237,7 +237,7 @@ def test_pair_stage_prompt_is_the_generation_prompt_and_trl_reads_it(scored_stor
     assert rows and all(row["chosen_score"] >= row["rejected_score"] for row in rows)
     profiles = store.resolve("profiles:ml-train")
     template = Template(**{k: v for k, v in next(iter(profiles.params["templates"].values())).items() if k != "ref"})
-    from lettingo_cli.split import load_histories
+    from lettingo_cli.split_data import load_histories
 
     histories = load_histories(store, store.resolve("split:ml"), [rows[0]["user_id"]], 30)
     assert rows[0]["prompt"] == render(template, histories[rows[0]["user_id"]], False)
@@ -346,7 +346,7 @@ def test_embedding_predictor_depends_on_the_profile_and_never_sees_its_own_targe
     from lettingo_cli.predictors import make_predictor
     from lettingo_cli.predictors.fitting import FOLDS
     from lettingo_cli.predictors.fitting import fold as _fold
-    from lettingo_cli.split import Target, load_recent_and_targets
+    from lettingo_cli.split_data import Target, load_recent_and_targets
 
     store = Store(store_path)
     split = store.resolve("split:ml")
@@ -551,7 +551,7 @@ def test_head_predictor_fits_on_train_users_and_reads_the_profile(split_store, s
     from lettingo_cli.predictors import make_predictor
     from lettingo_cli.predictors.fitting import FOLDS
     from lettingo_cli.predictors.fitting import fold as _fold
-    from lettingo_cli.split import load_recent_and_targets
+    from lettingo_cli.split_data import load_recent_and_targets
 
     store = Store(store_path)
     split = store.resolve("split:ml")
@@ -581,3 +581,19 @@ def test_head_predictor_fits_on_train_users_and_reads_the_profile(split_store, s
     assert evaluated.exit_code == 0, evaluated.stderr
     report = json.loads(evaluated.stdout)["report"]
     assert report["users"] == 5 and set(report["baselines"]) == {"always_majority", "recent_mean"}
+
+
+def test_training_refuses_pairs_of_test_users(scored_store, store_path, tiny_model):
+    """Test users are for eval: pairs made from their profiles (and so from their targets) train nothing."""
+    gguf = f"gguf:{tiny_model.gguf}"
+    made = scored_store("gen", "--users", "test", "--generator", gguf, "--n", "3", "--max-tokens", "10", "--name", "t")
+    assert made.exit_code == 0, made.stderr
+    assert scored_store("score", "profiles:t", "--predictor", f"llm:{gguf}").exit_code == 0
+    paired = scored_store("pair", "scores:t", "--rule", "margin", "--margin", "0", "--json")
+    assert paired.exit_code == 0 and json.loads(paired.stdout)["count"] > 0, paired.stderr
+    refused = scored_store("dpo", "pairs:t", "--base", tiny_model.hf_dir, "--max-steps", "1")
+    assert refused.exit_code == 2 and refused.stdout == ""
+    store = Store(store_path)
+    paired_users = {row["user_id"] for row in store.rows(store.resolve("pairs:t"), "pairs")}
+    assert f"pairs:t@v1 holds {len(paired_users)} test user(s) of split:ml@v1" in refused.stderr, refused.stderr
+    assert store.list(kind="adapter") == []

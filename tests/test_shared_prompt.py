@@ -10,7 +10,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 trl_utils = pytest.importorskip("trl.trainer.utils")
 
-from lettingo_cli.shared_prompt import pack, wrap  # noqa: E402
+from lettingo_cli.training.shared_prompt import pack, wrap  # noqa: E402
 
 OUTPUTS = ("log_probs", "entropy", "mean_logits", "is_top1")
 WINDOW = 4  # shorter than every prompt below, so the sliding layers' window decides what some tokens see

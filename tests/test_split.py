@@ -8,7 +8,8 @@ import sqlite3
 import pytest
 
 from lettingo_cli.prompts import builtin_template, render
-from lettingo_cli.split import load_histories, load_recent_and_targets, profiles_fit_split, select_users, sentiment
+from lettingo_cli.sentiments import sentiment
+from lettingo_cli.split_data import load_histories, load_recent_and_targets, profiles_fit_split, select_users
 from lettingo_cli.store import Store
 from tests.conftest import write_ml100k, write_ratings_csv
 
@@ -140,7 +141,7 @@ def test_implicit_feedback_warns_and_per_user_quantiles_balance_it(lettingo, sto
     remedy; --sentiment per-user-quantile labels each user's own top / bottom third instead."""
     import random
 
-    from lettingo_cli.split import quantile_sentiments
+    from lettingo_cli.sentiments import quantile_sentiments
 
     rng = random.Random(3)
     lines = ["user,artist,plays"]

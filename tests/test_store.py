@@ -7,9 +7,9 @@ import sqlite3
 
 import pytest
 
-from lettingo_cli.digest import canonical_json
 from lettingo_cli.errors import ArtifactNotFound, LettingoError
-from lettingo_cli.store import Store
+from lettingo_cli.store import Store, Verbs
+from lettingo_cli.store.digest import canonical_json
 from lettingo_cli.store.store import _migrations
 
 
@@ -126,7 +126,8 @@ def _profile_rows(texts: list[str]) -> list[dict]:
 def test_stage_protocol_resumable_run_keeps_its_rows_and_resumes(store_path, capsys):
     store = Store(store_path)
     parent = add_profiles(store, "parent", ["x"])
-    begin = dict(stage="gen", kind="profiles", name="p", params={"n": 2}, inputs={"split": parent.id}, resumable=True)
+    begin = dict(stage="gen", kind="profiles", name="p", params={"n": 2}, inputs={"split": parent.id}, resumable=True,
+                 verbs=Verbs("generate", "generated"))  # fmt: skip
     run = store.stage(**begin)
     assert run.cached is None
     with pytest.raises(KeyboardInterrupt), run:
@@ -318,3 +319,33 @@ def test_missing_store_is_not_created_by_readers(store_path):
     with pytest.raises(ArtifactNotFound, match="no lettingo store"):
         Store(store_path, create=False)
     assert not store_path.exists()
+
+
+def test_the_per_trainer_step_logs_move_into_one_training_log(store_path):
+    """Schema 5: the rows of dpo_steps and grpo_steps (schemas 2 and 4) land in training_steps, each trainer's
+    figures under its own names, and the old tables go."""
+    import sqlite_utils
+
+    migrations, names = _migrations()
+    db = sqlite_utils.Database(store_path)
+    migrations.apply(db, stop_before="0005_training_steps")
+    for run_id, stage in ((1, "dpo"), (2, "grpo")):
+        db.execute("INSERT INTO runs (id, stage, run_key, status, started_at) VALUES (?, ?, ?, 'complete', 'now')",
+                   [run_id, stage, f"k{run_id}"])  # fmt: skip
+    db.execute("INSERT INTO dpo_steps VALUES (1, 1, 0.5, 0.69, 0.1, -0.1, 0.2, 1.0, '{\"loss\": 0.69}')")
+    db.execute("INSERT INTO dpo_steps VALUES (1, 2, 1.0, 0.52, 0.3, -0.2, 0.5, 1.0, '{}')")
+    db.execute("INSERT INTO grpo_steps VALUES (2, 1, 0.25, 0.01, 0.42, 0.07, NULL, 31.5, '{}')")
+    db.conn.commit()
+    db.close()
+    store = Store(store_path)
+    assert store.schema_version == len(names)
+    assert not {"dpo_steps", "grpo_steps"} & set(store.db.table_names())
+    dpo = store.training_steps(1)
+    assert [s["step"] for s in dpo] == [1, 2] and [s["loss"] for s in dpo] == [0.69, 0.52]
+    assert dpo[1]["rewards_margins"] == 0.5 and dpo[0]["rewards_chosen"] == 0.1 and dpo[0]["logged"] == '{"loss": 0.69}'
+    (grpo,) = store.training_steps(2)
+    assert (grpo["epoch"], grpo["reward"], grpo["reward_std"], grpo["kl"], grpo["completion_length"]) == (
+        0.25, 0.42, 0.07, None, 31.5
+    )  # fmt: skip
+    store.record_training_step(2, 2, 0.5, 0.02, {"reward": 0.61}, {"reward": 0.61})
+    assert [s.get("reward") for s in store.training_steps(2)] == [0.42, 0.61]

@@ -1,5 +1,6 @@
 """Backends: `KIND:TARGET[?option=value&...]` (specs.py's grammar) -> a Backend (base.py's interface). Each module
-here declares its kinds in `KINDS`; the registry finds them, so a new backend is one new module.
+here declares its kinds in `KINDS`; the registry finds them, so a new backend is one new module (or, from outside,
+a distribution with an entry point in the group `lettingo.backends`: see specs.py).
 
     gemma-3-270m                 the default generator (llama.cpp, from the model package)
     qwen2.5-1.5b                 Qwen2.5-Coder-1.5B-Instruct (llama.cpp, from its 22 part packages; chat)
@@ -22,7 +23,7 @@ from lettingo_cli.specs import Registry, Spec
 
 # Performance options do not change the stored generator label (style, dtype and quant do: they change the numbers).
 PERFORMANCE_OPTIONS = {"parallel", "ctx", "batch", "concurrency", "key_env", "threads", "sample_threads", "kv"}
-REGISTRY = Registry("lettingo_cli.backends", "generator")
+REGISTRY = Registry("lettingo_cli.backends", "generator", "lettingo.backends")
 
 
 def label(spec: Spec, base: str) -> str:

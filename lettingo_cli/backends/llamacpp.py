@@ -474,8 +474,8 @@ def draw(logits, rng, temperature: float, starts) -> int:
 
 
 def _gguf_path(spec, store) -> tuple[Path, dict]:
-    from lettingo_cli.digest import sha256_file
     from lettingo_cli.models import DEFAULT_GENERATOR, QWEN_MODEL, QWEN_SHA256, default_gguf, qwen_gguf
+    from lettingo_cli.store.digest import sha256_file
 
     if spec.target == QWEN_MODEL:
         path = qwen_gguf()

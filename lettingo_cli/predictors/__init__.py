@@ -1,5 +1,6 @@
 """Predictors behind one interface (base.py); each module declares its kinds in `KINDS` and the registry
-(specs.py) finds them, so a new predictor is one new module:
+(specs.py) finds them, so a new predictor is one new module (or, from outside, a distribution with an entry point in
+the group `lettingo.predictors`):
 
 - llm:BACKEND_SPEC[?prior=train|none]: a frozen LLM read through its label log-probs (llm.py)
 - emb:minilm: sentence embeddings and a small head (embedding.py)
@@ -22,12 +23,12 @@ if TYPE_CHECKING:
 DEFAULT_PREDICTOR = "head:minilm"
 # Chosen by bench/profile_only.py for splits without recent history (--recent 0), where the profile is the user.
 PROFILE_ONLY_PREDICTOR = "reader:bow"
-REGISTRY = Registry("lettingo_cli.predictors", "predictor")
+REGISTRY = Registry("lettingo_cli.predictors", "predictor", "lettingo.predictors")
 
 
 def default_predictor(split: Artifact) -> str:
     """The predictor `score` and `eval` use when none is given: it depends on the split's protocol."""
-    from lettingo_cli.split import profile_only
+    from lettingo_cli.split_data import profile_only
 
     return PROFILE_ONLY_PREDICTOR if profile_only(split) else DEFAULT_PREDICTOR
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from lettingo_cli.split import Target
+    from lettingo_cli.split_data import Target
 
 NO_PROFILE = "(none)"  # the profile slot's text when there is no profile (the 10H baseline, an empty profile)
 

@@ -17,7 +17,8 @@ from __future__ import annotations
 import math
 from collections import Counter
 
-from lettingo_cli.split import SENTIMENTS, ItemRatings, Target, profile_only, sentiment
+from lettingo_cli.sentiments import SENTIMENTS, sentiment
+from lettingo_cli.split_data import ItemRatings, Target, profile_only
 from lettingo_cli.store import Artifact
 
 TEN_H_BASELINES = ("always_majority", "recent_mean")

@@ -16,8 +16,9 @@ from lettingo_cli.errors import UsageError, require
 from lettingo_cli.predictors.base import NO_PROFILE
 from lettingo_cli.predictors.fitting import FOLDS, embed_into, fold, fold_heads, load_minilm
 from lettingo_cli.prompts import history_text
+from lettingo_cli.sentiments import SENTIMENTS
 from lettingo_cli.specs import Kind
-from lettingo_cli.split import SENTIMENTS, load_histories, load_recent_and_targets, train_users
+from lettingo_cli.split_data import load_histories, load_recent_and_targets, train_users
 from lettingo_cli.store import Artifact, Store
 
 L2 = 1e-2  # ridge penalty of the logistic head: ~400 features from a few hundred train users

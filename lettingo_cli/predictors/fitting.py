@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 
 from lettingo_cli.errors import require
-from lettingo_cli.split import SENTIMENTS
+from lettingo_cli.sentiments import SENTIMENTS
 
 FOLDS = 5  # a train user is scored by a head fitted on the other 4/5 of the train users
 

@@ -25,13 +25,13 @@ import math
 import re
 
 from lettingo_cli.errors import UsageError, require
-from lettingo_cli.ingest import item_genres
+from lettingo_cli.items import item_genres
 from lettingo_cli.predictors.base import NO_PROFILE
 from lettingo_cli.predictors.fitting import FOLDS, embed_into, fold, fold_heads, load_minilm
 from lettingo_cli.prompts import history_text
+from lettingo_cli.sentiments import SENTIMENTS
 from lettingo_cli.specs import Kind
-from lettingo_cli.split import (
-    SENTIMENTS,
+from lettingo_cli.split_data import (
     Target,
     item_ratings,
     load_histories,

@@ -20,8 +20,9 @@ import math
 from lettingo_cli.errors import UsageError
 from lettingo_cli.predictors.base import NO_PROFILE
 from lettingo_cli.prompts import clean_field, history_text
+from lettingo_cli.sentiments import SENTIMENTS
 from lettingo_cli.specs import Kind
-from lettingo_cli.split import SENTIMENTS, Target, load_recent_and_targets, train_users
+from lettingo_cli.split_data import Target, load_recent_and_targets, train_users
 from lettingo_cli.store import Artifact, Store
 
 PROFILE_CHARS = 1500  # a profile is cut here in the predictor's prompt (200 tokens of profile are ~1,000 chars)

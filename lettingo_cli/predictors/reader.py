@@ -50,9 +50,9 @@ from lettingo_cli.options import option
 from lettingo_cli.predictors.base import NO_PROFILE
 from lettingo_cli.predictors.fitting import FOLDS, fold
 from lettingo_cli.prompts import history_text
+from lettingo_cli.sentiments import SENTIMENTS
 from lettingo_cli.specs import Kind
-from lettingo_cli.split import (
-    SENTIMENTS,
+from lettingo_cli.split_data import (
     Target,
     item_ratings,
     load_histories,
@@ -61,7 +61,10 @@ from lettingo_cli.split import (
     train_users,
     value_words,
 )
-from lettingo_cli.store import Artifact, Store, check_name
+from lettingo_cli.stated import VALUE_FEATURES, StatedValues
+from lettingo_cli.store import Artifact, Store, Verbs, check_name
+
+VERBS = Verbs("fit", "fitted")
 
 TOKEN = re.compile(r"\d+(?:[./,]\d+)*|[^\W\d_]+")  # words, and numbers with their "/5" or "," kept whole
 # The sizes below were chosen on the train users of MovieLens 100K's --recent 0 split (validation fold 0, never a
@@ -188,70 +191,6 @@ class Examples:
         return len(self.rows)
 
 
-NEWEST = 10  # the stated values counted as the newest: the last ones in the text
-VALUE_FEATURES = 7
-
-
-class StatedValues:
-    """Reads the values a text states the way the split's prompts write them ("4/5", "1,234 plays") as numbers."""
-
-    def __init__(self, words: str, split_params: dict, global_mean: float):
-        """`words`: the split's template ("{value}/5"); `split_params`: its sentiment rule and thresholds."""
-        before, _, after = words.partition("{value}")
-        number = r"(\d[\d,]*(?:\.\d+)?)"
-        self.pattern = re.compile(re.escape(before) + number + re.escape(after))
-        self.ratings = split_params.get("sentiment", "thresholds") == "thresholds"  # else counts: on a log scale
-        self.dislike_max = split_params.get("dislike_max", 2)
-        self.like_min = split_params.get("like_min", 4)
-        self.centre = self._scaled(global_mean)
-
-    def _scaled(self, value: float) -> float:
-        return value if self.ratings else math.log1p(value)
-
-    def lines(self, text: str) -> list[tuple[str, float]]:
-        """(line, value) for each stated value, in the order of the text."""
-        found = []
-        for line in text.splitlines():
-            for match in self.pattern.finditer(line):
-                try:
-                    found.append((line.lower(), float(match.group(1).replace(",", ""))))
-                except ValueError:
-                    continue
-        return found
-
-    def level_error(self, text: str, values: list[float]) -> float | None:
-        """How far the mean of the values `text` states lies from the mean of `values` (e.g. the ratings the
-        profile was written from), on the reader's scale (stars, or log counts); None when it states none."""
-        stated = [self._scaled(v) for _, v in self.lines(text)]
-        if not stated or not values:
-            return None
-        return abs(sum(stated) / len(stated) - sum(self._scaled(v) for v in values) / len(values))
-
-    def features(self, text: str, item_attributes: list[str]) -> list[float]:
-        stated = self.lines(text)
-        if not stated:
-            return [0.0] * VALUE_FEATURES
-        values = [v for _, v in stated]
-        scaled = [self._scaled(v) for v in values]
-        mean = sum(scaled) / len(scaled)
-        spread = math.sqrt(sum((v - mean) ** 2 for v in scaled) / len(scaled))
-        newest = scaled[-NEWEST:]
-        matching = [self._scaled(v) for line, v in stated if any(a in line for a in item_attributes)]
-        liked = disliked = 0.0
-        if self.ratings:
-            liked = sum(v >= self.like_min for v in values) / len(values)
-            disliked = sum(v <= self.dislike_max for v in values) / len(values)
-        return [
-            math.log1p(len(values)) / 5,
-            mean - self.centre,
-            spread,
-            liked,
-            disliked,
-            sum(newest) / len(newest) - self.centre,
-            (sum(matching) / len(matching) - mean) if matching else 0.0,
-        ]
-
-
 class Featurizer:
     """What the reader knows besides the texts: the item's rating statistics, the values the profile states (unless
     `values` is off) and the user's mean (if asked)."""
@@ -299,7 +238,7 @@ def fit_reader(store: Store, split: Artifact, options: ReaderOptions, force: boo
     trained_on = f"-{store.get(options.profiles).name}" if options.profiles else ""
     suffix = ("-user-mean" if options.user_mean else "") + ("" if options.values else "-no-values")
     name = check_name(f"{split.name}-reader{trained_on}{suffix}")
-    run = store.stage("fit", "predictor", name, params, inputs, force=force)
+    run = store.stage("fit", "predictor", name, params, inputs, force=force, verbs=VERBS)
     if run.cached:
         return run.cached
     torch = require("torch")

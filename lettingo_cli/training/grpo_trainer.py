@@ -1,41 +1,34 @@
-"""The TRL side of stage `grpo`: TRL's GRPOTrainer with a PEFT LoRA (dpo's targets), its step log, and sampling
+"""The TRL side of stage `grpo`: TRL's GRPOTrainer with a PEFT LoRA (every trainer's), its step log, and sampling
 that stops where gen's does. Imported only to train: it loads torch, transformers, PEFT, datasets and TRL."""
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from lettingo_cli.console import stage_progress
-from lettingo_cli.digest import canonical_json
-from lettingo_cli.dpo import CHECKPOINTS
-from lettingo_cli.dpo_trainer import Progress, StepsToStore, lora_config, run_trainer, transformers
 from lettingo_cli.errors import require
 from lettingo_cli.prompts import COMPLETION_STOPS
 from lettingo_cli.store import Artifact, Store
+from lettingo_cli.training.common import CHECKPOINTS
+from lettingo_cli.training.options import GRPOOptions
+from lettingo_cli.training.trainer import (
+    Progress,
+    StepsToStore,
+    config_arguments,
+    load_model,
+    lora_config,
+    run_trainer,
+    total_steps,
+)
 
-if TYPE_CHECKING:
-    from lettingo_cli.grpo import GRPOOptions, ProfileReward
-
-
-class GRPOStepsToStore(StepsToStore):
-    """Every logged step into the store's grpo_steps table (and checkpoints into the pending adapter, as dpo's)."""
-
-    def step_row(self, logs: dict, state) -> dict:
-        return {
-            "step": state.global_step,
-            "epoch": logs.get("epoch"),
-            "loss": logs.get("loss"),
-            "reward": logs.get("reward"),
-            "reward_std": logs.get("reward_std"),
-            "kl": logs.get("kl"),
-            "completion_length": logs.get("completions/mean_length"),
-            "logged": canonical_json(logs),
-        }
-
-    def record(self, row: dict) -> None:
-        self.store.record_grpo_step(self.artifact.run_id, row)
+# the figures of GRPO's step log, each from its key in TRL's logs
+METRICS = {
+    "reward": "reward",  # mean reward of the step's sampled profiles
+    "reward_std": "reward_std",  # their spread
+    "kl": "kl",  # KL to the base model (logged when beta > 0)
+    "completion_length": "completions/mean_length",  # mean tokens of the sampled profiles
+}
 
 
 def stop_index(tokenizer, ids: list[int]) -> int:
@@ -75,50 +68,33 @@ def train(
     base: Path,
     tokenizer,
     options: GRPOOptions,
-    reward: ProfileReward,
+    reward: Callable[..., list[float]],
     work: Path,
     output: Path,
     checkpoint: Path | None,
-    main_process: bool,
 ) -> int:
     """TRL GRPOTrainer with a PEFT LoRA config; returns the number of optimizer steps. `artifact` None: a worker
-    rank, which records nothing."""
-    torch = require("torch")
-    peft = require("peft")
+    rank, which records nothing. `reward`: TRL's reward function (the stage's ProfileReward)."""
     datasets = require("datasets")
     trl = require("trl")
 
-    model = transformers.AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    lora = lora_config(peft, model, base, options.lora_r, options.lora_alpha)
+    model = load_model(base)
+    lora = lora_config(model, base, options)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    batch = options.prompts_per_step * options.generations  # completions per optimizer step
     config = trl.GRPOConfig(
-        output_dir=str(work / "trainer"),
-        learning_rate=options.lr,
-        num_train_epochs=options.epochs,
-        max_steps=options.max_steps,
-        per_device_train_batch_size=batch,
+        **config_arguments(options, work, options.lr, options.save_steps),
+        per_device_train_batch_size=options.prompts_per_step * options.generations,  # completions per step
         num_generations=options.generations,
         max_completion_length=options.max_tokens,
         temperature=options.temperature,
         top_p=1.0,
         top_k=0,
         beta=options.beta,
-        logging_steps=1,
-        save_strategy="steps",
-        save_steps=options.save_steps,
-        save_total_limit=1,
-        report_to=[],
-        seed=options.seed,
-        bf16=options.precision == "bf16",
-        use_cpu=not torch.cuda.is_available(),
-        disable_tqdm=True,
         use_vllm=options.vllm,
         vllm_mode="colocate",
     )
-    per_epoch = math.ceil(len(records) / options.prompts_per_step)
-    total = options.max_steps if options.max_steps > 0 else math.ceil(per_epoch * options.epochs)
+    total = total_steps(options, -(-len(records) // options.prompts_per_step))
     with stage_progress(f"grpo {len(records)} prompts x {options.generations}", total, "steps") as advance:
         trainer = _stopping_trainer(trl)(
             model=model,
@@ -127,7 +103,7 @@ def train(
             train_dataset=datasets.Dataset.from_list(records),
             processing_class=tokenizer,
             peft_config=lora,
-            callbacks=[GRPOStepsToStore(store, artifact, CHECKPOINTS), Progress(advance)],
+            callbacks=[StepsToStore(store, artifact, CHECKPOINTS, METRICS), Progress(advance)],
         )
         sampling = f"{'vLLM' if options.vllm else 'transformers'} sampling"
         return run_trainer(trainer, options.precision, checkpoint, output if artifact is not None else None, sampling)

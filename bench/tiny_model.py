@@ -1,5 +1,6 @@
-"""A tiny Llama-architecture model built in the tests: a SentencePiece tokenizer trained on the spot, a 2-layer
-model from a config, saved as an HF directory and converted to GGUF by llama.cpp's converter. No download."""
+"""A tiny Llama-architecture model for the tests and the GPU check: a SentencePiece tokenizer trained on the
+spot, a 2-layer model from a config, saved as an HF directory and converted to GGUF by llama.cpp's converter. No
+download."""
 
 from __future__ import annotations
 
