@@ -48,7 +48,7 @@ def profile_requests(backend, users: list[str], histories: dict, n: int) -> list
 
     template = builtin_template(backend.chat)
     return [
-        Request(render(template, histories[user], backend.chat), profile_seed(0, user, backend.label, sample))
+        Request(render(template, histories[user], backend.chat), profile_seed(0, user, backend.name, sample))
         for user in users
         for sample in range(n)
     ]

@@ -1,10 +1,10 @@
 """lettingo: align LLM-written user profiles with what recommenders need (LettinGo, KDD 2025).
 
 The Python API (lettingo_cli/api.py, the README's "Python API"): `open_store`, `rows` and one function per stage,
-`ingest`, `split`, `gen`, `score`, `fit`, `pair`, `evaluate`, `dpo`, `grpo`, `export`, imported on first use so the
-command line starts without them.
+`ingest`, `split`, `gen`, `score`, `fit`, `pair`, `evaluate`, `sft`, `dpo`, `grpo`, `export`, imported on first
+use so the command line starts without them.
 
-Six of those names are also stage modules (lettingo_cli/split.py, ...). On the package they mean the functions:
+Seven of those names are also stage modules (lettingo_cli/split.py, ...). On the package they mean the functions:
 a submodule import does not rebind them, so import from a stage module by its full name
 (`from lettingo_cli.split import SplitOptions`), never as `from lettingo_cli import split`.
 """
@@ -14,7 +14,9 @@ import types
 
 from lettingo_cli.version import __version__
 
-API = ("open_store", "rows", "ingest", "split", "gen", "score", "fit", "pair", "evaluate", "dpo", "grpo", "export")
+API = (
+    "open_store", "rows", "ingest", "split", "gen", "score", "fit", "pair", "evaluate", "sft", "dpo", "grpo", "export",
+)  # fmt: skip
 __all__ = ["__version__", *API]
 
 

@@ -37,6 +37,7 @@ __all__ = [
     "fit",
     "pair",
     "evaluate",
+    "sft",
     "dpo",
     "grpo",
     "export",
@@ -101,28 +102,11 @@ def ingest(
 ) -> Artifact:
     """A dataset artifact from `source_format` movielens (a folder, or `download="ml-100k"`), amazon (reviews
     file, `meta=`), csv or jsonl (a file; `user`/`item`/`rating`/`time`/`title`/`text` name its columns)."""
-    from lettingo_cli.ingest import default_name, read_amazon, read_movielens, read_table, table_options, write_dataset
+    from lettingo_cli.ingest import Source, ingest_source
 
-    options: dict = {}
-    if source_format == "movielens":
-        if (source is None) == (download is None):
-            raise UsageError("give a MovieLens FOLDER or --download RELEASE (ml-100k, ml-latest-small), one of them")
-        if url and not download:
-            raise UsageError("--url goes with --download")
-        if download:
-            from lettingo_cli.download import fetch, release
-
-            source = fetch(release(download), url)
-        parsed = read_movielens(Path(source))
-    elif source_format == "amazon":
-        parsed = read_amazon(Path(source), Path(meta) if meta else None)
-        options = {"meta": bool(meta)}
-    elif source_format in ("csv", "jsonl"):
-        parsed = read_table(Path(source), source_format, user, item, rating, time, title, tuple(text), delimiter)
-        options = table_options(source_format, user, item, rating, time, title, list(text), delimiter)
-    else:
-        raise UsageError(f"unknown format {source_format!r}: movielens, amazon, csv or jsonl")
-    return write_dataset(store, parsed, _name(name, default_name(Path(source))), options, force=force)
+    given = Source(source_format, Path(source) if source else None, download, url, Path(meta) if meta else None)
+    columns = {"user": user, "item": item, "rating": rating, "time": time, "title": title, "text": tuple(text)}
+    return ingest_source(store, given, columns, delimiter, name, force)
 
 
 def split(
@@ -159,7 +143,7 @@ def gen(
     specs = [generator] if isinstance(generator, str) or generator is None else list(generator)
     derived = f"{source.name}-{users if users in ('all', 'train', 'test') and listed is None else 'users'}"
     return generate_profiles(
-        store, source, specs, selected, gen_options, _name(name, derived), Path(prompt) if prompt else None, force
+        store, source, specs, selected, gen_options, _name(name, derived), str(prompt) if prompt else None, force
     )
 
 
@@ -183,30 +167,33 @@ def score(
 def fit(
     store: Store, split: Artifact | str | None = None, *, predictor: str = "reader:bow", force: bool = False
 ) -> Artifact:
-    """A trained predictor fitted once on the split's train users (score and evaluate reuse it)."""
-    from lettingo_cli.predictors.reader import fit_reader, parse_reader_spec
+    """A trained predictor (reader:bow, head:minilm) fitted once on the split's train users (score and evaluate
+    reuse it)."""
+    from lettingo_cli.predictors.fitted import fit_predictor
 
     source = resolve(store, split, "split")
-    return fit_reader(store, source, parse_reader_spec(predictor, store), force=force)
+    return fit_predictor(predictor, store, source, force=force)
 
 
 def pair(
     store: Store,
-    scores: Artifact | str | None = None,
+    scores: list[Artifact | str] | Artifact | str | None = None,
     *,
     jsonl: str | Path | None = None,
     name: str | None = None,
     force: bool = False,
     **options,
 ) -> Artifact:
-    """Preference pairs from scored profiles; options: PairOptions' fields (rule, margin, max_per_user,
-    max_length_ratio)."""
+    """Preference pairs from scored profiles (one scores artifact, or a list of them: a pool, with `for_generator`);
+    options: PairOptions' fields (rule, margin, max_per_user, max_length_ratio, max_stated_error, for_generator)."""
     from lettingo_cli.pair import PairOptions, make_pairs
 
     checked = PairOptions(**options)
-    source = resolve(store, scores, "scores")
+    given = scores if isinstance(scores, list) else [scores]
+    sources = [resolve(store, source, "scores") for source in given]
     out = Path(jsonl) if jsonl else None
-    return make_pairs(store, source, checked, _name(name, source.name), jsonl=out, force=force)
+    pool = sources if len(sources) > 1 else sources[0]
+    return make_pairs(store, pool, checked, _name(name, sources[0].name), jsonl=out, force=force)
 
 
 def evaluate(
@@ -250,6 +237,33 @@ def evaluate(
     finally:
         scorer.close()
     return evaluate_scores(store, scores, _name(name, base), selector, force=force)
+
+
+def sft(
+    store: Store,
+    pools: list[Artifact | str] | Artifact | str | None = None,
+    *,
+    no_profile_scores: Artifact | str | None = None,
+    base: str | None = None,
+    resume: bool = False,
+    name: str | None = None,
+    force: bool = False,
+    **options,
+) -> Artifact | None:
+    """A LoRA adapter SFT-trained on each train user's best-scored profile in a pool of scores artifacts (several
+    writers, several prompts); options: SFTOptions' fields (min_gain, max_stated_error, min_titles_found, ...).
+    None on a worker rank under `accelerate launch`."""
+    from lettingo_cli.sft import train_sft
+    from lettingo_cli.training.common import resolve_base
+    from lettingo_cli.training.options import SFTOptions
+
+    checked = SFTOptions(**options)
+    given = pools if isinstance(pools, list) else [pools]
+    sources = [resolve(store, pool, "scores") for pool in given]
+    baseline = resolve(store, no_profile_scores, "scores") if no_profile_scores is not None else None
+    base_dir = resolve_base(base, store)
+    derived = f"{sources[0].name}-sft"
+    return train_sft(store, sources, base_dir, checked, _name(name, derived), baseline, force=force, resume=resume)
 
 
 def dpo(

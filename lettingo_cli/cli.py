@@ -20,28 +20,28 @@ from typer.core import TyperGroup
 
 from lettingo_cli.cli_common import (
     DEFAULT_STORE,
-    BaseOption,
     ForceOption,
     JsonOption,
     NameOption,
-    ResumeOption,
+    PromptOption,
     StoreOption,
     emit,
     input_ref,
     log,
     open_store,
+    read_refs,
 )
 from lettingo_cli.cli_ingest import ingest_app
 from lettingo_cli.cli_tools import completion_command, doctor_command, profile_command, store_app
+from lettingo_cli.cli_train import dpo_command, grpo_command, sft_command
 from lettingo_cli.errors import LettingoError, UsageError
 from lettingo_cli.export import ExportOptions
 from lettingo_cli.gen import GenOptions
 from lettingo_cli.options import command_options
 from lettingo_cli.pair import PairOptions
-from lettingo_cli.predictors.reader import FitOptions
+from lettingo_cli.predictors.fitted import FitOptions
 from lettingo_cli.score import ScoreOptions
 from lettingo_cli.split import SplitOptions
-from lettingo_cli.training.options import DPOOptions, GRPOOptions
 from lettingo_cli.version import __version__
 
 # Nothing reaches a model hub at run time: set before any Hugging Face library is imported.
@@ -62,7 +62,7 @@ EXIT_CODES_HELP = (
 
 # --help lists the pipeline in the order it runs, then the tools around it.
 COMMAND_ORDER = (
-    "ingest", "split", "gen", "score", "fit", "pair", "eval", "dpo", "grpo", "export", "profile",
+    "ingest", "split", "gen", "score", "fit", "pair", "eval", "sft", "dpo", "grpo", "export", "profile",
     "store", "doctor", "completion",
 )  # fmt: skip
 
@@ -183,9 +183,7 @@ def gen_command(
             "without a model: history-text[?tokens=N] | stats-text | swap:PROFILES_REF; repeat for several.",
         ),
     ] = None,
-    prompt: Annotated[
-        Optional[Path], typer.Option("--prompt", help="Your own prompt template (text with {history}).")
-    ] = None,
+    prompt: PromptOption = None,
     name: NameOption = None,
     force: ForceOption = False,
     as_json: JsonOption = False,
@@ -268,7 +266,12 @@ def fit_command(
 @command_options(PairOptions)
 def pair_command(
     options: PairOptions,
-    scores: Annotated[Optional[str], typer.Argument(help="Scores reference (default: the latest scores).")] = None,
+    scores: Annotated[
+        Optional[list[str]],
+        typer.Argument(
+            help="Scores reference(s) (default: the latest scores; several: a pool, with --for; - reads stdin)."
+        ),
+    ] = None,
     jsonl: Annotated[Optional[Path], typer.Option("--jsonl", help="Also write TRL's preference format here.")] = None,
     name: NameOption = None,
     force: ForceOption = False,
@@ -278,9 +281,11 @@ def pair_command(
     """Turn scored profiles into DPO preference pairs (chosen = helped the predictor, rejected = did not)."""
     from lettingo_cli import api
 
-    artifact = api.pair(
-        open_store(store_path), input_ref(scores, "scores"), jsonl=jsonl, name=name, force=force, **asdict(options)
-    )
+    refs = read_refs(scores) if scores else [None]
+    for ref in refs:
+        if ref is not None and not ref.strip():  # an empty "$(...)" in a script must not mean "the latest"
+            raise UsageError("empty scores reference")
+    artifact = api.pair(open_store(store_path), refs, jsonl=jsonl, name=name, force=force, **asdict(options))
     counts = artifact.counts
     log(
         f"{artifact.ref}: {counts['rows']} pairs from {counts['users_with_pairs']} users; no pairs from "
@@ -297,6 +302,8 @@ def pair_command(
         )
     if artifact.report.get("length_ratio"):
         log(f"  chosen / rejected mean tokens: {artifact.report['length_ratio']}")
+    if options.for_generator is not None:
+        log(f"  chosen sides by writer / prompt: {artifact.report.get('chosen_by_writer')}")
     if jsonl:
         log(f"wrote {counts['rows']} pairs to {jsonl}")
     emit(artifact, as_json)
@@ -341,11 +348,9 @@ def eval_command(
         for line in comparison_lines(first, second, result):
             typer.echo(line)
         return
-    if no_profile and profiles:
-        raise UsageError("give either PROFILES or --no-profile, not both")
     artifact = api.evaluate(
         store,
-        None if no_profile else input_ref(profiles, "profiles"),
+        input_ref(profiles, "profiles"),
         no_profile=no_profile,
         split=input_ref(split, "split") if no_profile else None,
         users=users,
@@ -359,72 +364,6 @@ def eval_command(
         log(line)
     if no_profile and (below := below_baselines(report)):
         log(f"warning: without a profile this predictor is below {', '.join(below)} on the same users")
-    emit(artifact, as_json)
-
-
-# --- dpo -----------------------------------------------------------------------------------------------------
-
-
-@app.command("dpo")
-@command_options(DPOOptions)
-def dpo_command(
-    options: DPOOptions,
-    pairs: Annotated[Optional[str], typer.Argument(help="Pairs reference (default: the latest pairs).")] = None,
-    base: BaseOption = None,
-    resume: ResumeOption = False,
-    name: NameOption = None,
-    force: ForceOption = False,
-    as_json: JsonOption = False,
-    store_path: StoreOption = DEFAULT_STORE,
-) -> None:
-    """LoRA-DPO-train the profile generator on preference pairs (TRL); writes an adapter artifact."""
-    from lettingo_cli import api
-    from lettingo_cli.training.common import last_step
-
-    store = open_store(store_path)
-    artifact = api.dpo(
-        store, input_ref(pairs, "pairs"), base=base, resume=resume, name=name, force=force, **asdict(options)
-    )
-    if artifact is None:  # a worker rank under `accelerate launch`: rank 0 reports
-        return
-    step = last_step(store, artifact)
-    if step:
-        log(
-            f"{artifact.ref}: {artifact.counts['steps']} steps on {artifact.counts['pairs']} pairs; last step loss "
-            f"{step['loss']:.4f}, margin {step['rewards_margins']}, accuracy {step['rewards_accuracies']}"
-        )
-    emit(artifact, as_json)
-
-
-# --- grpo ----------------------------------------------------------------------------------------------------
-
-
-@app.command("grpo")
-@command_options(GRPOOptions)
-def grpo_command(
-    options: GRPOOptions,
-    split: Annotated[Optional[str], typer.Argument(help="Split reference (default: the latest split).")] = None,
-    base: BaseOption = None,
-    resume: ResumeOption = False,
-    name: NameOption = None,
-    force: ForceOption = False,
-    as_json: JsonOption = False,
-    store_path: StoreOption = DEFAULT_STORE,
-) -> None:
-    """GRPO-train the profile generator online: a frozen predictor rewards the profiles it samples (TRL)."""
-    from lettingo_cli import api
-
-    store = open_store(store_path)
-    artifact = api.grpo(
-        store, input_ref(split, "split"), base=base, resume=resume, name=name, force=force, **asdict(options)
-    )
-    if artifact is None:  # a worker rank under `accelerate launch`: rank 0 reports
-        return
-    report = artifact.report
-    log(
-        f"{artifact.ref}: {artifact.counts['steps']} steps on {artifact.counts['prompts']} prompts; reward "
-        f"{report.get('first_reward')} at the first step, {report.get('last_reward')} at the last"
-    )
     emit(artifact, as_json)
 
 
@@ -456,8 +395,12 @@ def export_command(
     emit(api.export(open_store(store_path), source, out=out, name=name, force=force, **asdict(options)), as_json)
 
 
-# --- the command groups and tools around the pipeline (cli_ingest.py, cli_tools.py) ------------------------------
+# --- the training commands, the command groups and the tools around the pipeline (cli_train.py, cli_ingest.py,
+# cli_tools.py) --------------------------------------------------------------------------------------------------
 
+app.command("dpo")(dpo_command)
+app.command("grpo")(grpo_command)
+app.command("sft")(sft_command)
 app.add_typer(ingest_app, name="ingest")
 app.add_typer(store_app, name="store")
 app.command("profile")(profile_command)

@@ -27,6 +27,15 @@ StoreOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON (one object per line) instead of references.")]
 ForceOption = Annotated[bool, typer.Option("--force", help="Redo the work even if the same run already finished.")]
 NameOption = Annotated[Optional[str], typer.Option("--name", help="Artifact name (default: derived from the input).")]
+# the prompt a writer is given: a built-in one by name, or a template file (prompts.template_for)
+PromptOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--prompt",
+        help="broad (default) | levels | genres | recent (built-in prompts, in each writer's style) | a template file "
+        "(text with {history}).",
+    ),
+]
 # the options of every command that trains the generator
 BaseOption = Annotated[
     Optional[str],

@@ -10,7 +10,16 @@ from typing import Annotated, Optional
 
 import typer
 
-from lettingo_cli.cli_common import DEFAULT_STORE, JsonOption, StoreOption, emit, log, open_store, read_refs
+from lettingo_cli.cli_common import (
+    DEFAULT_STORE,
+    JsonOption,
+    PromptOption,
+    StoreOption,
+    emit,
+    log,
+    open_store,
+    read_refs,
+)
 from lettingo_cli.errors import MissingDependency
 from lettingo_cli.options import command_options
 from lettingo_cli.profile_file import ProfileOptions
@@ -56,9 +65,7 @@ def profile_command(
     title: TitleCol = None,
     text: TextCol = None,
     delimiter: Annotated[str, typer.Option("--delimiter", help="Field separator (CSV).")] = ",",
-    prompt: Annotated[
-        Optional[Path], typer.Option("--prompt", help="Your own prompt template (text with {history}).")
-    ] = None,
+    prompt: PromptOption = None,
     dislike_max: Annotated[int, typer.Option(help="Ratings at or below this are 'disliked'.")] = 2,
     like_min: Annotated[int, typer.Option(help="Ratings at or above this are 'liked'.")] = 4,
     value_words: Annotated[str, typer.Option(help="How a rating is shown, with {value}.")] = "{value}/5",

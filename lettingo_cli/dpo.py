@@ -7,7 +7,6 @@ files and report) in training/common.py. Every logged step goes into the store's
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from lettingo_cli.options import stable_key
 from lettingo_cli.store import Artifact, Store, Verbs
 from lettingo_cli.training.common import (
     is_main_process,
+    length_limit,
     refuse_test_users,
     refuse_unresumed,
     train_adapter,
@@ -28,28 +28,7 @@ VERBS = Verbs("train", "trained")
 METHOD = "DPO, offline from preference pairs of stored profiles"
 # options that change how fast or how often, never what is trained: not part of the run key
 SPEED_ONLY = ("save_steps", "gradient_checkpointing", "shared_prompt")
-LATER_OPTIONS = {"ld_alpha": 1.0}  # options added later, with their defaults (see options.stable_key)
-
-
-LENGTH_STEP = 64  # the default --max-length: the longest pair's tokens, rounded up to a multiple of this
-
-
-def _max_length(records: list[dict], tokenizer, given: int | None, pairs: Artifact) -> int:
-    """The length limit of training: `given` (--max-length), refused when a prompt does not fit under it; by
-    default the longest prompt + completion of the pairs, rounded up, so the defaults of gen, pair and dpo work
-    together (the default 30-rating prompt alone has ~1,000 tokens of the default model)."""
-    longest = 0
-    for index, record in enumerate(records):
-        prompt = record["prompt"] if isinstance(record["prompt"], str) else json.dumps(record["prompt"])
-        length = len(tokenizer(prompt)["input_ids"])
-        if given is not None and length >= given:
-            raise LettingoError(
-                f"pair {index} of {pairs.ref}: its prompt has {length} tokens, not under --max-length {given}"
-            )
-        completions = (record["chosen"], record["rejected"])
-        texts = [c if isinstance(c, str) else json.dumps(c) for c in completions]
-        longest = max(longest, length + max(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts))
-    return given if given is not None else -(-(longest + 1) // LENGTH_STEP) * LENGTH_STEP
+LATER_OPTIONS = {"ld_alpha": 1.0, "sft_weight": 0.0}  # options added later, with their defaults (options.stable_key)
 
 
 def train_dpo(
@@ -64,14 +43,15 @@ def train_dpo(
     """Train and record the adapter; returns it, or None on a worker rank of a multi-process launch."""
     prompts = pair_prompts(store, pairs)
     if "profiles" in pairs.params:  # pairs made by `pair` (a hand-made pairs artifact names no split)
-        split = store.get(store.get(pairs.params["profiles"]).params["split"])
+        profiles = pairs.params["profiles"]  # one profiles artifact, or a pool's (one split)
+        split = store.get(store.get(profiles[0] if isinstance(profiles, list) else profiles).params["split"])
         refuse_test_users(store, split, [p["user_id"] for p in prompts], pairs.ref)
     records = preference_records(store, pairs)
     if not records:
         raise LettingoError(f"{pairs.ref} has no pairs: nothing to train on (try another --rule or more profiles)")
     transformers = require("transformers")
     tokenizer = transformers.AutoTokenizer.from_pretrained(base)
-    options = replace(options, max_length=_max_length(records, tokenizer, options.max_length, pairs))
+    options = replace(options, max_length=length_limit(records, tokenizer, options.max_length, pairs.ref))
     params = {"pairs": pairs.id, "base": str(base), **{k: v for k, v in asdict(options).items() if k not in SPEED_ONLY}}
     key = stable_key(params, LATER_OPTIONS, name)
     run = store.stage(

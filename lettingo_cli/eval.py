@@ -15,6 +15,7 @@ from lettingo_cli.metrics import METRICS, metrics
 from lettingo_cli.predictors.baselines import baseline_answers, majority_label
 from lettingo_cli.sentiments import SENTIMENTS
 from lettingo_cli.split_data import Target, item_ratings, load_histories, load_recent_and_targets, profile_only
+from lettingo_cli.stated import faithfulness
 from lettingo_cli.store import Artifact, Store, Verbs, check_name
 
 VERBS = Verbs("evaluate", "evaluated")
@@ -152,6 +153,9 @@ def evaluate_scores(store: Store, scores: Artifact, name: str, selector: str, fo
     if run.cached:
         return run.cached
     report = {**evaluate(store, scores), **evaluate_baselines(store, scores)}
+    if scores.params.get("profiles"):  # what the judged profiles state, against the histories they were written from
+        users = {row["user_id"] for row in store.rows(scores, "scores")}
+        report["faithfulness"] = faithfulness(store, store.get(scores.params["profiles"]), users)
     with run:
         return run.finish(counts={"users": report["users"], "rows": report["n"]}, report=report)
 
@@ -186,6 +190,16 @@ def report_lines(artifact: Artifact) -> list[str]:
             f"  {baseline.replace('_', '-'):16s} accuracy {figures['accuracy']:.3f}, "
             f"macro F1 {figures['macro_f1']:.3f}; predictor - it: accuracy {gap}"
         )
+    if faithful := report.get("faithfulness"):
+        share = faithful["titles_in_history"]
+        error = faithful["stated_value_error"]
+        lines.append(
+            f"  faithfulness: {faithful['stating_a_value']:.0%} of {faithful['profiles']} profiles state a value; "
+            f"{faithful['titles_named']} titles named, "
+            + (f"{share:.0%} of them in the user's history" if share is not None else "none in the history")
+            + (f"; stated values off the true ones by {error:.2f} on average ({faithful['stated_values_checked']} "
+               "checked)" if error is not None else "")
+        )  # fmt: skip
     return lines
 
 

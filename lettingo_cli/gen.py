@@ -14,7 +14,6 @@ import json
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 from lettingo_cli.backends.base import Request, SamplingOptions
 from lettingo_cli.console import stage_progress
@@ -27,10 +26,9 @@ from lettingo_cli.prompts import (
     PROFILE_TOKENS,
     TEMPERATURE,
     Template,
-    builtin_template,
-    load_template,
     prompt_hash,
     render,
+    template_for,
 )
 from lettingo_cli.split_data import load_histories, value_words
 from lettingo_cli.store import Artifact, Store, Verbs
@@ -74,7 +72,7 @@ def generate_profiles(
     users: list[str],
     options: GenOptions,
     name: str,
-    prompt_file: Path | None = None,
+    prompt: str | None = None,
     force: bool = False,
 ) -> Artifact:
     """The stage: load each generator's backend (None: the default generator), write the profiles, close."""
@@ -85,7 +83,7 @@ def generate_profiles(
     try:
         for spec in generator_specs:
             backends.append(load_written(spec, store) if is_written(spec) else load_backend(spec, store=store))
-        return write_profiles(store, split, backends, users, options, name, prompt_file, force)
+        return write_profiles(store, split, backends, users, options, name, prompt, force)
     finally:
         for backend in backends:
             backend.close()
@@ -98,11 +96,10 @@ def write_profiles(
     users: list[str],
     options: GenOptions,
     name: str,
-    prompt_file: Path | None = None,
+    prompt: str | None = None,
     force: bool = False,
 ) -> Artifact:
-    custom = load_template(prompt_file) if prompt_file else None
-    templates: dict[str, Template] = {b.label: custom or builtin_template(b.chat) for b in backends}
+    templates: dict[str, Template] = {b.name: template_for(prompt, b.chat) for b in backends}
     histories = load_histories(store, split, users, options.history)
     empty = [user for user, rows in histories.items() if not rows]
     if empty:
@@ -111,11 +108,11 @@ def write_profiles(
     params = {
         "split": split.id,
         "users": users,
-        "generators": [{"label": b.label, "spec": b.spec, "chat": b.chat, **b.details} for b in backends],
+        "generators": [{"label": b.name, "spec": b.spec, "chat": b.chat, **b.details} for b in backends],
         "templates": {label: {"ref": t.ref, "name": t.name, "text": t.text} for label, t in templates.items()},
         **asdict(options),
     }
-    key_params = {**params, "name": name, "generators": [b.label for b in backends]}
+    key_params = {**params, "name": name, "generators": [b.name for b in backends]}
     inputs = {"split": split.id}
     run = store.stage(
         "gen", "profiles", name, params, inputs, key_params=key_params, force=force, resumable=True, verbs=VERBS
@@ -126,14 +123,14 @@ def write_profiles(
         artifact = run.artifact
         done = store.distinct(artifact, "profiles", ("user_id", "generator"))
         chunks = [users[i : i + CHUNK_USERS] for i in range(0, len(users), CHUNK_USERS)]
-        todo = [(b, chunk) for b in backends for chunk in chunks if not all((u, b.label) in done for u in chunk)]
+        todo = [(b, chunk) for b in backends for chunk in chunks if not all((u, b.name) in done for u in chunk)]
         total = sum(len(chunk) for _, chunk in todo) * options.n
         started, tokens = time.perf_counter(), 0
         words = value_words(split)
         with stage_progress(f"gen {len(users)} users x {len(backends)} generator(s)", total, "profiles") as advance:
             for backend in backends:
                 mine = [chunk for b, chunk in todo if b is backend]
-                template = templates[backend.label]
+                template = templates[backend.name]
                 for rows in profile_rows(backend, template, mine, histories, options, words, advance):
                     tokens += sum(row["n_tokens"] for row in rows)
                     with store.transaction():  # a chunk is kept whole or not at all
@@ -144,13 +141,13 @@ def write_profiles(
             texts: dict[str, list[str]] = {}
             flag_counts: Counter = Counter()
             lengths = []
-            for row in store.rows(artifact, "profiles", generator=backend.label):
+            for row in store.rows(artifact, "profiles", generator=backend.name):
                 texts.setdefault(row["user_id"], []).append(row["text"])
                 flag_counts.update(json.loads(row["flags"]))
                 lengths.append(row["n_tokens"])
-            report["diversity"][backend.label] = diversity(texts)
-            report["diversity"][backend.label]["mean_tokens"] = round(sum(lengths) / len(lengths), 2) if lengths else 0
-            report["flags"][backend.label] = dict(sorted(flag_counts.items()))
+            report["diversity"][backend.name] = diversity(texts)
+            report["diversity"][backend.name]["mean_tokens"] = round(sum(lengths) / len(lengths), 2) if lengths else 0
+            report["flags"][backend.name] = dict(sorted(flag_counts.items()))
         elapsed = time.perf_counter() - started
         tokens_per_s = round(tokens / elapsed, 1) if elapsed and tokens else None
         stats = {"seconds": round(elapsed, 2), "new_tokens": tokens, "tokens_per_s": tokens_per_s}
@@ -181,7 +178,7 @@ def _written_chunks(
                 rows.append(
                     {
                         "user_id": user,
-                        "generator": generator.label,
+                        "generator": generator.name,
                         "sample_index": sample,
                         "seed": 0,
                         "prompt_hash": prompt_hash(prompt),
@@ -210,7 +207,7 @@ def _generate_chunks(
             for user in chunk
             for sample in range(options.n)
         ]
-        requests = [Request(prompts[u], profile_seed(options.seed, u, backend.label, s)) for _, u, s in slots]
+        requests = [Request(prompts[u], profile_seed(options.seed, u, backend.name, s)) for _, u, s in slots]
         rows: dict[int, list[dict]] = {number: [] for number in range(len(calls))}
         for index, generation in backend.generate(requests, sampling):
             number, user, sample = slots[index]
@@ -218,7 +215,7 @@ def _generate_chunks(
             rows[number].append(
                 {
                     "user_id": user,
-                    "generator": backend.label,
+                    "generator": backend.name,
                     "sample_index": sample,
                     "seed": requests[index].seed,
                     "prompt_hash": prompt_hash(prompts[user]),

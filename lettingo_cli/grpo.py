@@ -137,7 +137,7 @@ def train_grpo(
                 "seconds_per_step": round(seconds / max(steps, 1), 1),
             }
             report = {
-                "judge": predictor.label,
+                "judge": predictor.name,
                 "first_reward": logged[0]["reward"] if logged else None,
                 "last_reward": logged[-1]["reward"] if logged else None,
             }

@@ -18,10 +18,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from lettingo_cli.console import log
-from lettingo_cli.errors import InputError
+from lettingo_cli.errors import InputError, UsageError
 from lettingo_cli.items import item_order
 from lettingo_cli.options import option, required
-from lettingo_cli.store import Artifact, Store, Verbs
+from lettingo_cli.store import Artifact, Store, Verbs, check_name
 from lettingo_cli.store.digest import canonical_json, sha256_file
 
 VERBS = Verbs("ingest", "ingested")
@@ -448,6 +448,48 @@ def read_amazon(reviews_path: Path, meta_path: Path | None = None) -> ParsedData
 
 
 # --- writing the artifact -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Source:
+    """What `ingest` reads: a format and a file or folder, or (MovieLens) a release to download."""
+
+    format: str  # movielens | amazon | csv | jsonl
+    path: Path | None = None
+    download: str | None = None  # ml-100k | ml-latest-small
+    url: str | None = None  # a mirror of the release's zip
+    meta: Path | None = None  # Amazon: the metadata file
+
+
+def ingest_source(
+    store: Store, source: Source, columns: dict, delimiter: str = ",", name: str | None = None, force: bool = False
+) -> Artifact:
+    """The stage: read `source` with its format's reader and write the dataset artifact. `columns` (user, item,
+    rating, time, title, text) name a CSV / JSON-lines file's columns."""
+    path, options = source.path, {}
+    if source.format == "movielens":
+        if (path is None) == (source.download is None):
+            raise UsageError("give a MovieLens FOLDER or --download RELEASE (ml-100k, ml-latest-small), one of them")
+        if source.url and not source.download:
+            raise UsageError("--url goes with --download")
+        if source.download:
+            from lettingo_cli.download import fetch, release
+
+            path = fetch(release(source.download), source.url)
+        parsed = read_movielens(path)
+    elif source.format not in ("amazon", "csv", "jsonl"):
+        raise UsageError(f"unknown format {source.format!r}: movielens, amazon, csv or jsonl")
+    elif path is None:
+        raise UsageError(f"ingest {source.format} needs a FILE")
+    elif source.format == "amazon":
+        parsed = read_amazon(path, source.meta)
+        options = {"meta": bool(source.meta)}
+    else:
+        user, item, rating, time, title = (columns[k] for k in ("user", "item", "rating", "time", "title"))
+        text = tuple(columns["text"])
+        parsed = read_table(path, source.format, user, item, rating, time, title, text, delimiter)
+        options = table_options(source.format, user, item, rating, time, title, list(text), delimiter)
+    return write_dataset(store, parsed, check_name(name or default_name(path)), options, force=force)
 
 
 def default_name(source: Path) -> str:

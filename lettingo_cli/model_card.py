@@ -20,8 +20,10 @@ import re
 from pathlib import Path
 
 from lettingo_cli.console import log
+from lettingo_cli.errors import LettingoError
 from lettingo_cli.export_layout import LORA, LORA_BASE, gguf_name, provenance
 from lettingo_cli.prompts import (
+    BUILTIN,
     COMPLETION_STOPS,
     HISTORY_LINES,
     PROFILE_TOKENS,
@@ -32,6 +34,7 @@ from lettingo_cli.prompts import (
     render,
 )
 from lettingo_cli.store import Artifact, Store
+from lettingo_cli.training.common import trained_prompts
 
 # Ollama runs one prompt at a time: MovieLens prompts are ~900 tokens, plus gen's 200 new ones
 OLLAMA_CONTEXT = 2048
@@ -86,17 +89,7 @@ def _facts(store: Store, export: Artifact) -> dict:
     lineage = {}  # kind -> the first artifact of that kind found walking back from the adapter
     for step in store.lineage(adapter):
         lineage.setdefault(step["artifact"].kind, step["artifact"])
-    pairs = lineage.get("pairs")
-    first_pair = next(store.rows(pairs, "pairs"), None) if pairs else None
-    chat = bool(first_pair and first_pair["prompt"].startswith("[{"))
-    template = builtin_template(chat)
-    if first_pair is not None and "profiles" in lineage:  # the template the pairs' prompts were rendered from
-        prompt = json.loads(first_pair["prompt"])[-1]["content"] if chat else first_pair["prompt"]
-        for stored in lineage["profiles"].params.get("templates", {}).values():
-            head, _, tail = stored["text"].partition("{history}")
-            if prompt.startswith(head) and prompt.endswith(tail):
-                template = Template(stored["name"], stored["text"])
-                break
+    template, chat = _trained_template(store, adapter, lineage)
     shipped = provenance(export)
     return {
         "export": export,
@@ -110,6 +103,26 @@ def _facts(store: Store, export: Artifact) -> dict:
         "chat": chat,
         "evaluations": evaluations(store, export),
     }
+
+
+def _trained_template(store: Store, adapter: Artifact, lineage: dict) -> tuple[Template, bool]:
+    """The prompt template the adapter was trained on (a built-in one, or one its profiles were written with),
+    read off its first training prompt; and whether it is a chat prompt."""
+    try:
+        prompts = trained_prompts(store, adapter, 1)
+    except LettingoError:  # an adapter from before the prompts file, not trained on pairs
+        prompts = []
+    chat = bool(prompts and prompts[0].startswith("[{"))
+    if not prompts:
+        return builtin_template(chat), chat
+    prompt = json.loads(prompts[0])[-1]["content"] if chat else prompts[0]
+    stored = lineage["profiles"].params.get("templates", {}).values() if "profiles" in lineage else []
+    known = [Template(name, text) for name, text in BUILTIN.items()] + [Template(s["name"], s["text"]) for s in stored]
+    for template in known:
+        head, _, tail = template.text.partition("{history}")
+        if prompt.startswith(head) and prompt.endswith(tail):
+            return template, chat
+    return builtin_template(chat), chat
 
 
 def evaluations(store: Store, export: Artifact) -> list[dict]:

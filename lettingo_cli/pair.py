@@ -16,16 +16,19 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from lettingo_cli.errors import IntegrityError, UsageError
 from lettingo_cli.options import option, stable_key
-from lettingo_cli.profiles import UNUSABLE_FLAGS
-from lettingo_cli.prompts import Template, prompt_hash, render
+from lettingo_cli.prompts import HISTORY_LINES, Template, prompt_hash, render, template_for
+from lettingo_cli.scored import pool_split, scored_profiles
+from lettingo_cli.specs import parse
 from lettingo_cli.split_data import load_histories
 from lettingo_cli.stated import stated_values
 from lettingo_cli.store import Artifact, Store, Verbs
+from lettingo_cli.training.data import preference_records
 
 VERBS = Verbs("pair", "paired")
 
@@ -33,7 +36,7 @@ RULES = ("all", "best-worst", "margin")
 
 
 # pair options added later, with their defaults (see stable_key)
-LATER_OPTIONS = {"max_length_ratio": None, "max_stated_error": None}
+LATER_OPTIONS = {"max_length_ratio": None, "max_stated_error": None, "for_generator": None}
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,15 @@ class PairOptions:
         None,
         'Never choose a profile whose stated values ("4/5") average more than this away from the mean of the '
         "history it was written from (stars; log counts for count data).",
+    )
+
+    # off-policy pairs (the paper's pool of writers): every pair on the trained writer's own prompt, whoever wrote it
+    for_generator: str | None = option(
+        None,
+        "Put every pair on this writer's own generation prompt, whichever writer and prompt wrote each side (pairs "
+        "from a pool): WRITER[?prompt=broad|levels|genres|recent|FILE][&style=chat][&history=N] "
+        "(default: each pair on its chosen profile's own prompt).",
+        "--for",
     )
 
     def __post_init__(self) -> None:
@@ -107,33 +119,73 @@ def _largest_gaps(pairs: list[tuple[dict, dict]], options: PairOptions) -> list[
 
 
 def make_pairs(
-    store: Store, scores: Artifact, options: PairOptions, name: str, jsonl: Path | None = None, force: bool = False
+    store: Store,
+    scores: Artifact | list[Artifact],
+    options: PairOptions,
+    name: str,
+    jsonl: Path | None = None,
+    force: bool = False,
 ) -> Artifact:
-    if not scores.params.get("profiles"):
-        raise UsageError(f"{scores.ref} scores no profiles (a no-profile baseline): nothing to pair")
-    profiles = store.get(scores.params["profiles"])
-    split = store.get(profiles.params["split"])
-    params = {"scores": scores.id, "profiles": profiles.id, **asdict(options)}
+    """Pairs of each user's profiles in one scores artifact, or across a pool of them (several writers, several
+    prompts, one split)."""
+    pools = scores if isinstance(scores, list) else [scores]
+    split = pool_split(store, pools)
+    profiles = [store.get(pool.params["profiles"]) for pool in pools]
+    if len(pools) > 1 and options.for_generator is None:
+        raise UsageError("pairs across a pool need --for WRITER: the one writer whose prompt every pair is put on")
+    writer = trained_writer(options.for_generator) if options.for_generator else None
+    one = len(pools) == 1  # one scores artifact keeps the params (and run keys) pairs had before pools
+    params = {
+        "scores": pools[0].id if one else [pool.id for pool in pools],
+        "profiles": profiles[0].id if one else [p.id for p in profiles],
+        **asdict(options),
+    }
     key = stable_key(params, LATER_OPTIONS, name)
-    run = store.stage(
-        "pair", "pairs", name, params, {"scores": scores.id}, key_params=key, force=force, atomic=True, verbs=VERBS
-    )
-    artifact = run.cached or _write_pairs(store, run, scores, profiles, split, options)
+    inputs = {"scores": params["scores"]}
+    run = store.stage("pair", "pairs", name, params, inputs, key_params=key, force=force, atomic=True, verbs=VERBS)
+    artifact = run.cached or _write_pairs(store, run, pools, split, options, writer)
     if jsonl is not None:
         write_jsonl(store, artifact, jsonl)
     return artifact
 
 
-def _write_pairs(store: Store, run, scores: Artifact, profiles: Artifact, split: Artifact, options) -> Artifact:
-    by_profile: dict[tuple, list[dict]] = {}
-    for row in store.rows(scores, "scores"):
-        by_profile.setdefault((row["user_id"], row["generator"], row["sample_index"]), []).append(row)
-    texts = {(r["user_id"], r["generator"], r["sample_index"]): r for r in store.rows(profiles, "profiles")}
-    users = sorted({user for user, _, _ in by_profile})
-    templates = {label: Template(t["name"], t["text"]) for label, t in profiles.params["templates"].items()}
-    chat = {g["label"]: g["chat"] for g in profiles.params["generators"]}
-    histories = load_histories(store, split, users, profiles.params["history"])
+def trained_writer(spec_text: str) -> tuple[Template, bool, int]:
+    """`--for WRITER[?prompt=NAME|FILE][&style=chat][&history=N]`: the template, chat style and history window of
+    the writer the pairs train (a completion writer unless style=chat, as the default generator is)."""
+    spec = parse(spec_text)
+    unknown = set(spec.options) - {"prompt", "style", "history"}
+    if unknown:
+        raise UsageError(f"--for {spec_text}: unknown option(s) {', '.join(sorted(unknown))}; prompt, style, history")
+    chat = bool(spec.style)
+    return template_for(spec.options.get("prompt"), chat), chat, spec.int_option("history", HISTORY_LINES)
+
+
+def _write_pairs(store: Store, run, pools: list[Artifact], split: Artifact, options, writer) -> Artifact:
+    by_user: dict[str, list[dict]] = {}
+    sources = []  # per pool: its profiles' templates and styles by generator, and their history window
+    for index, scores in enumerate(pools):
+        profiles = store.get(scores.params["profiles"])
+        templates = {label: Template(t["name"], t["text"]) for label, t in profiles.params["templates"].items()}
+        chat = {g["label"]: g["chat"] for g in profiles.params["generators"]}
+        sources.append((templates, chat, profiles.params["history"]))
+        for user, scored in scored_profiles(store, scores).items():
+            by_user.setdefault(user, []).extend({**p, "key": (index, *p["key"]), "pool": index} for p in scored)
+    users = sorted(by_user)
+    windows = {history for _, _, history in sources} | ({writer[2]} if writer else set())
+    histories = {window: load_histories(store, split, users, window) for window in windows}
     stated = stated_values(store, split) if options.max_stated_error is not None else None
+
+    def own_prompt(profile: dict, user: str):
+        """The prompt a profile was written from, re-rendered and checked against its stored hash."""
+        templates, chat, window = sources[profile["pool"]]
+        prompt = render(templates[profile["generator"]], histories[window][user], chat[profile["generator"]])
+        if prompt_hash(prompt) != profile["prompt_hash"]:
+            raise IntegrityError(f"the re-rendered prompt of user {user} does not match the stored prompt hash")
+        return prompt
+
+    def writer_name(profile: dict) -> str:
+        templates = sources[profile["pool"]][0]
+        return f"{profile['generator']} / {templates[profile['generator']].name}"
 
     rows, outcome = [], {"users_with_pairs": 0, "all_right": 0, "all_wrong": 0, "no_pair_other": 0}
     if options.max_length_ratio is not None:
@@ -141,28 +193,12 @@ def _write_pairs(store: Store, run, scores: Artifact, profiles: Artifact, split:
     if stated is not None:
         outcome["unfaithful_profiles"] = 0
     tokens = {"chosen": [], "rejected": []}
+    sides: dict[str, Counter] = {"chosen": Counter(), "rejected": Counter()}
     for user in users:
-        scored = []
-        for (profile_user, generator, sample), results in sorted(by_profile.items()):
-            if profile_user != user:
-                continue
-            accuracy = sum(r["correct"] for r in results) / len(results)
-            profile = texts[(user, generator, sample)]
-            scored.append(
-                {
-                    "key": (generator, sample),
-                    "generator": generator,
-                    "text": profile["text"],
-                    "prompt_hash": profile["prompt_hash"],
-                    "score": sum(r["p_true"] for r in results) / len(results),
-                    "right": True if accuracy > 0.5 else False if accuracy < 0.5 else None,
-                    "flagged": any(flag in UNUSABLE_FLAGS for flag in json.loads(profile["flags"])),
-                    "tokens": profile["n_tokens"] or len(profile["text"].split()),
-                }
-            )
+        scored = sorted(by_user[user], key=lambda p: p["key"])
         if stated is not None:  # the faithfulness check: stated values against the ratings the prompt showed
-            ratings = [row["rating"] for row in histories[user]]
             for p in scored:
+                ratings = [row["rating"] for row in histories[sources[p["pool"]][2]][user]]
                 error = stated.level_error(p["text"], ratings)
                 p["unfaithful"] = error is not None and error > options.max_stated_error
                 outcome["unfaithful_profiles"] += p["unfaithful"]
@@ -183,10 +219,15 @@ def _write_pairs(store: Store, run, scores: Artifact, profiles: Artifact, split:
         for index, (chosen, rejected) in enumerate(pairs):
             tokens["chosen"].append(chosen["tokens"])
             tokens["rejected"].append(rejected["tokens"])
-            # a pair trains one generator: its prompt is the prompt the chosen profile was written from
-            prompt = render(templates[chosen["generator"]], histories[user], chat[chosen["generator"]])
-            if prompt_hash(prompt) != chosen["prompt_hash"]:
-                raise IntegrityError(f"the re-rendered prompt of user {user} does not match the stored prompt hash")
+            sides["chosen"][writer_name(chosen)] += 1
+            sides["rejected"][writer_name(rejected)] += 1
+            # a pair trains one generator: the prompt its chosen profile was written from, or with --for the trained
+            # writer's own; every side's own prompt is checked against its stored hash either way
+            prompt = own_prompt(chosen, user)
+            if writer is not None:
+                own_prompt(rejected, user)
+                template, chat, window = writer
+                prompt = render(template, histories[window][user], chat)
             rows.append(
                 {
                     "user_id": user,
@@ -203,27 +244,9 @@ def _write_pairs(store: Store, run, scores: Artifact, profiles: Artifact, split:
         means = {f"{side}_mean_tokens": round(sum(t) / len(t), 1) if t else None for side, t in tokens.items()}
         chosen, rejected = means["chosen_mean_tokens"], means["rejected_mean_tokens"]
         ratio = round(chosen / rejected, 3) if rejected else None  # no pairs, or only empty rejected profiles
-        report = {"outcome": outcome, **means, "length_ratio": ratio}
+        shares = {f"{side}_by_writer": dict(sorted(counts.items())) for side, counts in sides.items()}
+        report = {"outcome": outcome, **means, "length_ratio": ratio, **shares}
         return run.finish(counts={"users": len(users), **outcome}, report=report)
-
-
-def preference_records(store: Store, pairs: Artifact) -> list[dict]:
-    """TRL's preference format: prompt / chosen / rejected (conversational for chat-style generators; for
-    completion prompts the texts get back the space that followed "Profile:")."""
-    records = []
-    for row in store.rows(pairs, "pairs"):
-        prompt = row["prompt"]
-        if prompt.startswith("[{"):
-            records.append(
-                {
-                    "prompt": json.loads(prompt),
-                    "chosen": [{"role": "assistant", "content": row["chosen"]}],
-                    "rejected": [{"role": "assistant", "content": row["rejected"]}],
-                }
-            )
-        else:
-            records.append({"prompt": prompt, "chosen": " " + row["chosen"], "rejected": " " + row["rejected"]})
-    return records
 
 
 def write_jsonl(store: Store, pairs: Artifact, path: Path) -> int:

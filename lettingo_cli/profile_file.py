@@ -18,7 +18,7 @@ from lettingo_cli.errors import UsageError
 from lettingo_cli.gen import GenOptions, profile_rows
 from lettingo_cli.ingest import ParsedDataset
 from lettingo_cli.options import option
-from lettingo_cli.prompts import builtin_template, load_template
+from lettingo_cli.prompts import template_for
 from lettingo_cli.sentiments import sentiment
 from lettingo_cli.split import SplitOptions
 from lettingo_cli.split_data import STARS, in_words
@@ -64,11 +64,11 @@ def histories(parsed: ParsedDataset, history: int, thresholds: SplitOptions) -> 
 
 
 def write_profiles(
-    backend, rows: dict[str, list[dict]], options: GenOptions, prompt_file: Path | None = None, words: str = STARS
+    backend, rows: dict[str, list[dict]], options: GenOptions, prompt: str | None = None, words: str = STARS
 ) -> Iterator[dict]:
     """{user, sample, profile, tokens, flags} for every user and sample, in the file's user order: gen's own rows
     (`gen.profile_rows`), printed instead of stored."""
-    template = load_template(prompt_file) if prompt_file else builtin_template(backend.chat)
+    template = template_for(prompt, backend.chat)
     users = list(rows)
     produced = []
     with stage_progress(f"profile {len(users)} users", len(users) * options.n, "profiles") as advance:

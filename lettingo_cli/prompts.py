@@ -52,10 +52,57 @@ Write a free-form profile of this user (one paragraph) that describes anything t
 will feel about a new item: favourite and disliked genres, eras, themes, moods, how generous a rater they are. \
 Answer with the profile only."""
 
+# The exploring prompts (`gen --prompt NAME`): the broad one above, and variants that ask for different things, so
+# a pool of profiles holds more than one writer's habits. Each has a completion form (one worked example on the
+# broad prompt's example ratings) and a chat form.
+EXAMPLE_RATINGS = """\
+Ratings:
+- "Heat (1995) | Action, Crime, Thriller": liked (5/5)
+- "Sense and Sensibility (1995) | Drama, Romance": disliked (2/5)
+- "GoldenEye (1995) | Action, Adventure, Thriller": liked (4/5)
+- "Jumanji (1995) | Adventure, Children's, Fantasy": felt neutral about (3/5)
+"""
+VARIANTS = {
+    # the rating level and its spread, in numbers
+    "levels": (
+        "how the user rates, in numbers: how many ratings, their average, how many are high (4-5) and low (1-2)",
+        "Profile: 4 ratings, average 3.5 of 5: two high (5 and 4), one middling (3), one low (2). A generous rater "
+        "who rarely goes below 3 except for slow dramas.",
+    ),
+    # liked and disliked genres, with the ratings that show them
+    "genres": (
+        "which genres the user likes and dislikes, each with the ratings that show it",
+        "Profile: Likes action and crime (Heat 5/5, GoldenEye 4/5). Dislikes romance and costume drama (Sense and "
+        "Sensibility 2/5). Neutral on family fantasy (Jumanji 3/5).",
+    ),
+    # the most recent ratings and what they say
+    "recent": (
+        "the user's most recent ratings, copied with their values, and what they say about the user",
+        'Profile: Newest ratings: "Jumanji (1995)" 3/5, "GoldenEye (1995)" 4/5, "Sense and Sensibility (1995)" '
+        "2/5. Lately still favours action, lukewarm on family films, low on romance.",
+    ),
+}
+
+
+def _completion_variant(ask: str, example: str) -> str:
+    head = f"Below, each user's ratings (oldest first) are followed by a profile that states {ask}.\n\n"
+    return head + EXAMPLE_RATINGS + example + "\n\nRatings:\n{history}\nProfile:"
+
+
+def _chat_variant(ask: str) -> str:
+    return (
+        "Here are a user's ratings, oldest first:\n{history}\n\n"
+        f"Write a short profile of this user (one paragraph) that states {ask}. Answer with the profile only."
+    )
+
+
 BUILTIN = {
     "profile-completion-v1": PROFILE_COMPLETION_V1,
     "profile-chat-v1": PROFILE_CHAT_V1,
+    **{f"profile-completion-{name}-v1": _completion_variant(ask, example) for name, (ask, example) in VARIANTS.items()},
+    **{f"profile-chat-{name}-v1": _chat_variant(ask) for name, (ask, _) in VARIANTS.items()},
 }
+PROMPT_NAMES = ("broad", *VARIANTS)  # what `--prompt NAME` takes (broad: the default)
 # Generation stops here: a blank line ends a profile; these markers mean the model started a new example.
 COMPLETION_STOPS = ("\n\n", "\nRatings:", "\nProfile:")
 
@@ -74,15 +121,24 @@ class Template:
         return f"{self.name}@{self.hash[:12]}"
 
 
-def builtin_template(chat: bool) -> Template:
-    name = "profile-chat-v1" if chat else "profile-completion-v1"
+def builtin_template(chat: bool, prompt: str = "broad") -> Template:
+    """The built-in prompt `prompt` (broad, levels, genres, recent) in the writer's style."""
+    style = "chat" if chat else "completion"
+    name = f"profile-{style}-v1" if prompt == "broad" else f"profile-{style}-{prompt}-v1"
     return Template(name, BUILTIN[name])
+
+
+def template_for(prompt: str | Path | None, chat: bool) -> Template:
+    """`--prompt NAME|FILE`: a built-in prompt by name (default: broad) in the writer's style, or a template file."""
+    if prompt is None or str(prompt) in PROMPT_NAMES:
+        return builtin_template(chat, str(prompt or "broad"))
+    return load_template(Path(prompt))
 
 
 def load_template(path: Path) -> Template:
     path = Path(path)
     if not path.exists():
-        raise UsageError(f"--prompt {path}: no such file")
+        raise UsageError(f"--prompt {path}: no such file (nor a built-in prompt: {', '.join(PROMPT_NAMES)})")
     text = path.read_text(encoding="utf-8")
     if "{history}" not in text:
         raise UsageError(f"--prompt {path}: the template needs a {{history}} placeholder")

@@ -83,12 +83,12 @@ def score_profiles(
     params = {
         "split": split.id,
         "profiles": profiles.id if profiles else None,
-        "predictor": {"label": predictor.label, **predictor.details},
+        "predictor": {"label": predictor.name, **predictor.details},
         "targets": targets,
         "users": users,
     }
     inputs = {"profiles": profiles.id} if profiles else {"split": split.id}
-    key_params = {**params, "predictor": predictor.label, "name": name}
+    key_params = {**params, "predictor": predictor.name, "name": name}
     run = store.stage(
         "score", "scores", name, params, inputs, key_params=key_params, force=force, resumable=True, verbs=VERBS
     )

@@ -89,6 +89,10 @@ class Kind:
     load: Callable
     aliases: tuple[str, ...] = ()  # bare names that mean `name:alias` (the named models)
     rank: int = 1  # where the usage line lists it (lower first: the default's kind)
+    # a kind fitted once and stored (stage `fit`): fit(spec, store, split, force) -> the predictor artifact, and
+    # from_artifact(store, split, artifact) -> the predictor that artifact holds
+    fit: Callable | None = None
+    from_artifact: Callable | None = None
 
 
 class Registry:

@@ -1,12 +1,13 @@
-"""The values a profile states ("4/5", "1,234 plays"), read as numbers the way the split's prompts write them:
-what the reader (predictors/reader.py) feeds on and what pair's faithfulness check compares with the history."""
+"""What a profile states, read back: the values ("4/5", "1,234 plays") as numbers the way the split's prompts write
+them (what the reader, predictors/reader.py, feeds on, and what pair's and sft's faithfulness checks compare with
+the history), and the titles it names, looked up in the user's history (a profile that invents films is a defect)."""
 
 from __future__ import annotations
 
 import math
 import re
 
-from lettingo_cli.split_data import item_ratings, value_words
+from lettingo_cli.split_data import item_ratings, load_histories, value_words
 from lettingo_cli.store import Artifact, Store
 
 NEWEST = 10  # the stated values counted as the newest: the last ones in the text
@@ -76,3 +77,68 @@ class StatedValues:
 def stated_values(store: Store, split: Artifact) -> StatedValues:
     """How stated values ("4/5") of this split are read (the reader's way)."""
     return StatedValues(value_words(split), split.params, item_ratings(store, split).global_mean)
+
+
+# A named title: quoted text ('"Heat (1995) | Action": liked', the prompts' own line format), or a run of capitalised
+# words (with the small words titles have) right before a year in parentheses ("loved Star Wars (1977)").
+QUOTED = re.compile(r'["\u201c]([^"\u201c\u201d\n]{2,160})["\u201d]')
+SMALL_WORDS = r"(?:of|the|and|a|an|in|on|to|for|with|from|at|by|de|la|le)"
+WITH_YEAR = re.compile(rf"([A-Z0-9][^\s(]*(?:\s+(?:[A-Z0-9][^\s(]*|{SMALL_WORDS}))*)\s*\((?:19|20)\d\d\)")
+
+
+def title_key(item_text: str) -> str:
+    """An item's title as titles are compared: the text before " | ", without its year, lowercased, words only."""
+    title = re.sub(r"\((?:19|20)\d\d\)", " ", item_text.partition(" | ")[0])
+    return " ".join(re.findall(r"\w+", title.lower()))
+
+
+def named_titles(text: str) -> list[str]:
+    """The titles a profile names (their `title_key`s, each once, in order)."""
+    found = [match.group(1) for match in QUOTED.finditer(text)]
+    found += [match.group(1) for match in WITH_YEAR.finditer(QUOTED.sub(" ", text))]
+    return list(dict.fromkeys(key for key in map(title_key, found) if key))
+
+
+def titles_found(text: str, history: list[dict]) -> tuple[int, int]:
+    """(how many of the titles a profile names are in the history it was written from, how many it names). A title
+    read before a year counts as found when its last words are a known title ("Loved Heat (1995)": "heat")."""
+    known = {title_key(row["text"]) for row in history}
+    named = named_titles(text)
+
+    return sum(_known(key, known) is not None for key in named), len(named)
+
+
+def _known(key: str, known) -> str | None:
+    """The known title a named title is (itself, or its last words), or None."""
+    words = key.split()
+    return next((" ".join(words[start:]) for start in range(len(words)) if " ".join(words[start:]) in known), None)
+
+
+def faithfulness(store: Store, profiles: Artifact, users: set[str] | None = None) -> dict:
+    """What a profiles artifact's profiles (of `users`, if given) state against the histories they were written
+    from: the share that state a value, the titles they name and the share of those in the user's history, and
+    the mean |stated - true| value on lines that name a title of the history and state a value."""
+    split = store.get(profiles.params["split"])
+    stated = stated_values(store, split)
+    rows = [row for row in store.rows(profiles, "profiles") if users is None or row["user_id"] in users]
+    histories = load_histories(store, split, sorted({row["user_id"] for row in rows}), profiles.params["history"])
+    stating, named, found, errors = 0, 0, 0, []
+    for row in rows:
+        history = histories[row["user_id"]]
+        ratings = {title_key(item["text"]): item["rating"] for item in history}
+        stating += bool(stated.lines(row["text"]))
+        hits, names = titles_found(row["text"], history)
+        found, named = found + hits, named + names
+        for line in row["text"].splitlines():
+            values = [value for _, value in stated.lines(line)]
+            titles = [match for match in (_known(key, ratings) for key in named_titles(line)) if match is not None]
+            if values and titles:
+                errors.append(abs(values[0] - ratings[titles[0]]))
+    return {
+        "profiles": len(rows),
+        "stating_a_value": round(stating / len(rows), 4) if rows else None,
+        "titles_named": named,
+        "titles_in_history": round(found / named, 4) if named else None,
+        "stated_value_error": round(sum(errors) / len(errors), 4) if errors else None,
+        "stated_values_checked": len(errors),
+    }

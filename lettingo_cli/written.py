@@ -42,7 +42,7 @@ class WrittenGenerator:
     """A generator of `gen` that writes each user's profile from their history (no backend, no sampling)."""
 
     spec: str
-    label: str
+    name: str  # the stable name stored with every profile
     details: dict = field(default_factory=dict)
     chat: bool = False
     write: object = None  # (user, history rows, the split's value words) -> [(text, n_tokens)]

@@ -186,8 +186,26 @@ def po_store(lettingo, tmp_path):
     return lettingo
 
 
+def process_tree(pid: int) -> list[int]:
+    """A process and every process it started, however deep (a launcher's workers run in sessions of their own)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo += children.get(current, [])
+    return tree
+
+
 def kill_at_first_checkpoint(command: list[str], store_path: Path, wait_s: float = 300) -> None:
-    """Start a training command, kill -9 it as soon as the store holds a checkpoint of its pending adapter."""
+    """Start a training command, kill -9 it and every process it started (a launcher's workers too) as soon as the
+    store holds a checkpoint of its pending adapter."""
     import os
     import sqlite3
 
@@ -201,7 +219,12 @@ def kill_at_first_checkpoint(command: list[str], store_path: Path, wait_s: float
             break
         time.sleep(0.01)
     assert process.poll() is None, "training finished before it could be killed"
-    os.kill(process.pid, signal.SIGKILL)
+    tree = process_tree(process.pid)
+    for pid in tree:  # all at once, as a machine that dies takes every process with it
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     process.wait()
 
 

@@ -43,7 +43,10 @@ def test_the_readme_example_runs_verbatim(tmp_path, monkeypatch, capsys):
     assert printed[0].startswith("eval:") and len(printed) == 1 + 6  # the eval, then the 6 test users' profiles
     store = lg.open_store(tmp_path / "lettingo.db", create=False)
     evaluation = store.resolve(printed[0].split()[0])
-    assert 0 <= evaluation.report["accuracy"] <= 1 and evaluation.report["users"] == 6
+    rows = list(store.rows(store.get(evaluation.params["scores"]), "scores"))  # the predictions, counted here
+    assert evaluation.report["users"] == 6 and evaluation.report["n"] == len(rows) == 6 * 4
+    assert evaluation.report["accuracy"] == sum(row["predicted"] == row["truth"] for row in rows) / len(rows)
+    assert printed[0].split()[1] == str(round(evaluation.report["accuracy"], 3))  # what the example printed
     assert store.list(kind="predictor")  # fitted once, kept for the next score or eval
 
 

@@ -110,7 +110,7 @@ def test_usage_errors_exit_2(lettingo):
 def test_help_lists_the_pipeline_in_order(lettingo):
     section = lettingo("--help").stdout.split("Commands:")[1]
     commands = [line.split()[0] for line in section.splitlines() if line.startswith("  ") and line[2] != " "]
-    pipeline = ["ingest", "split", "gen", "score", "fit", "pair", "eval", "dpo", "grpo", "export", "profile"]
+    pipeline = ["ingest", "split", "gen", "score", "fit", "pair", "eval", "sft", "dpo", "grpo", "export", "profile"]
     assert commands == [*pipeline, "store", "doctor", "completion"]
 
 

@@ -89,10 +89,18 @@ def test_length_desensitized_dpo_trains_differently_and_is_its_own_run(lettingo,
     again = lettingo(*common, "--name", "plain")
     assert "already" in again.stderr and again.stdout == plain.stdout
     adapter = store.resolve("adapter:plain")
-    earlier = {k: v for k, v in adapter.params.items() if k != "ld_alpha"}  # the params before --ld-alpha existed
+    later = ("ld_alpha", "sft_weight")  # options added after this run's key was first made
+    earlier = {k: v for k, v in adapter.params.items() if k not in later}  # the params before they existed
     key = store.run_key("dpo", {"pairs": adapter.params["pairs"]}, {**earlier, "name": "plain"})
     assert store.cached(key).id == adapter.id
     assert lettingo(*common, "--ld-alpha", "1.5").exit_code == 2
+    # --sft-weight W adds W x the chosen profile's mean NLL to DPO's loss: at step 1 (policy = reference) plain DPO's
+    # loss is log 2, and this one is log 2 plus a positive term
+    anchored = lettingo(*common, "--sft-weight", "1.0", "--name", "anchored")
+    assert anchored.exit_code == 0, anchored.stderr
+    with_nll = losses("anchored")
+    assert with_nll[0] > first[0] + 0.5 and store.resolve("adapter:anchored").params["sft_weight"] == 1.0
+    assert lettingo(*common, "--sft-weight", "-1").exit_code == 2
 
 
 def test_the_shared_prompt_pass_trains_as_trls_own(lettingo, store_path, tiny_model):

@@ -184,6 +184,34 @@ def test_custom_prompt_file(split_store, store_path, tiny_model, tmp_path):
     assert split_store("gen", "--prompt", bad, "--generator", f"gguf:{tiny_model.gguf}").exit_code == 2
 
 
+def test_built_in_prompts_by_name(split_store, store_path, tiny_model):
+    """`--prompt levels|genres|recent`: a built-in prompt in the writer's style, recorded with the profiles; each
+    profile's prompt hash is that prompt rendered on the user's history; an unknown name is a usage error."""
+    from lettingo_cli.prompts import PROMPT_NAMES, prompt_hash, template_for
+    from lettingo_cli.split_data import load_histories
+
+    assert PROMPT_NAMES == ("broad", "levels", "genres", "recent")
+    texts = {template_for(name, chat).text for name in PROMPT_NAMES for chat in (False, True)}
+    assert len(texts) == 8  # every prompt and style differs
+    gguf = f"gguf:{tiny_model.gguf}"
+    for name in ("levels", "recent"):
+        made = split_store("gen", "--users", "2", "--generator", gguf, "--n", "1", "--max-tokens", "4",
+                           "--prompt", name, "--name", name)  # fmt: skip
+        assert made.exit_code == 0, made.stderr
+    store = Store(store_path)
+    split = store.resolve("split:ml")
+    for name in ("levels", "recent"):
+        artifact = store.resolve(f"profiles:{name}")
+        (template,) = artifact.params["templates"].values()
+        assert template["name"] == f"profile-completion-{name}-v1"  # the tiny model has no chat template
+        histories = load_histories(store, split, artifact.params["users"], 30)
+        for row in store.rows(artifact, "profiles"):
+            expected = render(template_for(name, False), histories[row["user_id"]], False)
+            assert row["prompt_hash"] == prompt_hash(expected)
+    unknown = split_store("gen", "--users", "2", "--generator", gguf, "--prompt", "terse")
+    assert unknown.exit_code == 2 and "nor a built-in prompt: broad, levels, genres, recent" in unknown.stderr
+
+
 def test_item_titles_cannot_change_the_prompt_structure():
     history = [
         {"text": "Heat (1995) | Action", "sentiment": "like", "rating": 5.0, "shown": "5/5"},

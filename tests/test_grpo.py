@@ -29,6 +29,8 @@ def test_grpo_records_its_steps_and_adapter_and_exports(po_store, store_path, ti
     for step in steps:  # a reward is a mean P(true label) in [0, 1], or -1 for a sample with no profile
         assert -1.0 <= step["reward"] <= 1.0 and step["reward_std"] >= 0
         assert 0 < step["completion_length"] <= 12
+        logged = json.loads(step["logged"])  # the step log's figures are TRL's own, under lettingo's names
+        assert (step["reward"], step["completion_length"]) == (logged["reward"], logged["completions/mean_length"])
         assert "flagged" in json.loads(step["logged"])  # the share of samples with no profile, logged by the reward
     assert adapter.report["first_reward"] == steps[0]["reward"] and adapter.report["last_reward"] == steps[-1]["reward"]
     assert run["stats"]["profiles_judged"] > 0

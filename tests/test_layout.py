@@ -109,6 +109,7 @@ STAGES = {
     "score": (),
     "pair": (),
     "eval": (),
+    "sft": (),
     "dpo": (),
     "grpo": (),
     "export": ("export_verify", "model_card"),

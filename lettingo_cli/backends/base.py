@@ -33,7 +33,7 @@ class SamplingOptions:
 
 class Backend(Protocol):
     spec: str  # what the user wrote, e.g. "gguf:gemma-3-270m"
-    label: str  # the stable name stored with every profile, e.g. "gguf:gemma-3-270m-q4_k_m@a5fd3b62"
+    name: str  # the stable name stored with every profile, e.g. "gguf:gemma-3-270m-q4_k_m@a5fd3b62"
     chat: bool  # True: prompts are chat messages; False: completion text
     details: dict  # what to record in the artifact's parameters (file hash, backend version, ...)
     # True: label_logprobs are the model's own log-probabilities; False: a backend that cannot read them

@@ -17,10 +17,10 @@ class TransformersBackend:
     exact_label_logprobs = True
     streams_requests = False
 
-    def __init__(self, model: str, spec: str, label: str, batch_size: int = 16, chat: bool | None = None):
+    def __init__(self, model: str, spec: str, name: str, batch_size: int = 16, chat: bool | None = None):
         torch = self.torch = require("torch")
         transformers = require("transformers")
-        self.spec, self.label, self.batch_size = spec, label, batch_size
+        self.spec, self.name, self.batch_size = spec, name, batch_size
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         try:
             self.tokenizer = transformers.AutoTokenizer.from_pretrained(model)
@@ -124,12 +124,12 @@ class TransformersBackend:
 
 
 def load(spec, store=None) -> TransformersBackend:
-    from lettingo_cli.backends import label
+    from lettingo_cli.backends import stable_name
 
     return TransformersBackend(
         spec.target,
         spec.text,
-        label(spec, f"hf:{Path(spec.target).name}"),
+        stable_name(spec, f"hf:{Path(spec.target).name}"),
         batch_size=spec.int_option("batch", HF_BATCH),
         chat=spec.style,
     )

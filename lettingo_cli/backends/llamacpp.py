@@ -36,13 +36,13 @@ CONTEXT = 2048
 
 def load(spec, store=None) -> LlamaCppBackend:
     """gemma-3-270m | qwen2.5-1.5b | gguf:PATH | gguf:EXPORT (an export artifact in `store`)."""
-    from lettingo_cli.backends import label
+    from lettingo_cli.backends import stable_name
 
     path, details = _gguf_path(spec, store)
     return LlamaCppBackend(
         path,
         spec.text,
-        label(spec, f"gguf:{details['model']}@{details['sha256'][:8]}"),
+        stable_name(spec, f"gguf:{details['model']}@{details['sha256'][:8]}"),
         details=details,
         parallel=spec.int_option("parallel", PARALLEL),
         context_per_sequence=spec.int_option("ctx", CONTEXT),
@@ -62,7 +62,7 @@ class LlamaCppBackend:
         self,
         path: Path,
         spec: str,
-        label: str,
+        name: str,
         details: dict | None = None,
         parallel: int = 32,
         context_per_sequence: int = 2048,
@@ -75,7 +75,7 @@ class LlamaCppBackend:
         self.llama_cpp = llama_cpp = require("llama_cpp", "llama-cpp-python")
         quiet_llama_cpp(llama_cpp)
         self.path = Path(path)
-        self.spec, self.label = spec, label
+        self.spec, self.name = spec, name
         self.parallel = parallel
         self.context_per_sequence = context_per_sequence
         # where the time goes, summed over this backend's life (bench/gen_profile.py reads it): seconds and calls of

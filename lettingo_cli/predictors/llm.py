@@ -169,7 +169,7 @@ class LLMPredictor:
             raise UsageError("--calibrate is for completion prompts (predictor-v1); predictor-v2 has a label prior")
         self.calibration: dict[str, dict[str, float]] = {} if calibrate else None
         self.prior = self._fit_prior(store, split) if prior else None
-        self.label = f"llm:{backend.label}" + ("" if prior else "?prior=none") + ("?calibrate" if calibrate else "")
+        self.name = f"llm:{backend.name}" + ("" if prior else "?prior=none") + ("?calibrate" if calibrate else "")
         self.details = {
             "spec": backend.spec,
             "prompt": self.prompt.name,

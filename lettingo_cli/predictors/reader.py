@@ -46,7 +46,6 @@ from tempfile import TemporaryDirectory
 from lettingo_cli.console import log
 from lettingo_cli.errors import UsageError, require
 from lettingo_cli.metrics import metrics
-from lettingo_cli.options import option
 from lettingo_cli.predictors.base import NO_PROFILE
 from lettingo_cli.predictors.fitting import FOLDS, fold
 from lettingo_cli.prompts import history_text
@@ -87,13 +86,6 @@ SLOT_KINDS = ("none", "history-text", "stats-text", "profiles")
 
 
 SPEC = "reader:bow[?profiles=REF][&user_mean=1][&values=0]"
-
-
-@dataclass(frozen=True)
-class FitOptions:
-    """The options of `lettingo fit` (each field is also its flag and a key of its --config YAML)."""
-
-    predictor: str = option("reader:bow", f"The trained predictor: {SPEC}.")
 
 
 @dataclass(frozen=True)
@@ -258,9 +250,13 @@ def fit_reader(store: Store, split: Artifact, options: ReaderOptions, force: boo
         if not profiles_fit_split(store.get(source.params["split"]), split):
             raise UsageError(f"reader:bow?profiles={source.ref}: its profiles are of a split whose users or history "
                              f"differ from {split.ref}'s")  # fmt: skip
+        taken = 0
         for row in store.rows(source, "profiles"):
             if row["user_id"] in slots and row["text"].strip():
                 slots[row["user_id"]].append(("profiles", row["text"]))
+                taken += 1
+        if not taken:  # fitting without them would silently be the plain reader
+            raise UsageError(f"reader:bow?profiles={source.ref}: no profiles of the split's train users")
     featurizer = Featurizer(store, split, options)
     featurizer.remember_users(users)
     examples, labels, owners, kinds = [], [], [], []
@@ -380,7 +376,7 @@ class ReaderPredictor:
             network.eval()
             self.networks[key] = network
         self.train_users = set(train_users(store, split))
-        self.label = f"reader:bow@{fitted.name}@v{fitted.version}"
+        self.name = f"reader:bow@{fitted.name}@v{fitted.version}"
         self.details = {"predictor_artifact": fitted.id, **asdict(options), "epochs": fitted.counts.get("epochs")}
 
     def predict(self, user: str, recent: list[dict], targets: list[Target], profile_texts: list[str]):
@@ -399,17 +395,14 @@ class ReaderPredictor:
         self.networks = {}
 
 
+def fit(spec, store: Store, split: Artifact, force: bool = False) -> Artifact:
+    """The `fit` stage for reader:bow[?...]: its predictor artifact for this split and spec (fitted once)."""
+    return fit_reader(store, split, parse_reader_spec(spec.text, store), force=force)
+
+
 def load_reader(spec, store: Store, split: Artifact, calibrate: bool = False) -> ReaderPredictor:
     """reader:bow[?...]: the fitted artifact for this split and spec (fitted once)."""
-    return ReaderPredictor(store, split, fit_reader(store, split, parse_reader_spec(spec.text, store)))
+    return ReaderPredictor(store, split, fit(spec, store, split))
 
 
-def load_fitted(spec, store: Store, split: Artifact, calibrate: bool = False) -> ReaderPredictor:
-    """predictor:REF: a fitted predictor artifact, named directly."""
-    return ReaderPredictor(store, split, store.resolve(spec.target, kind="predictor"))
-
-
-KINDS = (
-    Kind("reader", SPEC, load_reader),
-    Kind("predictor", "predictor:REF", load_fitted),
-)
+KINDS = (Kind("reader", SPEC, load_reader, fit=fit, from_artifact=ReaderPredictor),)

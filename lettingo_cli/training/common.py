@@ -101,6 +101,28 @@ def resume_point(store: Store, artifact: Artifact, work: Path) -> Path | None:
     return checkpoint
 
 
+LENGTH_STEP = 64  # the default --max-length: the longest example's tokens, rounded up to a multiple of this
+
+
+def length_limit(records: list[dict], tokenizer, given: int | None, source: str) -> int:
+    """The length limit of training: `given` (--max-length), refused when a prompt does not fit under it; by
+    default the longest prompt + completion of the records (TRL's formats: prompt with chosen / rejected, or with
+    completion), rounded up, so the defaults of the stages work together (the default 30-rating prompt alone has
+    ~1,000 tokens of the default model)."""
+    longest = 0
+    for index, record in enumerate(records):
+        prompt = record["prompt"] if isinstance(record["prompt"], str) else json.dumps(record["prompt"])
+        length = len(tokenizer(prompt)["input_ids"])
+        if given is not None and length >= given:
+            raise LettingoError(
+                f"example {index} of {source}: its prompt has {length} tokens, not under --max-length {given}"
+            )
+        completions = [record[k] for k in ("chosen", "rejected", "completion") if k in record]
+        texts = [c if isinstance(c, str) else json.dumps(c) for c in completions]
+        longest = max(longest, length + max(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts))
+    return given if given is not None else -(-(longest + 1) // LENGTH_STEP) * LENGTH_STEP
+
+
 # train(artifact, work, output, checkpoint) -> optimizer steps; artifact None on a worker rank, which writes nothing
 Train = Callable[[Artifact | None, Path, Path, Path | None], int]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from lettingo_cli.prompts import builtin_template, render
+from lettingo_cli.prompts import render, template_for
 from lettingo_cli.split_data import load_histories
 from lettingo_cli.store import Artifact, Store
 
@@ -37,8 +37,11 @@ def pair_prompts(store: Store, pairs: Artifact) -> list[dict]:
     return [{"user_id": user, "prompt": prompt} for user, prompt in prompts.items()]
 
 
-def generation_prompts(store: Store, split: Artifact, users: list[str], history: int) -> list[dict]:
-    """Each user's generation prompt, as gen renders it for a completion model (the default generator)."""
-    template = builtin_template(chat=False)
+def generation_prompts(
+    store: Store, split: Artifact, users: list[str], history: int, prompt: str | None = None
+) -> list[dict]:
+    """Each user's generation prompt, as gen renders it for a completion model (the default generator); `prompt`:
+    gen's --prompt (a built-in prompt's name or a template file; default: broad)."""
+    template = template_for(prompt, chat=False)
     histories = load_histories(store, split, users, history)
     return [{"user_id": u, "prompt": render(template, histories[u], False)} for u in users if histories[u]]

@@ -1,10 +1,9 @@
 """The TRL side of stage `dpo`: TRL's DPOTrainer with a PEFT LoRA, and the two speed-ups lettingo adds (the LM head
-on the profile tokens only, the shared prompt read once). Imported only to train: it loads torch, transformers,
-PEFT, datasets and TRL on import."""
+on the profile tokens only, trainer.py's; the shared prompt read once). Imported only to train: it loads torch,
+transformers, PEFT, datasets and TRL on import."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import shutil
@@ -21,6 +20,7 @@ from lettingo_cli.training.trainer import (
     Progress,
     StepsToStore,
     config_arguments,
+    lm_head_on_labelled_tokens,
     load_model,
     lora_config,
     run_trainer,
@@ -60,28 +60,6 @@ def _dataset(datasets, records: list[dict], store: Store, work: Path, main_proce
             raise LettingoError(f"rank {os.environ.get('RANK')}: rank 0 did not write {shared} within {RANK_WAIT_S} s")
         time.sleep(0.5)
     return datasets.load_from_disk(str(shared))
-
-
-@contextlib.contextmanager
-def _lm_head_on_profile_tokens(enabled: bool):
-    """Make TRL's fused LM head score only the labelled (profile) positions on every device.
-
-    TRL 1.16 does this on CUDA/XPU only; on a CPU it projects every position, prompt included, through the
-    262k-row head and then masks (`trl.trainer.utils._use_triton` decides). Log-probs are the same either way.
-    """
-    import trl.trainer.utils as trl_utils
-
-    original = getattr(trl_utils, "_use_triton", None)
-    if not enabled or original is None:
-        if enabled:
-            log("warning: this TRL has no trl.trainer.utils._use_triton; the LM head runs on every position")
-        yield
-        return
-    trl_utils._use_triton = lambda device: True  # only read there to choose compact positions
-    try:
-        yield
-    finally:
-        trl_utils._use_triton = original
 
 
 def _shared_prompt_trainer(trl):
@@ -133,11 +111,12 @@ def train(
         precompute_ref_log_probs=options.precompute_ref,
         gradient_checkpointing=options.gradient_checkpointing,
         ld_alpha=None if options.ld_alpha == 1.0 else options.ld_alpha,
+        **({"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, options.sft_weight]} if options.sft_weight else {}),
     )
     total = total_steps(options, -(-len(records) // options.batch_size))
     with (
         stage_progress(f"dpo {len(records)} pairs", total, "steps") as advance,
-        _lm_head_on_profile_tokens(options.profile_only_head),  # the reference pass runs in the constructor
+        lm_head_on_labelled_tokens(options.profile_only_head),  # the reference pass runs in the constructor
     ):
         trainer_class = _shared_prompt_trainer(trl) if options.shared_prompt else trl.DPOTrainer
         trainer = trainer_class(

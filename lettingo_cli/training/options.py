@@ -62,6 +62,9 @@ class DPOOptions(TrainingOptions):
     ld_alpha: float = option(
         1.0, "Length desensitization: weight of the longer profile's excess tokens (1.0: plain DPO)."
     )
+    # An NLL term on the chosen profile (TRL's loss_type ["sigmoid", "sft"], the Iterative RPO recipe): with off-policy
+    # pairs DPO alone tends to push both sides' log-probs down; this keeps the chosen side likely
+    sft_weight: float = option(0.0, "Weight of an NLL term on the chosen profile beside DPO's loss (0: plain DPO).")
     # TRL's DPOConfig turns it on: every backward pass recomputes the forward, which a 270M model does not need
     gradient_checkpointing: bool = option(
         False,
@@ -83,6 +86,8 @@ class DPOOptions(TrainingOptions):
             raise UsageError("--beta and --batch-size must be positive")
         if not 0 <= self.ld_alpha <= 1:
             raise UsageError("--ld-alpha must be between 0 and 1 (1: plain DPO)")
+        if self.sft_weight < 0:
+            raise UsageError("--sft-weight must be >= 0 (0: plain DPO)")
         if self.max_length is not None and self.max_length < 2:
             raise UsageError("--max-length must be >= 2")
 
@@ -120,3 +125,50 @@ class GRPOOptions(TrainingOptions):
             raise UsageError("--generations must be >= 2: GRPO compares each profile with its group")
         if self.beta < 0 or self.temperature <= 0:
             raise UsageError("--temperature must be positive and --beta >= 0")
+
+
+@dataclass(frozen=True)
+class SFTOptions(TrainingOptions):
+    """The options of `lettingo sft`."""
+
+    lr: float = option(2e-4, "Learning rate.")
+    batch_size: int = option(4, "Profiles per optimizer step.")
+    max_length: int | None = option(
+        None, "Most tokens of prompt + profile (default: the longest example's, rounded up to a multiple of 64)."
+    )
+    save_steps: int = option(50, "Store a checkpoint (adapter, optimizer, scheduler, RNG) every N steps.")
+    history: int = option(HISTORY_LINES, "Most profile-history interactions per prompt (the trained writer's own).")
+    prompt: str = option(
+        "broad",
+        "The trained writer's own prompt, as gen's --prompt: broad | levels | genres | recent | a template file.",
+    )
+    min_gain: float | None = option(
+        None,
+        "Keep a user's best profile only if its score beats the user's score without a profile by at least this "
+        "(needs --no-profile-scores).",
+    )
+    max_stated_error: float | None = option(
+        None,
+        'Never take a profile whose stated values ("4/5") average more than this away from the mean of the history '
+        "it was written from (as pair's).",
+    )
+    min_titles_found: float | None = option(
+        None, "Never take a profile unless at least this share of the titles it names are in the user's history."
+    )
+    completion_only_head: bool = option(
+        True,
+        "LM head only on the profile tokens (default), or on every position as TRL does on CPUs.",
+        "--completion-only-head/--full-head",
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.check_schedule(self.lr, self.save_steps)
+        if self.batch_size < 1 or self.history < 1:
+            raise UsageError("--batch-size and --history must be >= 1")
+        if self.max_length is not None and self.max_length < 2:
+            raise UsageError("--max-length must be >= 2")
+        if self.max_stated_error is not None and self.max_stated_error < 0:
+            raise UsageError("--max-stated-error must be >= 0")
+        if self.min_titles_found is not None and not 0 <= self.min_titles_found <= 1:
+            raise UsageError("--min-titles-found must be a share between 0 and 1")

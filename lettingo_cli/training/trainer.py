@@ -4,6 +4,7 @@ and the run of a trainer. Imported only to train: it loads torch, transformers a
 
 from __future__ import annotations
 
+import contextlib
 import math
 from pathlib import Path
 
@@ -97,6 +98,28 @@ def config_arguments(options: TrainingOptions, work: Path, lr: float, save_steps
 def total_steps(options: TrainingOptions, per_epoch: int) -> int:
     """The optimizer steps a run will take (for the progress bar)."""
     return options.max_steps if options.max_steps > 0 else math.ceil(per_epoch * options.epochs)
+
+
+@contextlib.contextmanager
+def lm_head_on_labelled_tokens(enabled: bool):
+    """Make TRL's fused LM head score only the labelled (profile) positions on every device (dpo's and sft's).
+
+    TRL 1.16 does this on CUDA/XPU only; on a CPU it projects every position, prompt included, through the
+    262k-row head and then masks (`trl.trainer.utils._use_triton` decides). Log-probs are the same either way.
+    """
+    import trl.trainer.utils as trl_utils
+
+    original = getattr(trl_utils, "_use_triton", None)
+    if not enabled or original is None:
+        if enabled:
+            log("warning: this TRL has no trl.trainer.utils._use_triton; the LM head runs on every position")
+        yield
+        return
+    trl_utils._use_triton = lambda device: True  # only read there to choose compact positions
+    try:
+        yield
+    finally:
+        trl_utils._use_triton = original
 
 
 def quiet(trainer) -> None:

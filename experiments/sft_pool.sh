@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# The SFT warm start on a pool of LLM writers (issue 38), a first measurement in the profile-only protocol.
+#
+#   pool:   for the first USERS train users, Qwen2.5 1.5B with the built-in `recent` prompt (1 profile each) and the
+#           base Gemma 3 270M with the broad prompt (N each), judged by the split's reader (reader:bow) on 4 targets
+#   sft:    the base writer fine-tuned on each user's best profile in the pool that names only titles of the user's
+#           history (MIN_TITLES) and states values within STATED_ERROR of its mean, on its own broad prompt
+#   test:   the base and the SFT writer write N_TEST profiles for each of the TEST_USERS test users; controls: the
+#           SFT writer's profiles of another user (swap) and no profile; each arm judged by the same reader
+#   report: python3 -m experiments.sft_pool_report -> bench/results/$TAG.json and .md (paired intervals, lengths,
+#           faithfulness, what sft took from the pool, each stage's seconds)
+#
+# The SFT settings (EPOCHS, LR, LoRA r16) are fixed in advance, not chosen on these test users. Every stage is cached
+# in the store, so a rerun continues where a crash left it. Variables (default):
+#   DATA (../shared/data/movielens-100k)  NAME (sftpool)  STORE (bench/results/$NAME-store/lettingo.db)  TAG ($NAME)
+#   USERS (100)  TEST_USERS (100)  N (2)  N_TEST (2)  MAX_TOKENS (120)  EPOCHS (2)  LR (2e-4)
+#   MIN_TITLES (0.8)  STATED_ERROR (0.5)  QUANT (q8_0)
+set -euo pipefail
+
+here="$(cd "$(dirname "$0")" && pwd)"
+DATA="${DATA:-$here/../../shared/data/movielens-100k}"
+NAME="${NAME:-sftpool}"
+STORE="${STORE:-$here/../bench/results/$NAME-store/lettingo.db}"
+TAG="${TAG:-$NAME}"
+RESULTS="${RESULTS:-$here/../bench/results}"
+USERS="${USERS:-100}"
+TEST_USERS="${TEST_USERS:-100}"
+N="${N:-2}"
+N_TEST="${N_TEST:-2}"
+MAX_TOKENS="${MAX_TOKENS:-120}"
+EPOCHS="${EPOCHS:-2}"
+LR="${LR:-2e-4}"
+MIN_TITLES="${MIN_TITLES:-0.8}"
+STATED_ERROR="${STATED_ERROR:-0.5}"
+QUANT="${QUANT:-q8_0}"
+
+export LETTINGO_STORE="$STORE"
+mkdir -p "$(dirname "$STORE")" "$RESULTS"
+times="$RESULTS/$TAG.times"  # stage seconds; a stage found in the cache adds its (short) line again
+refs="$RESULTS/$TAG.refs"
+: > "$refs"
+: > "$times"
+
+stage() {  # stage NAME COMMAND...: run a command, record its seconds, print its stdout (the new reference)
+  local name="$1"; shift
+  local start end
+  start=$(date +%s.%N)
+  "$@" || return
+  end=$(date +%s.%N)
+  echo "$name $start $end" >> "$times"
+}
+keep() { echo "$1=$2" >> "$refs"; }
+
+dataset=$(stage ingest lettingo ingest movielens "$DATA")
+split=$(stage split lettingo split "$dataset" --targets 4 --recent 0 --history 30 --test-users "$TEST_USERS" \
+  --name "$NAME")
+keep split "$split"
+
+echo "== the pool: two LLM writers for the first $USERS train users" >&2
+qwen=$(stage gen_pool_qwen lettingo gen --split "$split" --users "train:$USERS" --generator qwen2.5-1.5b \
+  --prompt recent --n 1 --max-tokens "$MAX_TOKENS" --name "$NAME-pool-qwen")
+gemma=$(stage gen_pool_gemma lettingo gen --split "$split" --users "train:$USERS" --n "$N" \
+  --max-tokens "$MAX_TOKENS" --name "$NAME-pool-gemma")
+pool_qwen=$(stage score_pool_qwen lettingo score "$qwen" --targets 4)
+pool_gemma=$(stage score_pool_gemma lettingo score "$gemma" --targets 4)
+keep pool_qwen "$pool_qwen"; keep pool_gemma "$pool_gemma"
+
+echo "== sft on each user's best faithful profile; export" >&2
+adapter=$(stage sft lettingo sft "$pool_qwen" "$pool_gemma" --epochs "$EPOCHS" --lr "$LR" \
+  --min-titles-found "$MIN_TITLES" --max-stated-error "$STATED_ERROR" --name "$NAME-sft")
+export_ref=$(stage export lettingo export "$adapter" --quant "$QUANT" --prompts 2 --name "$NAME-sft")
+keep adapter "$adapter"; keep export "$export_ref"
+
+echo "== the test users: base, sft, controls" >&2
+base=$(stage gen_test_base lettingo gen --split "$split" --users test --n "$N_TEST" --max-tokens "$MAX_TOKENS" \
+  --name "$NAME-test-base")
+sft=$(stage gen_test_sft lettingo gen --split "$split" --users test --n "$N_TEST" --max-tokens "$MAX_TOKENS" \
+  --generator "gguf:${export_ref#export:}?quant=$QUANT" --name "$NAME-test-sft")
+swap=$(stage gen_test_swap lettingo gen --split "$split" --users test --generator "swap:${sft#profiles:}" \
+  --name "$NAME-test-swap")
+for arm in base sft swap; do
+  profiles="${!arm}"
+  keep "eval_$arm" "$(stage "eval_$arm" lettingo eval "$profiles" --users test --targets 4 --name "$NAME-$arm")"
+done
+keep eval_none "$(stage eval_none lettingo eval --no-profile --split "$split" --users test --targets 4 \
+  --name "$NAME-none")"
+
+PYTHONPATH="$here/..${PYTHONPATH:+:$PYTHONPATH}" python3 -m experiments.sft_pool_report --tag "$TAG" \
+  --refs "$refs" --times "$times" --results "$RESULTS" --store "$STORE" \
+  --setting "users=$USERS" --setting "test_users=$TEST_USERS" --setting "n=$N" --setting "n_test=$N_TEST" \
+  --setting "max_tokens=$MAX_TOKENS" --setting "epochs=$EPOCHS" --setting "lr=$LR" \
+  --setting "min_titles_found=$MIN_TITLES" --setting "max_stated_error=$STATED_ERROR" --setting "quant=$QUANT"

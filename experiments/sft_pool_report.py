@@ -1,0 +1,135 @@
+"""The report of experiments/sft_pool.sh: each arm's accuracy and macro F1 with 95% intervals, the paired
+differences (sft - base, sft - another user's sft profiles, sft - no profile, base - no profile), the profiles'
+mean tokens and their ratio, each arm's faithfulness, what sft took from the pool, and each stage's seconds.
+
+Writes <RESULTS>/<TAG>.json and <TAG>.md. Called by sft_pool.sh as:
+python3 -m experiments.sft_pool_report --tag T --refs FILE --times FILE --results DIR --store DB [--setting K=V ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from pathlib import Path
+
+from bench._common import write_result
+from lettingo_cli.eval import compare_evals
+from lettingo_cli.store import Store
+
+ARMS = {"eval_base": "base writer", "eval_sft": "SFT writer", "eval_swap": "another user's SFT profiles",
+        "eval_none": "no profile"}  # fmt: skip
+DIFFERENCES = (
+    ("eval_sft", "eval_base"),
+    ("eval_sft", "eval_swap"),
+    ("eval_sft", "eval_none"),
+    ("eval_base", "eval_none"),
+)
+
+
+def _figure(report: dict, metric: str) -> dict:
+    low, high = report["ci95"][metric]
+    return {"value": round(report[metric], 4), "ci_low": round(low, 4), "ci_high": round(high, 4)}
+
+
+def _difference(result: dict, metric: str) -> dict:
+    low, high = result["ci95"][metric]
+    return {"value": round(result["difference"][metric], 4), "ci_low": round(low, 4), "ci_high": round(high, 4)}
+
+
+def _mean_tokens(store: Store, evaluation) -> float | None:
+    profiles_id = store.get(evaluation.params["scores"]).params.get("profiles")
+    if not profiles_id:
+        return None
+    tokens = [row["n_tokens"] for row in store.rows(store.get(profiles_id), "profiles")]
+    return round(statistics.fmean(tokens), 1) if tokens else None
+
+
+def _seconds(times: Path) -> dict[str, float]:
+    seconds: dict[str, float] = {}
+    for line in times.read_text().splitlines():
+        name, start, end = line.split()
+        seconds[name] = round(float(end) - float(start), 1)  # a stage run twice (a resume) keeps its last run
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    for flag in ("--tag", "--refs", "--times", "--results", "--store"):
+        parser.add_argument(flag, required=True)
+    parser.add_argument("--setting", action="append", default=[])
+    args = parser.parse_args()
+    refs = dict(line.split("=", 1) for line in Path(args.refs).read_text().splitlines() if line)
+    store = Store(Path(args.store), create=False)
+    evals = {role: store.resolve(refs[role], kind="eval") for role in ARMS}
+    arms = {}
+    for role, label in ARMS.items():
+        report = evals[role].report
+        arms[role] = {
+            "label": label,
+            "ref": evals[role].ref,
+            "users": report["users"],
+            "accuracy": _figure(report, "accuracy"),
+            "macro_f1": _figure(report, "macro_f1"),
+            "mean_tokens": _mean_tokens(store, evals[role]),
+            "faithfulness": report.get("faithfulness"),
+        }
+    differences = {}
+    for first, second in DIFFERENCES:
+        result = compare_evals(store, evals[first], evals[second])
+        differences[f"{first[5:]}_minus_{second[5:]}"] = {
+            "users": result["users"],
+            "accuracy": _difference(result, "accuracy"),
+            "macro_f1": _difference(result, "macro_f1"),
+        }
+    base_tokens, sft_tokens = arms["eval_base"]["mean_tokens"], arms["eval_sft"]["mean_tokens"]
+    adapter = store.resolve(refs["adapter"], kind="adapter")
+    seconds = _seconds(Path(args.times))
+    payload = {
+        "settings": dict(setting.split("=", 1) for setting in args.setting),
+        "arms": arms,
+        "differences": differences,
+        "length_ratio_sft_to_base": round(sft_tokens / base_tokens, 3) if base_tokens and sft_tokens else None,
+        "sft": {"ref": adapter.ref, "counts": adapter.counts, "report": adapter.report, "stats": adapter.stats},
+        "seconds": seconds,
+        "total_seconds": round(sum(seconds.values()), 1),
+    }
+    write_result(args.tag, payload, Path(args.results))
+    (Path(args.results) / f"{args.tag}.md").write_text(_markdown(args.tag, payload), encoding="utf-8")
+    print(Path(args.results) / f"{args.tag}.json")
+
+
+def _ci(figure: dict, signed: bool = False) -> str:
+    form = "{:+.3f}" if signed else "{:.3f}"
+    return f"{form.format(figure['value'])} [{form.format(figure['ci_low'])}, {form.format(figure['ci_high'])}]"
+
+
+def _markdown(tag: str, payload: dict) -> str:
+    lines = [f"# {tag}: the SFT warm start on a pool of LLM writers (profile-only, MovieLens 100K)", ""]
+    lines += ["| arm | users | accuracy | macro F1 | mean tokens | states a value | titles named | in history |"]
+    lines += ["|---|---|---|---|---|---|---|---|"]
+    for arm in payload["arms"].values():
+        faithful = arm["faithfulness"] or {}
+        lines.append(
+            f"| {arm['label']} | {arm['users']} | {_ci(arm['accuracy'])} | {_ci(arm['macro_f1'])} | "
+            f"{arm['mean_tokens'] if arm['mean_tokens'] is not None else '-'} | "
+            f"{faithful.get('stating_a_value', '-')} | {faithful.get('titles_named', '-')} | "
+            f"{faithful.get('titles_in_history', '-')} |"
+        )
+    lines += ["", "| difference (paired) | users | accuracy | macro F1 |", "|---|---|---|---|"]
+    for name, difference in payload["differences"].items():
+        lines.append(
+            f"| {name} | {difference['users']} | {_ci(difference['accuracy'], True)} | "
+            f"{_ci(difference['macro_f1'], True)} |"
+        )
+    sft = payload["sft"]
+    lines += [
+        "",
+        f"Length ratio SFT / base: {payload['length_ratio_sft_to_base']}. SFT ({sft['ref']}): {sft['counts']}; "
+        f"taken per writer {sft['report'].get('chosen_by_generator')}; turned away {sft['report'].get('outcome')}.",
+        f"Seconds per stage: {payload['seconds']} (total {payload['total_seconds']}).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

