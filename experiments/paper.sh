@@ -96,17 +96,8 @@ times="$RESULTS/$TAG.times"  # stage seconds, appended as stages finish (a resum
 refs="$RESULTS/$TAG.refs"    # ROLE=REF of every artifact the report reads
 : > "$refs"
 
-# stage NAME COMMAND...: run a command, record its seconds, print its stdout (the new reference)
-stage() {
-  local name="$1"; shift
-  local start end
-  start=$(date +%s.%N)
-  "$@" || return  # a failed command fails the script (set -e does not reach into $(...))
-  end=$(date +%s.%N)
-  echo "$name $start $end" >> "$times"
-}
-# keep ROLE REF: remember an artifact for the report
-keep() { echo "$1=$2" >> "$refs"; }
+# stage NAME COMMAND... records each stage's seconds; keep ROLE REF each artifact the report reads
+source "$here/stages.sh"
 pair_controls=()  # the pair stage's length and faithfulness controls
 if [ -n "$LENGTH_RATIO" ]; then pair_controls=(--max-length-ratio "$LENGTH_RATIO"); fi
 if [ -n "$STATED_ERROR" ]; then pair_controls+=(--max-stated-error "$STATED_ERROR"); fi

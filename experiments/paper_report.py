@@ -165,9 +165,9 @@ def reward_signal(store: Store, scores) -> dict:
 def recent_tokens(store: Store, found: dict) -> float | None:
     """The mean tokens (default tokenizer) of the test users' 10 recent ratings as a 10H prompt writes them: what a
     profile would replace. From the 10H split of a RECENT=0 run, or the run's own split in 10H."""
+    from lettingo_cli.backends.written import TokenCounter
     from lettingo_cli.prompts import history_text
     from lettingo_cli.split_data import load_recent_and_targets, select_users
-    from lettingo_cli.written import TokenCounter
 
     split = found.get("split_10h", found["split"])
     if split.params.get("recent", 10) == 0:

@@ -41,15 +41,8 @@ refs="$RESULTS/$TAG.refs"
 : > "$refs"
 : > "$times"
 
-stage() {  # stage NAME COMMAND...: run a command, record its seconds, print its stdout (the new reference)
-  local name="$1"; shift
-  local start end
-  start=$(date +%s.%N)
-  "$@" || return
-  end=$(date +%s.%N)
-  echo "$name $start $end" >> "$times"
-}
-keep() { echo "$1=$2" >> "$refs"; }
+# stage NAME COMMAND... records each stage's seconds; keep ROLE REF each artifact the report reads
+source "$here/stages.sh"
 
 dataset=$(stage ingest lettingo ingest movielens "$DATA")
 split=$(stage split lettingo split "$dataset" --targets 4 --recent 0 --history 30 --test-users "$TEST_USERS" \

@@ -14,12 +14,9 @@ from lettingo_cli.errors import LettingoError, require
 from lettingo_cli.options import stable_key
 from lettingo_cli.store import Artifact, Store, Verbs
 from lettingo_cli.training.common import (
-    is_main_process,
     length_limit,
     refuse_test_users,
-    refuse_unresumed,
     train_adapter,
-    train_on_worker_rank,
 )
 from lettingo_cli.training.data import pair_prompts, preference_records
 from lettingo_cli.training.options import DPOOptions
@@ -59,15 +56,11 @@ def train_dpo(
     )
     if run.cached:
         return run.cached
-    refuse_unresumed(run, resume)
 
     def train(artifact: Artifact | None, work: Path, output: Path, checkpoint: Path | None) -> int:
         from lettingo_cli.training.dpo_trainer import train
 
         return train(store, artifact, records, base, tokenizer, options, work, output, checkpoint)
-
-    if not is_main_process():  # under `accelerate launch`: only rank 0 writes to the store
-        return train_on_worker_rank(store, run.pending if resume else None, train)
 
     def summary(steps: int, seconds: float) -> tuple[dict, dict, dict]:
         stats = {

@@ -16,6 +16,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 
 from lettingo_cli.backends.base import Request, SamplingOptions
+from lettingo_cli.backends.written import WrittenGenerator
 from lettingo_cli.console import stage_progress
 from lettingo_cli.errors import UsageError
 from lettingo_cli.options import option
@@ -33,7 +34,6 @@ from lettingo_cli.prompts import (
 from lettingo_cli.split_data import load_histories, value_words
 from lettingo_cli.store import Artifact, Store, Verbs
 from lettingo_cli.store.digest import canonical_json
-from lettingo_cli.written import WrittenGenerator
 
 VERBS = Verbs("generate", "generated")
 
@@ -77,12 +77,11 @@ def generate_profiles(
 ) -> Artifact:
     """The stage: load each generator's backend (None: the default generator), write the profiles, close."""
     from lettingo_cli.backends import load_backend
-    from lettingo_cli.written import is_written, load_written
 
     backends = []
     try:
         for spec in generator_specs:
-            backends.append(load_written(spec, store) if is_written(spec) else load_backend(spec, store=store))
+            backends.append(load_backend(spec, store=store))
         return write_profiles(store, split, backends, users, options, name, prompt, force)
     finally:
         for backend in backends:

@@ -29,11 +29,9 @@ from lettingo_cli.prompts import COMPLETION_STOPS
 from lettingo_cli.split_data import load_recent_and_targets, select_users
 from lettingo_cli.store import Artifact, Store, Verbs
 from lettingo_cli.training.common import (
-    is_main_process,
     refuse_test_users,
     refuse_unresumed,
     train_adapter,
-    train_on_worker_rank,
 )
 from lettingo_cli.training.data import generation_prompts
 from lettingo_cli.training.options import GRPOOptions
@@ -125,9 +123,6 @@ def train_grpo(
             from lettingo_cli.training.grpo_trainer import train
 
             return train(store, artifact, records, base, tokenizer, options, reward, work, output, checkpoint)
-
-        if not is_main_process():  # under `accelerate launch`: only rank 0 writes to the store
-            return train_on_worker_rank(store, run.pending if resume else None, train)
 
         def summary(steps: int, seconds: float) -> tuple[dict, dict, dict]:
             logged = store.training_steps(run.artifact.run_id)

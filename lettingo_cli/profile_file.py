@@ -89,15 +89,12 @@ def load_generator(spec: str | None, store_path: Path):
     """The backend (or model-free writer) a generator spec names; the store is opened only if it exists, for
     gguf:export:NAME."""
     from lettingo_cli.backends import load_backend
-    from lettingo_cli.written import is_written, load_written
 
+    if spec is not None and spec.startswith("swap:"):
+        raise UsageError("swap:REF gives users another user's profiles from a store; it needs `lettingo gen`")
     store = None
     if store_path.exists():
         from lettingo_cli.store import Store
 
         store = Store(store_path, create=False)
-    if is_written(spec):
-        if spec.startswith("swap:"):
-            raise UsageError("swap:REF gives users another user's profiles from a store; it needs `lettingo gen`")
-        return load_written(spec, store)
     return load_backend(spec, store=store)

@@ -32,12 +32,9 @@ from lettingo_cli.split_data import load_histories
 from lettingo_cli.stated import stated_values, titles_found
 from lettingo_cli.store import Artifact, Store, Verbs
 from lettingo_cli.training.common import (
-    is_main_process,
     length_limit,
     refuse_test_users,
-    refuse_unresumed,
     train_adapter,
-    train_on_worker_rank,
 )
 from lettingo_cli.training.data import generation_prompts
 from lettingo_cli.training.options import SFTOptions
@@ -140,15 +137,11 @@ def train_sft(
     run = store.stage("sft", "adapter", name, params, inputs, force=force, resumable=True, verbs=VERBS)
     if run.cached:
         return run.cached
-    refuse_unresumed(run, resume)
 
     def train(artifact: Artifact | None, work: Path, output: Path, checkpoint: Path | None) -> int:
         from lettingo_cli.training.sft_trainer import train
 
         return train(store, artifact, records, base, tokenizer, options, work, output, checkpoint)
-
-    if not is_main_process():  # under `accelerate launch`: only rank 0 writes to the store
-        return train_on_worker_rank(store, run.pending if resume else None, train)
 
     def summary(steps: int, seconds: float) -> tuple[dict, dict, dict]:
         taken = [chosen[entry["user_id"]] for entry in prompts]

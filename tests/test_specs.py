@@ -25,7 +25,9 @@ def test_the_grammar():
 
 
 def test_the_registries_find_every_module_s_kinds():
-    assert set(BACKENDS.kinds()) == {"gguf", "hf", "openai"}
+    assert set(BACKENDS.kinds()) == {"gguf", "hf", "openai", "written", "swap"}  # the writers without a model too
+    written = parse("history-text?tokens=9", BACKENDS.aliases())
+    assert (written.kind, written.target, written.options) == ("written", "history-text", {"tokens": "9"})
     assert set(PREDICTORS.kinds()) == {"llm", "emb", "head", "reader", "predictor"}
     with pytest.raises(UsageError) as bad:
         PREDICTORS.spec("knn:5")

@@ -50,7 +50,7 @@ from lettingo_cli.predictors.base import NO_PROFILE
 from lettingo_cli.predictors.fitting import FOLDS, fold
 from lettingo_cli.prompts import history_text
 from lettingo_cli.sentiments import SENTIMENTS
-from lettingo_cli.specs import Kind
+from lettingo_cli.specs import Kind, Spec
 from lettingo_cli.split_data import (
     Target,
     item_ratings,
@@ -100,19 +100,16 @@ class ReaderOptions:
         return cls(params.get("profiles"), params.get("user_mean", False), params.get("values", False))
 
 
-def parse_reader_spec(spec: str, store: Store) -> ReaderOptions:
-    """`reader:bow[?profiles=REF][&user_mean=1][&values=0]`."""
-    from urllib.parse import parse_qsl
-
-    body, _, query = spec.partition("?")
-    options = dict(parse_qsl(query, keep_blank_values=True))
+def reader_options(spec: Spec, store: Store) -> ReaderOptions:
+    """`reader:bow[?profiles=REF][&user_mean=1][&values=0]`, as the registry parsed it."""
+    options = spec.options
     flags = (options.get("user_mean", "0"), options.get("values", "1"))
     if (
-        body != "reader:bow"
+        spec.target != "bow"
         or set(options) - {"profiles", "user_mean", "values"}
         or any(f not in ("0", "1") for f in flags)
     ):
-        raise UsageError(f"bad predictor {spec!r}: use {SPEC}")
+        raise UsageError(f"bad predictor {spec.text!r}: use {SPEC}")
     profiles = store.resolve(options["profiles"], kind="profiles").id if options.get("profiles") else None
     return ReaderOptions(profiles=profiles, user_mean=flags[0] == "1", values=flags[1] == "1")
 
@@ -223,7 +220,7 @@ class Featurizer:
 
 def fit_reader(store: Store, split: Artifact, options: ReaderOptions, force: bool = False) -> Artifact:
     """The `fit` stage: the reader's predictor artifact for this split and options (fitted once; cached)."""
-    from lettingo_cli.written import stats_profile
+    from lettingo_cli.backends.written import stats_profile
 
     params = {"predictor": "reader:bow", "split": split.id, **asdict(options)}
     inputs = {"split": split.id, **({"profiles": options.profiles} if options.profiles else {})}
@@ -397,7 +394,7 @@ class ReaderPredictor:
 
 def fit(spec, store: Store, split: Artifact, force: bool = False) -> Artifact:
     """The `fit` stage for reader:bow[?...]: its predictor artifact for this split and spec (fitted once)."""
-    return fit_reader(store, split, parse_reader_spec(spec.text, store), force=force)
+    return fit_reader(store, split, reader_options(spec, store), force=force)
 
 
 def load_reader(spec, store: Store, split: Artifact, calibrate: bool = False) -> ReaderPredictor:

@@ -136,10 +136,16 @@ def train_adapter(
     provenance: dict[str, str],
     summary: Callable[[int, float], tuple[dict, dict, dict]],
     resume: bool,
-) -> Artifact:
-    """Rank 0's training run: train into a pending adapter (checkpoints go into it as they are saved), then seal it
-    with the LoRA files, the prompts file and a report that says how it was trained. `summary(steps, seconds)`
-    gives the stage's (counts, stats, report)."""
+) -> Artifact | None:
+    """A training stage's run, after its cache check: train into a pending adapter (checkpoints go into it as they
+    are saved), then seal it with the LoRA files, the prompts file and a report that says how it was trained
+    (`summary(steps, seconds)` gives the stage's counts, stats and report). An interrupted run of the same training
+    is continued only with `resume`. Under a multi-process launch a worker rank trains its shard, writes nothing
+    and returns None."""
+    if not is_main_process():  # under `accelerate launch`: only rank 0 writes to the store
+        train_on_worker_rank(store, run.pending if resume else None, train)
+        return None
+    refuse_unresumed(run, resume)
     started = time.perf_counter()
     with run, tempfile.TemporaryDirectory(dir=store.path.parent) as work:
         work = Path(work)

@@ -21,8 +21,7 @@ from lettingo_cli.training.trainer import (
     StepsToStore,
     config_arguments,
     lm_head_on_labelled_tokens,
-    load_model,
-    lora_config,
+    model_and_lora,
     run_trainer,
     total_steps,
 )
@@ -99,10 +98,7 @@ def train(
     datasets = require("datasets")
     trl = require("trl")
 
-    model = load_model(base)
-    lora = lora_config(model, base, options)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    model, lora = model_and_lora(base, tokenizer, options)
     config = trl.DPOConfig(
         **config_arguments(options, work, options.lr, options.save_steps),
         beta=options.beta,

@@ -16,8 +16,7 @@ from lettingo_cli.training.trainer import (
     Progress,
     StepsToStore,
     config_arguments,
-    load_model,
-    lora_config,
+    model_and_lora,
     run_trainer,
     total_steps,
 )
@@ -78,10 +77,7 @@ def train(
     datasets = require("datasets")
     trl = require("trl")
 
-    model = load_model(base)
-    lora = lora_config(model, base, options)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    model, lora = model_and_lora(base, tokenizer, options)
     config = trl.GRPOConfig(
         **config_arguments(options, work, options.lr, options.save_steps),
         per_device_train_batch_size=options.prompts_per_step * options.generations,  # completions per step

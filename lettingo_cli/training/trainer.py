@@ -54,10 +54,14 @@ class Progress(transformers.TrainerCallback):
         self.advance(1)
 
 
-def load_model(base: Path):
-    """The float model to put a LoRA on (fp32 weights; bf16 runs as autocast)."""
+def model_and_lora(base: Path, tokenizer, options: TrainingOptions):
+    """The float model to put a LoRA on (fp32 weights; bf16 runs as autocast) and every trainer's LoRA config; the
+    tokenizer pads with its end-of-text token when it has no pad token."""
     torch = require("torch")
-    return transformers.AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    model = transformers.AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, lora_config(model, base, options)
 
 
 def lora_config(model, base: Path, options: TrainingOptions):

@@ -1,5 +1,6 @@
-"""Profiles written without an LLM, as generators of `gen` (so the controls of an experiment are cached, versioned
-and evaluated like any profiles):
+"""Profiles written without an LLM: generators of `gen` like any backend, found by the same registry (so the controls
+of an experiment are cached, versioned and evaluated like any profiles), that write from the history instead of
+sampling a model:
 
     history-text[?tokens=N]  the profile history written out as the prompts' rating lines ("- "Heat (1995) |
                              Action": liked (5/5)"); with tokens=N, the newest whole lines that fit N tokens of
@@ -18,23 +19,18 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass, field
-from urllib.parse import parse_qsl
 
 from lettingo_cli.errors import UsageError, require
 from lettingo_cli.items import item_genres
 from lettingo_cli.prompts import history_line, history_text
+from lettingo_cli.specs import Kind, Spec
 from lettingo_cli.split_data import STARS, in_words
 
-WRITTEN_KINDS = ("history-text", "stats-text", "swap")
 STATS_GENRE_MIN_ITEMS = 2  # a genre is named once the user rated at least this many of its items
 STATS_TOP = 3  # genres (or items) named as rated highest
 STATS_BOTTOM = 2  # ... and lowest
 GENEROUS_SHARE = 0.6  # liked at least this share: "a generous rater"
 HARSH_SHARE = 0.3  # disliked at least this share: "a harsh rater"
-
-
-def is_written(spec: str | None) -> bool:
-    return spec is not None and spec.partition("?")[0].partition(":")[0] in WRITTEN_KINDS
 
 
 @dataclass
@@ -51,43 +47,48 @@ class WrittenGenerator:
         pass
 
 
-def load_written(spec: str, store) -> WrittenGenerator:
-    name, _, query = spec.partition("?")
-    kind, _, target = name.partition(":")  # only swap names a target: swap:PROFILES_REF
-    options = dict(parse_qsl(query, keep_blank_values=True))
-    if kind == "history-text" and not target:
-        unknown = set(options) - {"tokens"}
-        tokens = options.get("tokens")
+def load_text(spec: Spec, store=None) -> WrittenGenerator:
+    """history-text[?tokens=N] and stats-text (the registry's kind `written`, named by these bare names)."""
+    if spec.target == "history-text":
+        unknown = set(spec.options) - {"tokens"}
+        tokens = spec.options.get("tokens")
         if unknown or (tokens is not None and (not tokens.isdigit() or int(tokens) < 1)):
-            raise UsageError(f"bad generator {spec!r}: use history-text or history-text?tokens=N (N >= 1)")
+            raise UsageError(f"bad generator {spec.text!r}: use history-text or history-text?tokens=N (N >= 1)")
         counter = TokenCounter()
         budget = int(tokens) if tokens else None
         return WrittenGenerator(
-            spec,
+            spec.text,
             "history-text" + (f"?tokens={budget}" if budget else ""),
             {"tokenizer": counter.name, "tokens": budget},
             write=lambda user, history, words: [history_profile(history, counter, budget)],
         )
-    if kind == "stats-text" and not target:
-        if options:
-            raise UsageError(f"bad generator {spec!r}: stats-text takes no options")
+    if spec.target == "stats-text":
+        if spec.options:
+            raise UsageError(f"bad generator {spec.text!r}: stats-text takes no options")
         counter = TokenCounter()
         return WrittenGenerator(
-            spec,
+            spec.text,
             "stats-text",
             {"tokenizer": counter.name},
             write=lambda user, history, words: [(text := stats_profile(history, words), counter.count(text))],
         )
-    if kind == "swap" and target and not options:
-        source = store.resolve(target, kind="profiles")
-        donors = swap_donors(store, source)
-        return WrittenGenerator(
-            spec,
-            f"swap:{source.name}@v{source.version}",
-            {"profiles": source.id, "donor": "the next user of the artifact by id"},
-            write=lambda user, history, words: _donated(donors, user, source),
-        )
-    raise UsageError(f"bad generator {spec!r}: use history-text[?tokens=N], stats-text or swap:PROFILES_REF")
+    raise UsageError(f"bad generator {spec.text!r}: use history-text[?tokens=N] or stats-text")
+
+
+def load_swap(spec: Spec, store=None) -> WrittenGenerator:
+    """swap:PROFILES_REF: each user gets another user's profiles of that artifact (a store's)."""
+    if spec.options:
+        raise UsageError(f"bad generator {spec.text!r}: swap:PROFILES_REF takes no options")
+    if store is None:
+        raise UsageError("swap:REF gives users another user's profiles from a store; it needs `lettingo gen`")
+    source = store.resolve(spec.target, kind="profiles")
+    donors = swap_donors(store, source)
+    return WrittenGenerator(
+        spec.text,
+        f"swap:{source.name}@v{source.version}",
+        {"profiles": source.id, "donor": "the next user of the artifact by id"},
+        write=lambda user, history, words: _donated(donors, user, source),
+    )
 
 
 def _donated(donors: dict[str, list[tuple[str, int]]], user: str, source) -> list[tuple[str, int]]:
@@ -194,3 +195,10 @@ def swap_donors(store, source) -> dict[str, list[tuple[str, int]]]:
     for row in store.rows(source, "profiles"):
         by_user[row["user_id"]].append((row["text"], row["n_tokens"]))
     return {user: by_user[users[(i + 1) % len(users)]] for i, user in enumerate(users)}
+
+
+WRITERS = ("history-text", "stats-text")  # the bare names of the kind `written`
+KINDS = (
+    Kind("written", "history-text[?tokens=N] | stats-text (no model)", load_text, aliases=WRITERS, rank=2),
+    Kind("swap", "swap:PROFILES_REF (another user's profiles)", load_swap, rank=2),
+)
