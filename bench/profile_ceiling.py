@@ -1,5 +1,5 @@
-"""How much can any profile add in the profile-only protocol? An oracle reader that is handed the user's profile
-history as exact numbers, not as text.
+"""A baseline for what a profile can add in the profile-only protocol: a reader that is handed the user's profile
+history as exact numbers, not as text. (Not a ceiling: the paper runs' history-as-text arms beat it.)
 
 A profile is written from the user's profile history (the 30 ratings before the targets). Whatever a profile
 says, a predictor that reads it can at best know what those ratings hold. This benchmark gives a plain
