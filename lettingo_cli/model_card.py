@@ -149,6 +149,7 @@ def evaluations(store: Store, export: Artifact) -> list[dict]:
                         "baselines": {
                             name: figures.get("accuracy") for name, figures in report.get("baselines", {}).items()
                         },
+                        "faithfulness": report.get("faithfulness") or {},
                     }
                 )
     return found
@@ -239,15 +240,24 @@ def model_card(facts: dict, ggufs: list[str]) -> str:
             "Profiles this model wrote, scored by the predictor on each user's held-out targets (95% bootstrap "
             "intervals over users):",
             "",
-            "| eval | predictor | users | accuracy | macro F1 | always-majority accuracy |",
-            "|---|---|---|---|---|---|",
+            "| eval | predictor | users | accuracy | macro F1 | always-majority accuracy | titles named: in the "
+            "user's history |",
+            "|---|---|---|---|---|---|---|",
         ]
         for entry in evaluated:
             majority = entry["baselines"].get("always_majority")
+            faithful = entry["faithfulness"]
+            share = faithful.get("titles_in_history")
+            titles = f"{faithful['titles_named']}: {share:.0%}" if share is not None else "n/a"
             lines.append(
                 f"| `{entry['eval']}` | `{entry['predictor']}` | {entry['users']} | {_interval(entry, 'accuracy')} | "
-                f"{_interval(entry, 'macro_f1')} | {'n/a' if majority is None else f'{majority:.3f}'} |"
+                f"{_interval(entry, 'macro_f1')} | {'n/a' if majority is None else f'{majority:.3f}'} | {titles} |"
             )
+        lines += [
+            "",
+            "A profile that names films the user never rated invents them: the last column is the share of the "
+            "titles the profiles name that are in the user's history (`lettingo eval` reports it).",
+        ]
     split = lineage.get("split")
     thresholds = (split.params.get("dislike_max", 2), split.params.get("like_min", 4)) if split else (2, 4)
     lora = gguf_name(LORA) in ggufs

@@ -115,6 +115,11 @@ def test_export_out_writes_a_model_card_a_modelfile_and_the_template(split_store
     report = Store(store_path).resolve(evaluation.stdout.strip()).report
     low, high = report["ci95"]["accuracy"]
     assert f"| `{evaluation.stdout.strip()}` |" in card and f"{report['accuracy']:.3f} [{low:.3f}, {high:.3f}]" in card
+    faithful = report["faithfulness"]  # the tiny model names no real title, or some: the card shows what eval found
+    if faithful["titles_in_history"] is None:
+        assert card.count("| n/a |") >= 1
+    else:
+        assert f"| {faithful['titles_named']}: {faithful['titles_in_history']:.0%} |" in card
 
 
 def test_profile_a_history_file_in_process_and_through_a_server(split_store, store_path, tiny_model, tmp_path):
