@@ -89,7 +89,12 @@ def main() -> None:
         "arms": arms,
         "differences": differences,
         "length_ratio_sft_to_base": round(sft_tokens / base_tokens, 3) if base_tokens and sft_tokens else None,
-        "sft": {"ref": adapter.ref, "counts": adapter.counts, "report": adapter.report, "stats": adapter.stats},
+        "sft": {
+            "ref": adapter.ref,
+            "counts": adapter.counts,
+            "report": adapter.report,
+            "stats": store.run(adapter.run_id)["stats"],
+        },
         "seconds": seconds,
         "total_seconds": round(sum(seconds.values()), 1),
     }
