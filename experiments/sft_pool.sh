@@ -36,7 +36,7 @@ QUANT="${QUANT:-q8_0}"
 
 export LETTINGO_STORE="$STORE"
 mkdir -p "$(dirname "$STORE")" "$RESULTS"
-times="$RESULTS/$TAG.times"  # stage seconds; a stage found in the cache adds its (short) line again
+times="$RESULTS/$TAG.times"  # stage seconds of this run (a rerun starts the file afresh; cached stages are short)
 refs="$RESULTS/$TAG.refs"
 : > "$refs"
 : > "$times"

@@ -40,11 +40,11 @@ def scored_profiles(store: Store, scores: Artifact) -> dict[str, list[dict]]:
     return dict(sorted(found.items()))
 
 
-def no_profile_scores(store: Store, scores: Artifact) -> dict[str, float]:
-    """Each user's score without a profile (a no-profile scores artifact: `eval --no-profile`'s), as profiles are
-    scored: the mean P(true label) over the user's scored targets."""
-    if scores.params.get("profiles"):
-        raise ValueError(f"{scores.ref} scores profiles, not the no-profile baseline")
+def no_profile_scores(store: Store, scores: Artifact, split: Artifact) -> dict[str, float]:
+    """Each user's score without a profile (a no-profile scores artifact of `split`: `eval --no-profile`'s), as
+    profiles are scored: the mean P(true label) over the user's scored targets."""
+    if scores.params.get("profiles") or scores.params.get("split") != split.id:
+        raise UsageError(f"{scores.ref}: not the no-profile scores of {split.ref}")
     by_user: dict[str, list[float]] = {}
     for row in store.rows(scores, "scores"):
         by_user.setdefault(row["user_id"], []).append(row["p_true"])

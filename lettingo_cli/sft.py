@@ -50,15 +50,18 @@ def choose_profiles(
     store: Store, pools: list[Artifact], split: Artifact, options: SFTOptions, baseline: dict[str, float] | None
 ) -> tuple[dict[str, dict], dict]:
     """Each user's best profile in the pool that passes the checks ({user: profile, with its `pool`}), and what the
-    checks turned away (`outcome`)."""
+    checks turned away (`outcome`); a pool with test users is refused."""
     stated = stated_values(store, split) if options.max_stated_error is not None else None
     outcome = Counter({"profiles": 0, "empty_or_degenerate": 0})
     candidates: dict[str, list[dict]] = {}
     users: set[str] = set()
-    for scores in pools:
-        profiles = store.get(scores.params["profiles"])
-        by_user = scored_profiles(store, scores)
+    scored_pools = [(scores, scored_profiles(store, scores)) for scores in pools]
+    for _, by_user in scored_pools:
         users |= set(by_user)
+    refs = ", ".join(scores.ref for scores in pools)
+    refuse_test_users(store, split, users, f"the pool {refs}")  # before any profile is judged
+    for scores, by_user in scored_pools:
+        profiles = store.get(scores.params["profiles"])
         histories = load_histories(store, split, list(by_user), profiles.params["history"])
         for user, scored in by_user.items():
             for profile in scored:
@@ -108,14 +111,9 @@ def train_sft(
     """Train and record the adapter; returns it, or None on a worker rank of a multi-process launch."""
     split = pool_split(store, pools)
     refs = ", ".join(scores.ref for scores in pools)
-    refuse_test_users(store, split, {u for s in pools for u in scored_profiles(store, s)}, f"the pool {refs}")
     if options.min_gain is not None and no_profile is None:
         raise UsageError("--min-gain compares with each user's score without a profile: give --no-profile-scores")
-    baseline = None
-    if no_profile is not None:
-        if no_profile.params.get("profiles") or no_profile.params.get("split") != split.id:
-            raise UsageError(f"--no-profile-scores {no_profile.ref}: not the no-profile scores of {split.ref}")
-        baseline = no_profile_scores(store, no_profile)
+    baseline = no_profile_scores(store, no_profile, split) if no_profile is not None else None
     chosen, outcome = choose_profiles(store, pools, split, options, baseline)
     if not chosen:
         raise LettingoError(f"no profile of the pool {refs} passes the checks: nothing to train on ({outcome})")

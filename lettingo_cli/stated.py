@@ -104,7 +104,6 @@ def titles_found(text: str, history: list[dict]) -> tuple[int, int]:
     read before a year counts as found when its last words are a known title ("Loved Heat (1995)": "heat")."""
     known = {title_key(row["text"]) for row in history}
     named = named_titles(text)
-
     return sum(_known(key, known) is not None for key in named), len(named)
 
 
@@ -126,14 +125,16 @@ def faithfulness(store: Store, profiles: Artifact, users: set[str] | None = None
     for row in rows:
         history = histories[row["user_id"]]
         ratings = {title_key(item["text"]): item["rating"] for item in history}
-        stating += bool(stated.lines(row["text"]))
         hits, names = titles_found(row["text"], history)
         found, named = found + hits, named + names
+        states = False
         for line in row["text"].splitlines():
             values = [value for _, value in stated.lines(line)]
+            states = states or bool(values)
             titles = [match for match in (_known(key, ratings) for key in named_titles(line)) if match is not None]
             if values and titles:
                 errors.append(abs(values[0] - ratings[titles[0]]))
+        stating += states
     return {
         "profiles": len(rows),
         "stating_a_value": round(stating / len(rows), 4) if rows else None,

@@ -9,6 +9,7 @@ stage protocol, stage.py) is how every stage does that. Every SQL statement of l
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import json
 import os
@@ -41,6 +42,7 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+@functools.cache
 def lettingo_version() -> str:
     """The installed lettingo's version (pyproject.toml is its one source), recorded with every artifact."""
     try:

@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from lettingo_cli.errors import UsageError
 from lettingo_cli.options import option
 from lettingo_cli.specs import Kind
-from lettingo_cli.store import Artifact, Store
+from lettingo_cli.store import Artifact, Store, Verbs
+
+VERBS = Verbs("fit", "fitted")  # the stage of every kind that is fitted (reader.py's, head.py's fit)
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from tempfile import TemporaryDirectory
 from lettingo_cli.errors import UsageError, require
 from lettingo_cli.items import item_genres
 from lettingo_cli.predictors.base import NO_PROFILE
+from lettingo_cli.predictors.fitted import VERBS
 from lettingo_cli.predictors.fitting import FOLDS, embed_into, fold, fold_heads, load_minilm
 from lettingo_cli.prompts import history_text
 from lettingo_cli.sentiments import SENTIMENTS
@@ -46,9 +47,8 @@ from lettingo_cli.split_data import (
     profiles_fit_split,
     train_users,
 )
-from lettingo_cli.store import Artifact, Store, Verbs, check_name
+from lettingo_cli.store import Artifact, Store, check_name
 
-VERBS = Verbs("fit", "fitted")
 HEADS_FILE = "head.pt"  # a fitted artifact's normalisation and heads
 L2 = 1e-3  # ridge penalty: ~20 features from several hundred train users need little
 ITEM_PRIOR_RATINGS = 5  # an item's mean rating is shrunk towards the global mean as if it had 5 more such ratings

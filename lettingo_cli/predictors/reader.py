@@ -47,6 +47,7 @@ from lettingo_cli.console import log
 from lettingo_cli.errors import UsageError, require
 from lettingo_cli.metrics import metrics
 from lettingo_cli.predictors.base import NO_PROFILE
+from lettingo_cli.predictors.fitted import VERBS
 from lettingo_cli.predictors.fitting import FOLDS, fold
 from lettingo_cli.prompts import history_text
 from lettingo_cli.sentiments import SENTIMENTS
@@ -61,9 +62,7 @@ from lettingo_cli.split_data import (
     value_words,
 )
 from lettingo_cli.stated import VALUE_FEATURES, StatedValues
-from lettingo_cli.store import Artifact, Store, Verbs, check_name
-
-VERBS = Verbs("fit", "fitted")
+from lettingo_cli.store import Artifact, Store, check_name
 
 TOKEN = re.compile(r"\d+(?:[./,]\d+)*|[^\W\d_]+")  # words, and numbers with their "/5" or "," kept whole
 # The sizes below were chosen on the train users of MovieLens 100K's --recent 0 split (validation fold 0, never a
