@@ -129,6 +129,31 @@ def write_result(name: str, payload: dict, folder: Path = RESULTS) -> Path:
     return path
 
 
+def stage_seconds(times: Path) -> dict[str, float]:
+    """Each stage's seconds from an experiment's times file ("NAME START END" lines, appended as stages finish).
+    A stage appears once however often its script ran: its longest run, the one that did the work (a rerun that
+    finds the stage in the store's cache takes seconds; a stage resumed after a crash counts its longer part)."""
+    seconds: dict[str, float] = {}
+    for line in times.read_text().splitlines():
+        if line.strip():
+            name, start, end = line.split()
+            seconds[name] = max(seconds.get(name, 0.0), round(float(end) - float(start), 1))
+    return seconds
+
+
+LAST_STEPS = 10  # one summary of a training curve everywhere: the mean of its last 10 logged steps
+
+
+def last_steps(steps: list[dict], keys: tuple[str, ...]) -> dict:
+    """The mean of each key over the last LAST_STEPS logged steps (None where no step logged it)."""
+    last = steps[-LAST_STEPS:]
+    out = {}
+    for key in keys:
+        values = [s[key] for s in last if s.get(key) is not None]
+        out[key] = round(sum(values) / len(values), 4) if values else None
+    return {"steps_averaged": len(last), **out}
+
+
 def print_table(headers: list[str], rows: list[list]) -> None:
     widths = [max(len(str(x)) for x in column) for column in zip(headers, *rows)]
     for line in [headers, ["-" * w for w in widths], *rows]:

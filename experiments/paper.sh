@@ -5,7 +5,8 @@
 #   arms:      10H (no profile; eval also reports always-majority and recent-mean), base generator, aligned
 #              generator, (a) the user's own history as text cut to the base profiles' mean length, (b) another
 #              user's aligned profiles, the Qwen 1.5B writer as a reference (first QWEN_USERS test users)
-#   checks:    a second predictor DPO never saw re-scores base and aligned (SECOND)
+#   checks:    a second predictor that chose no pairs re-scores base and aligned (SECOND; with RECENT=0 also no
+#              profile and the history as text, which show whether it reads content at all)
 #   round 2:   the aligned generator writes the train users' profiles -> score -> pair -> dpo --base export ->
 #              export -> test profiles -> eval (ROUND2=1)
 #   report:    paper_report.py -> $RESULTS/$TAG.json and $TAG.md (lengths, answer distributions, length buckets,
@@ -50,8 +51,10 @@
 #   REFERENCE    the bigger writer (empty: skip)       (qwen2.5-1.5b)
 #   QWEN_USERS   test users it writes for (1 profile)  (50)
 #   SECOND       second predictor (empty: skip)        (RECENT=10: llm:gemma-3-270m; RECENT=0:
-#                head:minilm fitted on the train users' base profiles, without recent ratings)
-#   SECOND_TARGETS targets it judges per user          (2)
+#                reader:bow?without=SCORES, the reader fitted without the users whose scores chose the pairs;
+#                with RECENT=0 it also judges no profile and the history as text: its power to see content)
+#                (TRAIN and SCORES in it name round 1's train profiles and their scores)
+#   SECOND_TARGETS targets it judges per user          (RECENT=10: 2; RECENT=0: TARGETS)
 #   ROUND2       1: run the second, on-policy round    (1)
 #   N2           profiles per train user in round 2    (2)
 #   GRPO_STEPS   >0: also the online route, `lettingo grpo` on the same train users for this many steps, its
@@ -83,16 +86,17 @@ DPO_ARGS="${DPO_ARGS:---beta 0.1 --lr 5e-5 --epochs 1 --max-length 1280}"
 QUANT="${QUANT:-q8_0}"
 REFERENCE="${REFERENCE-qwen2.5-1.5b}"
 QWEN_USERS="${QWEN_USERS:-50}"
-if [ "$RECENT" = 0 ]; then SECOND="${SECOND-head:minilm?profiles=TRAIN}"; else SECOND="${SECOND-llm:gemma-3-270m}"; fi
-SECOND_TARGETS="${SECOND_TARGETS:-2}"
+if [ "$RECENT" = 0 ]; then SECOND="${SECOND-reader:bow?without=SCORES}"; else SECOND="${SECOND-llm:gemma-3-270m}"; fi
+if [ "$RECENT" = 0 ]; then SECOND_TARGETS="${SECOND_TARGETS:-$TARGETS}"; else SECOND_TARGETS="${SECOND_TARGETS:-2}"; fi
 ROUND2="${ROUND2:-1}"
 N2="${N2:-2}"
 GRPO_STEPS="${GRPO_STEPS:-0}"
 GRPO_ARGS="${GRPO_ARGS:---generations 4 --lr 1e-5}"
 
 export LETTINGO_STORE="$STORE"
-mkdir -p "$(dirname "$STORE")" "$RESULTS"
 times="$RESULTS/$TAG.times"  # stage seconds, appended as stages finish (a resumed run adds its own lines)
+if [ ! -e "$STORE" ]; then rm -f "$times"; fi  # a new store is a new run: an older run's seconds are not its own
+mkdir -p "$(dirname "$STORE")" "$RESULTS"
 refs="$RESULTS/$TAG.refs"    # ROLE=REF of every artifact the report reads
 : > "$refs"
 
@@ -118,11 +122,12 @@ train_profiles=$(stage gen_train lettingo gen --split "$split" --users "train:$U
 # profiles (out-of-fold: no user's profiles are scored by a head fitted on them), then frozen
 if [ "$RECENT" = 0 ]; then
   PREDICTOR="${PREDICTOR:-reader:bow}"
-  SECOND="${SECOND/TRAIN/${train_profiles#profiles:}}"
 else
   PREDICTOR="${PREDICTOR:-head:minilm?profiles=${train_profiles#profiles:}}"
 fi
 scores=$(stage score lettingo score "$train_profiles" --predictor "$PREDICTOR" --targets "$TARGETS")
+SECOND="${SECOND/TRAIN/${train_profiles#profiles:}}"  # SECOND may name the train profiles (TRAIN) or their scores
+SECOND="${SECOND/SCORES/$scores}"
 pairs=$(stage pair lettingo pair "$scores" --rule "$RULE" --max-per-user "$MAX_PAIRS" "${pair_controls[@]}")
 # shellcheck disable=SC2086  # DPO_ARGS is a list of flags
 adapter=$(stage dpo lettingo dpo "$pairs" --base "$BASE" $DPO_ARGS --name "$NAME")
@@ -190,13 +195,24 @@ if [ -n "$REFERENCE" ]; then
   evaluate reference "$reference_profiles"
 fi
 
-judge_again() {  # judge_again ROLE PROFILES: one arm by the second predictor, which DPO never saw
+judge_again() {  # judge_again ROLE [PROFILES]: one arm by the second predictor, which chose no pairs
   local ref
-  ref=$(stage "second_$1" lettingo eval "$2" --predictor "$SECOND" --targets "$SECOND_TARGETS" --name "$NAME-second-$1")
+  if [ $# -eq 1 ]; then
+    ref=$(stage "second_$1" lettingo eval --no-profile --split "$split" --predictor "$SECOND" \
+      --targets "$SECOND_TARGETS" --name "$NAME-second-$1")
+  else
+    ref=$(stage "second_$1" lettingo eval "$2" --predictor "$SECOND" --targets "$SECOND_TARGETS" \
+      --name "$NAME-second-$1")
+  fi
   keep "second_$1" "$ref"
 }
 if [ -n "$SECOND" ]; then
-  echo "== a second predictor DPO never saw: $SECOND" >&2
+  echo "== a second predictor that chose no pairs: $SECOND" >&2
+  if [ "$RECENT" = 0 ]; then  # its power: does it read content at all (the history as text - no profile)?
+    judge_again none
+    judge_again history "$history_profiles"
+    judge_again history_full "$full_history"
+  fi
   judge_again base "$base_profiles"
   judge_again aligned "$aligned_profiles"
 fi
@@ -232,6 +248,7 @@ if [ "$GRPO_STEPS" -gt 0 ]; then
     --generator "gguf:$grpo_export?quant=$QUANT" --n "$N_TEST" --max-tokens "$MAX_TOKENS" --name "$NAME-test-grpo")
   keep grpo_adapter "$grpo_adapter"; keep grpo_export "$grpo_export"; keep grpo_profiles "$grpo_profiles"
   evaluate grpo "$grpo_profiles"
+  if [ -n "$SECOND" ]; then judge_again grpo "$grpo_profiles"; fi
 fi
 
 PYTHONPATH="$here/..${PYTHONPATH:+:$PYTHONPATH}" python3 -m experiments.paper_report --tag "$TAG" --times "$times" --refs "$refs" --results "$RESULTS" \

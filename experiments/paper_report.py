@@ -21,7 +21,7 @@ from collections import Counter
 from pathlib import Path
 
 # the results go where the benchmarks' go (bench/results), written by the same helper (machine facts included)
-from bench._common import RESULTS, write_result
+from bench._common import RESULTS, last_steps, stage_seconds, write_result
 from lettingo_cli.eval import METRICS, compare_evals
 from lettingo_cli.sentiments import SENTIMENTS
 from lettingo_cli.store import Store
@@ -62,6 +62,9 @@ COMPARISONS = [
     ("eval_r2", "eval_swapped_r2"),
     ("second_aligned", "second_base"),
     ("second_r2", "second_base"),
+    ("second_grpo", "second_base"),
+    ("second_history", "second_none"),  # the second judge's power: does it read content at all?
+    ("second_history_full", "second_none"),
     ("eval_grpo", "eval_base"),
     ("eval_grpo", "eval_aligned"),
     ("eval_grpo", "eval_none"),
@@ -308,18 +311,36 @@ def route_cost(store: Store, found: dict, times: dict, settings: dict) -> dict:
 
 
 def dpo_facts(store: Store, adapter) -> dict:
+    """DPO's steps, its first loss and the mean of its last 10 logged steps (one summary of a curve everywhere)."""
     steps = store.training_steps(adapter.run_id)
-    last = steps[-5:]
-
-    def mean(key):
-        return round(statistics.mean(s[key] for s in last), 4) if last else None
-
     return {
         "steps": len(steps),
         "first_loss": steps[0]["loss"] if steps else None,
-        "last5_mean_loss": mean("loss"),
-        "last5_mean_margin": mean("rewards_margins"),
-        "last5_mean_accuracy": mean("rewards_accuracies"),
+        "last_steps": last_steps(steps, ("loss", "rewards_margins", "rewards_accuracies")),
+    }
+
+
+SECOND_ARMS = ("second_none", "second_history", "second_history_full", "second_base", "second_aligned", "second_r2",
+               "second_grpo")  # fmt: skip
+
+
+def second_judge(settings: dict, comparisons: dict) -> dict | None:
+    """The second judge's verdicts beside its power to see content (history as text - no profile, same users)."""
+    if "second_aligned - second_base" not in comparisons:
+        return None
+    power = comparisons.get("second_history - second_none")
+    return {
+        "predictor": settings.get("second"),
+        "targets": settings.get("second_targets"),
+        "history_minus_none": power,
+        "history_full_minus_none": comparisons.get("second_history_full - second_none"),
+        "sees_content": None if power is None else power["accuracy"]["ci_low"] > 0,
+        "aligned_minus_base": comparisons["second_aligned - second_base"],
+        **{
+            f"{arm}_minus_base": comparisons[f"second_{arm} - second_base"]
+            for arm in ("r2", "grpo")
+            if f"second_{arm} - second_base" in comparisons
+        },
     }
 
 
@@ -357,10 +378,7 @@ def main() -> None:
     settings = dict(item.split("=", 1) for item in args.setting)
     max_tokens = int(settings.get("max_tokens", 120))
 
-    times: dict[str, float] = {}
-    for line in args.times.read_text().splitlines():
-        name, start, end = line.split()
-        times[name] = round(times.get(name, 0.0) + float(end) - float(start), 1)
+    times = stage_seconds(args.times)
 
     arms, profiles, behaviour = {}, {}, {}
     for role, (profiles_role, _) in ARMS.items():
@@ -372,7 +390,7 @@ def main() -> None:
         if profile_set is not None:
             profiles[profiles_role] = profile_facts(store, profile_set, max_tokens)
         behaviour[role] = answers_and_buckets(store, store.get(evaluation.params["scores"]), profile_set)
-    for role in ("second_base", "second_aligned", "second_r2"):
+    for role in SECOND_ARMS:
         if role in found:
             arms[role] = figures_of(found[role].report)
     baselines = {
@@ -412,6 +430,7 @@ def main() -> None:
         "baselines": baselines,
         "differences": comparisons,
         "second_predictor_keeps_share_of_accuracy_gain": kept,
+        "second_judge": second_judge(settings, comparisons),
         "profiles": profiles,
         "answers_and_length_buckets": behaviour,
         "ten_recent_ratings_mean_tokens": recent_tokens(store, found),
@@ -481,7 +500,7 @@ def render(tag: str, payload: dict) -> str:
     for name, figures in payload["baselines"].items():
         lines.append(f"| {name.replace('_', '-')} | | {cells(figures)} | |")
     for role, figures in payload["arms"].items():
-        label = ARMS[role][1] if role in ARMS else f"second predictor ({settings.get('second', '')}): {role[7:]}"
+        label = ARMS[role][1] if role in ARMS else f"second judge: {role[7:]}"
         if role == "eval_10h" and settings.get("recent") == "0":
             label = "10H reference (head:minilm on the 10 recent ratings, no profile; same users and targets)"
         profiles_role = ARMS[role][0] if role in ARMS else f"{role[7:]}_profiles"
@@ -500,6 +519,21 @@ def render(tag: str, payload: dict) -> str:
         f"zero, length ratio in [0.85, 1.15], aligned - another user's aligned above zero): "
         f"{'met' if bar['met'] else 'NOT met'}.",
     ]
+    judge = payload.get("second_judge")
+    if judge:  # every second-judge verdict beside its power to see content at all
+        power = judge["history_minus_none"]
+        sees = (
+            "not measured"
+            if power is None
+            else f"history as text - no profile {signed(power, 'accuracy')}: "
+            + ("it reads content" if judge["sees_content"] else "no power shown")
+        )
+        verdicts = "; ".join(
+            f"{key.removesuffix('_minus_base')} - base {signed(judge[key], 'accuracy')}"
+            for key in ("aligned_minus_base", "r2_minus_base", "grpo_minus_base")
+            if key in judge
+        )
+        lines += ["", f"Second judge `{judge['predictor']}` ({judge['targets']} targets; {sees}): {verdicts}."]
     if "round2_minus_base" in payload:  # the second, on-policy round against the same bar
         r2, r2_bar = payload["round2_minus_base"], payload["round2_bar"]
         failed = ", ".join(k for k, ok in r2_bar.items() if k != "met" and not ok)
@@ -527,13 +561,14 @@ def render(tag: str, payload: dict) -> str:
             if b["predictions"]
         )
         lines.append(f"| {role.removeprefix('eval_')} | {said} ({truth}) | {buckets} |")
-    lines += ["", "| round | pairs | chosen/rejected tokens | dpo steps | last-5 loss | margin | reward acc |"]
+    lines += ["", "| round | pairs | chosen/rejected tokens | dpo steps | last-10 loss | margin | reward acc |"]
     lines += ["|---|---|---|---|---|---|---|"]
     for name, pairs in payload["pairs"].items():
         dpo = payload["dpo"].get(name, {})
         tokens = f"{pairs.get('chosen_mean_tokens')}/{pairs.get('rejected_mean_tokens')} ({pairs.get('length_ratio')})"
-        trained = " | ".join(str(dpo.get(k)) for k in ("steps", "last5_mean_loss", "last5_mean_margin"))
-        lines.append(f"| {name} | {pairs['pairs']} | {tokens} | {trained} | {dpo.get('last5_mean_accuracy')} |")
+        last = dpo.get("last_steps", {})
+        trained = " | ".join(str(x) for x in (dpo.get("steps"), last.get("loss"), last.get("rewards_margins")))
+        lines.append(f"| {name} | {pairs['pairs']} | {tokens} | {trained} | {last.get('rewards_accuracies')} |")
     if payload.get("ten_recent_ratings_mean_tokens"):
         tokens = payload["ten_recent_ratings_mean_tokens"]
         lines.append(f"\nThe 10 recent ratings as a 10H prompt writes them: {tokens} tokens on average.")

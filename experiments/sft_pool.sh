@@ -15,6 +15,10 @@
 #   DATA (../shared/data/movielens-100k)  NAME (sftpool)  STORE (bench/results/$NAME-store/lettingo.db)  TAG ($NAME)
 #   USERS (100)  TEST_USERS (100)  N (2)  N_TEST (2)  MAX_TOKENS (120)  EPOCHS (2)  LR (2e-4)
 #   MIN_TITLES (0.8)  STATED_ERROR (0.5)  QUANT (q8_0)
+#   DPO (1: also DPO on off-policy pairs from the same pool, on the base writer's own prompt, with an NLL term on
+#        the chosen side; 0: skip)  DPO_ARGS ("--beta 0.1 --lr 5e-5 --epochs 1 --max-length 1280 --sft-weight 1")
+#   SECOND (reader:bow?without=POOL: the reader fitted without the pool's users, whose scores chose what sft and
+#          the pairs took; it also judges no profile and the history as text, its power to read content)
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -33,13 +37,16 @@ LR="${LR:-2e-4}"
 MIN_TITLES="${MIN_TITLES:-0.8}"
 STATED_ERROR="${STATED_ERROR:-0.5}"
 QUANT="${QUANT:-q8_0}"
+DPO="${DPO:-1}"
+DPO_ARGS="${DPO_ARGS:---beta 0.1 --lr 5e-5 --epochs 1 --max-length 1280 --sft-weight 1}"
+SECOND="${SECOND-reader:bow?without=POOL}"
 
 export LETTINGO_STORE="$STORE"
-mkdir -p "$(dirname "$STORE")" "$RESULTS"
-times="$RESULTS/$TAG.times"  # stage seconds of this run (a rerun starts the file afresh; cached stages are short)
+times="$RESULTS/$TAG.times"  # stage seconds, appended (the report counts each stage once: its longest run)
 refs="$RESULTS/$TAG.refs"
+if [ ! -e "$STORE" ]; then rm -f "$times"; fi  # a new store is a new run
+mkdir -p "$(dirname "$STORE")" "$RESULTS"
 : > "$refs"
-: > "$times"
 
 # stage NAME COMMAND... records each stage's seconds; keep ROLE REF each artifact the report reads
 source "$here/stages.sh"
@@ -64,6 +71,16 @@ adapter=$(stage sft lettingo sft "$pool_qwen" "$pool_gemma" --epochs "$EPOCHS" -
 export_ref=$(stage export lettingo export "$adapter" --quant "$QUANT" --prompts 2 --name "$NAME-sft")
 keep adapter "$adapter"; keep export "$export_ref"
 
+if [ "$DPO" = 1 ]; then
+  echo "== dpo on off-policy pairs from the pool, on the base writer's own prompt" >&2
+  pairs=$(stage pair lettingo pair "$pool_qwen" "$pool_gemma" --for gemma-3-270m --rule best-worst \
+    --max-per-user 1 --max-stated-error "$STATED_ERROR" --name "$NAME-pool")
+  # shellcheck disable=SC2086  # DPO_ARGS is a list of flags
+  dpo_adapter=$(stage dpo lettingo dpo "$pairs" --base gemma-3-270m $DPO_ARGS --name "$NAME-dpo")
+  dpo_export=$(stage export_dpo lettingo export "$dpo_adapter" --quant "$QUANT" --prompts 2 --name "$NAME-dpo")
+  keep pairs "$pairs"; keep dpo_adapter "$dpo_adapter"; keep dpo_export "$dpo_export"
+fi
+
 echo "== the test users: base, sft, controls" >&2
 base=$(stage gen_test_base lettingo gen --split "$split" --users test --n "$N_TEST" --max-tokens "$MAX_TOKENS" \
   --name "$NAME-test-base")
@@ -71,15 +88,39 @@ sft=$(stage gen_test_sft lettingo gen --split "$split" --users test --n "$N_TEST
   --generator "gguf:${export_ref#export:}?quant=$QUANT" --name "$NAME-test-sft")
 swap=$(stage gen_test_swap lettingo gen --split "$split" --users test --generator "swap:${sft#profiles:}" \
   --name "$NAME-test-swap")
-for arm in base sft swap; do
+budget=$(lettingo store show "$base" --json | python3 -c \
+  'import json, sys; print(max(1, round(next(iter(json.load(sys.stdin)["report"]["diversity"].values()))["mean_tokens"])))')
+history=$(stage control_history lettingo gen --split "$split" --users test --generator "history-text?tokens=$budget" \
+  --name "$NAME-test-history")
+arms=(base sft swap history)
+if [ "$DPO" = 1 ]; then
+  dpo=$(stage gen_test_dpo lettingo gen --split "$split" --users test --n "$N_TEST" --max-tokens "$MAX_TOKENS" \
+    --generator "gguf:${dpo_export#export:}?quant=$QUANT" --name "$NAME-test-dpo")
+  dpo_swap=$(stage gen_test_dpo_swap lettingo gen --split "$split" --users test --generator "swap:${dpo#profiles:}" \
+    --name "$NAME-test-dpo-swap")
+  arms+=(dpo dpo_swap)
+fi
+for arm in "${arms[@]}"; do
   profiles="${!arm}"
   keep "eval_$arm" "$(stage "eval_$arm" lettingo eval "$profiles" --users test --targets 4 --name "$NAME-$arm")"
 done
 keep eval_none "$(stage eval_none lettingo eval --no-profile --split "$split" --users test --targets 4 \
   --name "$NAME-none")"
+if [ -n "$SECOND" ]; then
+  echo "== the second judge, which chose nothing: $SECOND" >&2
+  SECOND="${SECOND/POOL/$pool_qwen}"
+  for arm in "${arms[@]}"; do
+    case "$arm" in swap | dpo_swap) continue ;; esac  # another user's profiles: the first judge's control
+    keep "second_$arm" "$(stage "second_$arm" lettingo eval "${!arm}" --users test --targets 4 --predictor "$SECOND" \
+      --name "$NAME-second-$arm")"
+  done
+  keep second_none "$(stage second_none lettingo eval --no-profile --split "$split" --users test --targets 4 \
+    --predictor "$SECOND" --name "$NAME-second-none")"
+fi
 
 PYTHONPATH="$here/..${PYTHONPATH:+:$PYTHONPATH}" python3 -m experiments.sft_pool_report --tag "$TAG" \
   --refs "$refs" --times "$times" --results "$RESULTS" --store "$STORE" \
   --setting "users=$USERS" --setting "test_users=$TEST_USERS" --setting "n=$N" --setting "n_test=$N_TEST" \
   --setting "max_tokens=$MAX_TOKENS" --setting "epochs=$EPOCHS" --setting "lr=$LR" \
-  --setting "min_titles_found=$MIN_TITLES" --setting "max_stated_error=$STATED_ERROR" --setting "quant=$QUANT"
+  --setting "min_titles_found=$MIN_TITLES" --setting "max_stated_error=$STATED_ERROR" --setting "quant=$QUANT" \
+  --setting "dpo=$DPO" --setting "dpo_args=$DPO_ARGS" --setting "second=$SECOND"

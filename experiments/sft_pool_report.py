@@ -12,17 +12,30 @@ import argparse
 import statistics
 from pathlib import Path
 
-from bench._common import write_result
+from bench._common import LAST_STEPS, last_steps, stage_seconds, write_result
 from lettingo_cli.eval import compare_evals
 from lettingo_cli.store import Store
 
 ARMS = {"eval_base": "base writer", "eval_sft": "SFT writer", "eval_swap": "another user's SFT profiles",
-        "eval_none": "no profile"}  # fmt: skip
-DIFFERENCES = (
+        "eval_none": "no profile", "eval_history": "own history as text, cut to the base profiles' length",
+        "eval_dpo": "DPO writer (off-policy pairs from the pool, + NLL)",
+        "eval_dpo_swap": "another user's DPO profiles",
+        "second_none": "second judge: no profile", "second_history": "second judge: own history as text",
+        "second_base": "second judge: base writer", "second_sft": "second judge: SFT writer",
+        "second_dpo": "second judge: DPO writer"}  # fmt: skip
+DIFFERENCES = (  # the arms a run lacks (an older run, DPO=0, no SECOND) are left out
     ("eval_sft", "eval_base"),
     ("eval_sft", "eval_swap"),
     ("eval_sft", "eval_none"),
     ("eval_base", "eval_none"),
+    ("eval_history", "eval_none"),
+    ("eval_dpo", "eval_base"),
+    ("eval_dpo", "eval_dpo_swap"),
+    ("eval_dpo", "eval_none"),
+    ("eval_dpo", "eval_sft"),
+    ("second_history", "second_none"),  # the second judge's power to read content
+    ("second_sft", "second_base"),
+    ("second_dpo", "second_base"),
 )
 
 
@@ -44,14 +57,6 @@ def _mean_tokens(store: Store, evaluation) -> float | None:
     return round(statistics.fmean(tokens), 1) if tokens else None
 
 
-def _seconds(times: Path) -> dict[str, float]:
-    seconds: dict[str, float] = {}
-    for line in times.read_text().splitlines():
-        name, start, end = line.split()
-        seconds[name] = round(float(end) - float(start), 1)  # a stage run twice (a resume) keeps its last run
-    return seconds
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     for flag in ("--tag", "--refs", "--times", "--results", "--store"):
@@ -60,9 +65,11 @@ def main() -> None:
     args = parser.parse_args()
     refs = dict(line.split("=", 1) for line in Path(args.refs).read_text().splitlines() if line)
     store = Store(Path(args.store), create=False)
-    evals = {role: store.resolve(refs[role], kind="eval") for role in ARMS}
+    evals = {role: store.resolve(refs[role], kind="eval") for role in ARMS if role in refs}
     arms = {}
     for role, label in ARMS.items():
+        if role not in evals:
+            continue
         report = evals[role].report
         arms[role] = {
             "label": label,
@@ -75,15 +82,31 @@ def main() -> None:
         }
     differences = {}
     for first, second in DIFFERENCES:
+        if first not in evals or second not in evals:
+            continue
         result = compare_evals(store, evals[first], evals[second])
-        differences[f"{first[5:]}_minus_{second[5:]}"] = {
+        differences[f"{first.removeprefix('eval_')}_minus_{second.removeprefix('eval_')}"] = {
             "users": result["users"],
             "accuracy": _difference(result, "accuracy"),
             "macro_f1": _difference(result, "macro_f1"),
         }
     base_tokens, sft_tokens = arms["eval_base"]["mean_tokens"], arms["eval_sft"]["mean_tokens"]
     adapter = store.resolve(refs["adapter"], kind="adapter")
-    seconds = _seconds(Path(args.times))
+    seconds = stage_seconds(Path(args.times))
+    dpo = None
+    if "dpo_adapter" in refs:
+        dpo_adapter = store.resolve(refs["dpo_adapter"], kind="adapter")
+        pairs = store.resolve(refs["pairs"], kind="pairs")
+        dpo_steps = store.training_steps(dpo_adapter.run_id)
+        dpo = {
+            "ref": dpo_adapter.ref,
+            "params": {k: dpo_adapter.params.get(k) for k in ("beta", "lr", "epochs", "sft_weight", "lora_r")},
+            "pairs": {"ref": pairs.ref, "count": pairs.count, "report": pairs.report},
+            "stats": store.run(dpo_adapter.run_id)["stats"],
+            "first_steps": last_steps(dpo_steps[:LAST_STEPS], ("loss", "rewards_margins", "rewards_accuracies")),
+            "last_steps": last_steps(dpo_steps, ("loss", "rewards_margins", "rewards_accuracies")),
+        }
+    steps = store.training_steps(adapter.run_id)
     payload = {
         "settings": dict(setting.split("=", 1) for setting in args.setting),
         "arms": arms,
@@ -94,7 +117,15 @@ def main() -> None:
             "counts": adapter.counts,
             "report": adapter.report,
             "stats": store.run(adapter.run_id)["stats"],
+            "first_steps": last_steps(steps[:LAST_STEPS], ("loss", "mean_token_accuracy")),
+            "last_steps": last_steps(steps, ("loss", "mean_token_accuracy")),
         },
+        **({"dpo": dpo} if dpo else {}),
+        "second_judge_sees_content": (
+            differences["second_history_minus_second_none"]["accuracy"]["ci_low"] > 0
+            if "second_history_minus_second_none" in differences
+            else None
+        ),
         "seconds": seconds,
         "total_seconds": round(sum(seconds.values()), 1),
     }

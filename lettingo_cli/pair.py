@@ -20,12 +20,13 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from lettingo_cli.console import log
 from lettingo_cli.errors import IntegrityError, UsageError
 from lettingo_cli.options import option, stable_key
 from lettingo_cli.prompts import HISTORY_LINES, Template, prompt_hash, render, template_for
 from lettingo_cli.scored import pool_split, scored_profiles
 from lettingo_cli.specs import parse
-from lettingo_cli.split_data import load_histories
+from lettingo_cli.split_data import load_histories, train_users
 from lettingo_cli.stated import stated_values
 from lettingo_cli.store import Artifact, Store, Verbs
 from lettingo_cli.training.data import preference_records
@@ -239,13 +240,17 @@ def _write_pairs(store: Store, run, pools: list[Artifact], split: Artifact, opti
                     "rejected_score": round(rejected["score"], 6),
                 }
             )
+    # pairs of test users are for looking at (the README's chain pairs `gen --users test`); training refuses them
+    test_users = len({row["user_id"] for row in rows} - set(train_users(store, split)))
+    if test_users:
+        log(f"warning: {test_users} test user(s) have pairs; training stages refuse them (train on train users' pairs)")
     with run:
         store.insert_rows(run.artifact, "pairs", rows)
         means = {f"{side}_mean_tokens": round(sum(t) / len(t), 1) if t else None for side, t in tokens.items()}
         chosen, rejected = means["chosen_mean_tokens"], means["rejected_mean_tokens"]
         ratio = round(chosen / rejected, 3) if rejected else None  # no pairs, or only empty rejected profiles
         shares = {f"{side}_by_writer": dict(sorted(counts.items())) for side, counts in sides.items()}
-        report = {"outcome": outcome, **means, "length_ratio": ratio, **shares}
+        report = {"outcome": outcome, **means, "length_ratio": ratio, **shares, "test_users": test_users}
         return run.finish(counts={"users": len(users), **outcome}, report=report)
 
 

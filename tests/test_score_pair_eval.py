@@ -591,6 +591,9 @@ def test_training_refuses_pairs_of_test_users(scored_store, store_path, tiny_mod
     assert scored_store("score", "profiles:t", "--predictor", f"llm:{gguf}").exit_code == 0
     paired = scored_store("pair", "scores:t", "--rule", "margin", "--margin", "0", "--json")
     assert paired.exit_code == 0 and json.loads(paired.stdout)["count"] > 0, paired.stderr
+    # pairs of test users may be looked at (the README's chain pairs `gen --users test`), and pair says so
+    test_users = json.loads(paired.stdout)["report"]["test_users"]
+    assert test_users > 0 and f"warning: {test_users} test user(s) have pairs" in paired.stderr
     refused = scored_store("dpo", "pairs:t", "--base", tiny_model.hf_dir, "--max-steps", "1")
     assert refused.exit_code == 2 and refused.stdout == ""
     store = Store(store_path)

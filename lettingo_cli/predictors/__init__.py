@@ -5,8 +5,9 @@ the group `lettingo.predictors`):
 - llm:BACKEND_SPEC[?prior=train|none]: a frozen LLM read through its label log-probs (llm.py)
 - emb:minilm: sentence embeddings and a small head (embedding.py)
 - head:minilm[?profiles=REF]: a head over user, item and profile features fitted on train users (head.py)
-- reader:bow[?profiles=REF][&user_mean=1][&values=0]: a small network reading the profile, fitted once on train
-  users and stored as a `predictor` artifact (reader.py); `predictor:REF` names such an artifact directly
+- reader:bow[?profiles=REF][&user_mean=1][&values=0][&without=REF]: a small network reading the profile, fitted
+  once on train users (less those of `without`) and stored as a `predictor` artifact (reader.py); `predictor:REF`
+  names such an artifact directly
 """
 
 from __future__ import annotations

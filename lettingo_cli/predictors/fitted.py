@@ -19,7 +19,8 @@ class FitOptions:
 
     predictor: str = option(
         "reader:bow",
-        "The predictor to fit: reader:bow[?profiles=REF][&user_mean=1][&values=0] | head:minilm[?profiles=REF].",
+        "The predictor to fit: reader:bow[?profiles=REF][&user_mean=1][&values=0][&without=REF] | "
+        "head:minilm[?profiles=REF].",
     )
 
 

@@ -30,7 +30,8 @@ history written out as rating lines (what `gen --generator history-text` writes)
 generator's). The number of epochs is chosen on one fold of the train users (never a test user); then one
 network per fold is fitted without that fold's users (train users are scored by the network that never saw
 them) and one on all train users (everyone else). The artifact's report holds the out-of-fold figures per
-kind of profile text.
+kind of profile text. `?without=REF` leaves the users of a profiles, scores or pairs artifact out of all of it:
+a second judge that never saw the users whose scores chose a run's pairs (paper.sh's SECOND with RECENT=0).
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ WEIGHTS_FILE = "reader.pt"
 SLOT_KINDS = ("none", "history-text", "stats-text", "profiles")
 
 
-SPEC = "reader:bow[?profiles=REF][&user_mean=1][&values=0]"
+SPEC = "reader:bow[?profiles=REF][&user_mean=1][&values=0][&without=REF]"
 
 
 @dataclass(frozen=True)
@@ -92,25 +93,47 @@ class ReaderOptions:
     profiles: int | None = None  # a profiles artifact of train users to train on (its id), besides the written texts
     user_mean: bool = False  # also give the user's mean profile-history rating (LettinGo's released reward prompt)
     values: bool = True  # read the values the profile states ("4/5") as numbers
+    without: int | None = None  # an artifact (its id) whose users are left out of fitting: a judge that never saw them
 
     @classmethod
     def of(cls, params: dict) -> ReaderOptions:
         """The options a fitted artifact was made with (artifacts fitted before `values` existed had none)."""
-        return cls(params.get("profiles"), params.get("user_mean", False), params.get("values", False))
+        return cls(params.get("profiles"), params.get("user_mean", False), params.get("values", False),
+                   params.get("without"))  # fmt: skip
+
+    def params(self) -> dict:
+        """The options as the artifact's params (`without` only when set, so readers fitted before it stay cached)."""
+        return {k: v for k, v in asdict(self).items() if k != "without" or v is not None}
 
 
 def reader_options(spec: Spec, store: Store) -> ReaderOptions:
-    """`reader:bow[?profiles=REF][&user_mean=1][&values=0]`, as the registry parsed it."""
+    """`reader:bow[?profiles=REF][&user_mean=1][&values=0][&without=REF]`, as the registry parsed it."""
     options = spec.options
     flags = (options.get("user_mean", "0"), options.get("values", "1"))
     if (
         spec.target != "bow"
-        or set(options) - {"profiles", "user_mean", "values"}
+        or set(options) - {"profiles", "user_mean", "values", "without"}
         or any(f not in ("0", "1") for f in flags)
     ):
         raise UsageError(f"bad predictor {spec.text!r}: use {SPEC}")
     profiles = store.resolve(options["profiles"], kind="profiles").id if options.get("profiles") else None
-    return ReaderOptions(profiles=profiles, user_mean=flags[0] == "1", values=flags[1] == "1")
+    without = store.resolve(options["without"]).id if options.get("without") else None
+    return ReaderOptions(profiles=profiles, user_mean=flags[0] == "1", values=flags[1] == "1", without=without)
+
+
+def fitted_users(store: Store, split: Artifact, options: ReaderOptions) -> list[str]:
+    """The train users the reader is fitted on: the split's train users, less those of `without` (e.g. the scores
+    that chose a run's pairs: a second judge that never saw those users' targets nor their profiles' scores)."""
+    users = train_users(store, split)
+    if options.without is None:
+        return users
+    source = store.get(options.without)
+    if source.kind not in ("profiles", "scores", "pairs"):
+        raise UsageError(f"reader:bow?without={source.ref}: name a profiles, scores or pairs artifact")
+    left_out = {row["user_id"] for row in store.rows(source, source.kind)}
+    if not left_out & set(users):
+        raise UsageError(f"reader:bow?without={source.ref}: it holds no train user of {split.ref} to leave out")
+    return [u for u in users if u not in left_out]
 
 
 def _hashed(words: list[str], buckets: int) -> list[int]:
@@ -221,17 +244,19 @@ def fit_reader(store: Store, split: Artifact, options: ReaderOptions, force: boo
     """The `fit` stage: the reader's predictor artifact for this split and options (fitted once; cached)."""
     from lettingo_cli.backends.written import stats_profile
 
-    params = {"predictor": "reader:bow", "split": split.id, **asdict(options)}
+    params = {"predictor": "reader:bow", "split": split.id, **options.params()}
     inputs = {"split": split.id, **({"profiles": options.profiles} if options.profiles else {})}
+    inputs |= {"without": options.without} if options.without else {}
     trained_on = f"-{store.get(options.profiles).name}" if options.profiles else ""
     suffix = ("-user-mean" if options.user_mean else "") + ("" if options.values else "-no-values")
+    suffix += f"-without-{store.get(options.without).name}" if options.without else ""
     name = check_name(f"{split.name}-reader{trained_on}{suffix}")
     run = store.stage("fit", "predictor", name, params, inputs, force=force, verbs=VERBS)
     if run.cached:
         return run.cached
     torch = require("torch")
     started = time.perf_counter()
-    users = train_users(store, split)
+    users = fitted_users(store, split, options)
     _, held_out = load_recent_and_targets(store, split, users, split.params["targets"])
     histories = load_histories(store, split, users, split.params["history"])
     words = value_words(split)
@@ -371,7 +396,7 @@ class ReaderPredictor:
             network.load_state_dict({n: t.float() for n, t in state.items()})
             network.eval()
             self.networks[key] = network
-        self.train_users = set(train_users(store, split))
+        self.train_users = set(fitted_users(store, split, options))  # each scored by the network that never saw it
         self.name = f"reader:bow@{fitted.name}@v{fitted.version}"
         self.details = {"predictor_artifact": fitted.id, **asdict(options), "epochs": fitted.counts.get("epochs")}
 
