@@ -72,6 +72,7 @@ FORMATS = {
     "%": lambda v: f"{round(100 * _number(v))}%",
     "%1": lambda v: f"{100 * _number(v):.1f}%",
     "min": lambda v: f"{round(_number(v) / 60)}",  # seconds as whole minutes
+    "gb": lambda v: f"{_number(v) / 1000:.2f}",  # megabytes as gigabytes
     "min1": lambda v: f"{_number(v) / 60:.1f}",
 }
 
@@ -84,33 +85,41 @@ def load(stem: str, results: Path = RESULTS) -> dict:
 
 
 def lookup(data, path: str):
-    """The value at PATH (see the module's doc), or a KeyError naming the first segment not found."""
-    if " - " in path and not _has(data, path):
+    """The value at PATH (see the module's doc), or a KeyError naming the first segment not found. A key that holds
+    "/" itself ("16 samples/user") is found by joining segments."""
+    if " - " in path and _walk(data, path.split("/")) is _MISSING:
         first, second = path.split(" - ", 1)
         return lookup(data, first.strip()) - lookup(data, second.strip())
-    value, segments = data, path.split("/")
-    for i, segment in enumerate(segments):
-        if re.fullmatch(r"-\d+:", segment):
-            chosen = value[int(segment[:-1]) :]
-            rest = "/".join(segments[i + 1 :])
-            return statistics.mean(lookup(entry, rest) if rest else entry for entry in chosen)
-        if isinstance(value, list):
-            value = value[int(segment)]
-        elif isinstance(value, dict) and segment in value:
-            value = value[segment]
-        else:
-            raise KeyError(f"{'/'.join(segments[: i + 1])} not found")
+    value = _walk(data, path.split("/"))
+    if value is _MISSING:
+        raise KeyError(f"{path} not found")
     return value
 
 
-def _has(data, path: str) -> bool:
-    try:
-        value = data
-        for segment in path.split("/"):
-            value = value[int(segment)] if isinstance(value, list) else value[segment]
-        return True
-    except (KeyError, IndexError, ValueError, TypeError):
-        return False
+_MISSING = object()
+
+
+def _walk(value, segments: list[str]):
+    if not segments:
+        return value
+    segment = segments[0]
+    if re.fullmatch(r"-\d+:", segment) and isinstance(value, list):  # a list's last N entries: their mean
+        found = [_walk(entry, segments[1:]) for entry in value[int(segment[:-1]) :]]
+        return _MISSING if not found or _MISSING in found else statistics.mean(found)
+    if isinstance(value, list):
+        try:
+            return _walk(value[int(segment)], segments[1:])
+        except (ValueError, IndexError):
+            return _MISSING
+    if not isinstance(value, dict):
+        return _MISSING
+    for end in range(1, len(segments) + 1):  # the shortest key first; longer ones for keys holding "/"
+        key = "/".join(segments[:end])
+        if key in value:
+            found = _walk(value[key], segments[end:])
+            if found is not _MISSING:
+                return found
+    return _MISSING
 
 
 def render_figure(file: str, path: str, form: str, results: Path = RESULTS, cache: dict | None = None) -> str:
