@@ -17,6 +17,7 @@
 #   MIN_TITLES (0.8)  STATED_ERROR (0.5)  QUANT (q8_0)
 #   DPO (1: also DPO on off-policy pairs from the same pool, on the base writer's own prompt, with an NLL term on
 #        the chosen side; 0: skip)  DPO_ARGS ("--beta 0.1 --lr 5e-5 --epochs 1 --max-length 1280 --sft-weight 1")
+#   PROMPTS (levels genres recent: prompt-only arms, the base writer with each of these built-in prompts)
 #   SECOND (reader:bow?without=POOL: the reader fitted without the pool's users, whose scores chose what sft and
 #          the pairs took; it also judges no profile and the history as text, its power to read content)
 set -euo pipefail
@@ -40,6 +41,7 @@ QUANT="${QUANT:-q8_0}"
 DPO="${DPO:-1}"
 DPO_ARGS="${DPO_ARGS:---beta 0.1 --lr 5e-5 --epochs 1 --max-length 1280 --sft-weight 1}"
 SECOND="${SECOND-reader:bow?without=POOL}"
+PROMPTS="${PROMPTS-levels genres recent}"
 
 export LETTINGO_STORE="$STORE"
 times="$RESULTS/$TAG.times"  # stage seconds, appended (the report counts each stage once: its longest run)
@@ -100,6 +102,12 @@ if [ "$DPO" = 1 ]; then
     --name "$NAME-test-dpo-swap")
   arms+=(dpo dpo_swap)
 fi
+for prompt in $PROMPTS; do  # prompt-only arms: what asking differently does without any training
+  ref=$(stage "gen_test_prompt_$prompt" lettingo gen --split "$split" --users test --n "$N_TEST" \
+    --max-tokens "$MAX_TOKENS" --prompt "$prompt" --name "$NAME-test-prompt-$prompt")
+  declare "prompt_$prompt=$ref"  # a failed gen stops the script above (declare would hide its status)
+  arms+=("prompt_$prompt")
+done
 for arm in "${arms[@]}"; do
   profiles="${!arm}"
   keep "eval_$arm" "$(stage "eval_$arm" lettingo eval "$profiles" --users test --targets 4 --name "$NAME-$arm")"
@@ -123,4 +131,4 @@ PYTHONPATH="$here/..${PYTHONPATH:+:$PYTHONPATH}" python3 -m experiments.sft_pool
   --setting "users=$USERS" --setting "test_users=$TEST_USERS" --setting "n=$N" --setting "n_test=$N_TEST" \
   --setting "max_tokens=$MAX_TOKENS" --setting "epochs=$EPOCHS" --setting "lr=$LR" \
   --setting "min_titles_found=$MIN_TITLES" --setting "max_stated_error=$STATED_ERROR" --setting "quant=$QUANT" \
-  --setting "dpo=$DPO" --setting "dpo_args=$DPO_ARGS" --setting "second=$SECOND"
+  --setting "dpo=$DPO" --setting "dpo_args=$DPO_ARGS" --setting "second=$SECOND" --setting "prompts=$PROMPTS"

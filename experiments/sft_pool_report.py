@@ -65,9 +65,14 @@ def main() -> None:
     args = parser.parse_args()
     refs = dict(line.split("=", 1) for line in Path(args.refs).read_text().splitlines() if line)
     store = Store(Path(args.store), create=False)
-    evals = {role: store.resolve(refs[role], kind="eval") for role in ARMS if role in refs}
+    prompts = [role.removeprefix("eval_prompt_") for role in refs if role.startswith("eval_prompt_")]
+    labels = dict(ARMS)
+    for prompt in prompts:  # prompt-only arms: the base writer with another built-in prompt
+        labels[f"eval_prompt_{prompt}"] = f"base writer, --prompt {prompt}"
+        labels[f"second_prompt_{prompt}"] = f"second judge: base writer, --prompt {prompt}"
+    evals = {role: store.resolve(refs[role], kind="eval") for role in labels if role in refs}
     arms = {}
-    for role, label in ARMS.items():
+    for role, label in labels.items():
         if role not in evals:
             continue
         report = evals[role].report
@@ -81,7 +86,8 @@ def main() -> None:
             "faithfulness": report.get("faithfulness"),
         }
     differences = {}
-    for first, second in DIFFERENCES:
+    prompt_differences = [(f"{judge}_prompt_{p}", f"{judge}_base") for p in prompts for judge in ("eval", "second")]
+    for first, second in (*DIFFERENCES, *prompt_differences):
         if first not in evals or second not in evals:
             continue
         result = compare_evals(store, evals[first], evals[second])
