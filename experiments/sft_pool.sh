@@ -15,6 +15,9 @@
 #   DATA (../shared/data/movielens-100k)  NAME (sftpool)  STORE (bench/results/$NAME-store/lettingo.db)  TAG ($NAME)
 #   USERS (100)  TEST_USERS (100)  N (2)  N_TEST (2)  MAX_TOKENS (120)  EPOCHS (2)  LR (2e-4)
 #   MIN_TITLES (0.8)  STATED_ERROR (0.5)  QUANT (q8_0)
+#   TEACHER (qwen2.5-1.5b) and TEACHER_ARGS ("--prompt recent --n 1"): the pool's stronger writer
+#   WRITER (gemma-3-270m): the writer trained, also the pool's second writer and the base arm; BASE (gemma-3-270m):
+#   its HF model for sft and dpo --base; SFT_ARGS (extra sft flags, empty)
 #   DPO (1: also DPO on off-policy pairs from the same pool, on the base writer's own prompt, with an NLL term on
 #        the chosen side; 0: skip)  DPO_ARGS ("--beta 0.1 --lr 5e-5 --epochs 1 --max-length 1280 --sft-weight 1")
 #   PROMPTS (levels genres recent: prompt-only arms, the base writer with each of these built-in prompts)
@@ -38,6 +41,11 @@ LR="${LR:-2e-4}"
 MIN_TITLES="${MIN_TITLES:-0.8}"
 STATED_ERROR="${STATED_ERROR:-0.5}"
 QUANT="${QUANT:-q8_0}"
+TEACHER="${TEACHER:-qwen2.5-1.5b}"
+TEACHER_ARGS="${TEACHER_ARGS---prompt recent --n 1}"
+WRITER="${WRITER:-gemma-3-270m}"
+BASE="${BASE:-gemma-3-270m}"
+SFT_ARGS="${SFT_ARGS:-}"
 DPO="${DPO:-1}"
 DPO_ARGS="${DPO_ARGS:---beta 0.1 --lr 5e-5 --epochs 1 --max-length 1280 --sft-weight 1}"
 SECOND="${SECOND-reader:bow?without=POOL}"
@@ -59,33 +67,35 @@ split=$(stage split lettingo split "$dataset" --targets 4 --recent 0 --history 3
 keep split "$split"
 
 echo "== the pool: two LLM writers for the first $USERS train users" >&2
-qwen=$(stage gen_pool_qwen lettingo gen --split "$split" --users "train:$USERS" --generator qwen2.5-1.5b \
-  --prompt recent --n 1 --max-tokens "$MAX_TOKENS" --name "$NAME-pool-qwen")
-gemma=$(stage gen_pool_gemma lettingo gen --split "$split" --users "train:$USERS" --n "$N" \
+# shellcheck disable=SC2086  # TEACHER_ARGS is a list of flags
+qwen=$(stage gen_pool_qwen lettingo gen --split "$split" --users "train:$USERS" --generator "$TEACHER" \
+  $TEACHER_ARGS --max-tokens "$MAX_TOKENS" --name "$NAME-pool-qwen")
+gemma=$(stage gen_pool_gemma lettingo gen --split "$split" --users "train:$USERS" --generator "$WRITER" --n "$N" \
   --max-tokens "$MAX_TOKENS" --name "$NAME-pool-gemma")
 pool_qwen=$(stage score_pool_qwen lettingo score "$qwen" --targets 4)
 pool_gemma=$(stage score_pool_gemma lettingo score "$gemma" --targets 4)
 keep pool_qwen "$pool_qwen"; keep pool_gemma "$pool_gemma"
 
 echo "== sft on each user's best faithful profile; export" >&2
-adapter=$(stage sft lettingo sft "$pool_qwen" "$pool_gemma" --epochs "$EPOCHS" --lr "$LR" \
-  --min-titles-found "$MIN_TITLES" --max-stated-error "$STATED_ERROR" --name "$NAME-sft")
+# shellcheck disable=SC2086  # SFT_ARGS is a list of flags
+adapter=$(stage sft lettingo sft "$pool_qwen" "$pool_gemma" --base "$BASE" --epochs "$EPOCHS" --lr "$LR" \
+  --min-titles-found "$MIN_TITLES" --max-stated-error "$STATED_ERROR" $SFT_ARGS --name "$NAME-sft")
 export_ref=$(stage export lettingo export "$adapter" --quant "$QUANT" --prompts 2 --name "$NAME-sft")
 keep adapter "$adapter"; keep export "$export_ref"
 
 if [ "$DPO" = 1 ]; then
   echo "== dpo on off-policy pairs from the pool, on the base writer's own prompt" >&2
-  pairs=$(stage pair lettingo pair "$pool_qwen" "$pool_gemma" --for gemma-3-270m --rule best-worst \
+  pairs=$(stage pair lettingo pair "$pool_qwen" "$pool_gemma" --for "$WRITER" --rule best-worst \
     --max-per-user 1 --max-stated-error "$STATED_ERROR" --name "$NAME-pool")
   # shellcheck disable=SC2086  # DPO_ARGS is a list of flags
-  dpo_adapter=$(stage dpo lettingo dpo "$pairs" --base gemma-3-270m $DPO_ARGS --name "$NAME-dpo")
+  dpo_adapter=$(stage dpo lettingo dpo "$pairs" --base "$BASE" $DPO_ARGS --name "$NAME-dpo")
   dpo_export=$(stage export_dpo lettingo export "$dpo_adapter" --quant "$QUANT" --prompts 2 --name "$NAME-dpo")
   keep pairs "$pairs"; keep dpo_adapter "$dpo_adapter"; keep dpo_export "$dpo_export"
 fi
 
 echo "== the test users: base, sft, controls" >&2
-base=$(stage gen_test_base lettingo gen --split "$split" --users test --n "$N_TEST" --max-tokens "$MAX_TOKENS" \
-  --name "$NAME-test-base")
+base=$(stage gen_test_base lettingo gen --split "$split" --users test --generator "$WRITER" --n "$N_TEST" \
+  --max-tokens "$MAX_TOKENS" --name "$NAME-test-base")
 sft=$(stage gen_test_sft lettingo gen --split "$split" --users test --n "$N_TEST" --max-tokens "$MAX_TOKENS" \
   --generator "gguf:${export_ref#export:}?quant=$QUANT" --name "$NAME-test-sft")
 swap=$(stage gen_test_swap lettingo gen --split "$split" --users test --generator "swap:${sft#profiles:}" \
@@ -103,7 +113,7 @@ if [ "$DPO" = 1 ]; then
   arms+=(dpo dpo_swap)
 fi
 for prompt in $PROMPTS; do  # prompt-only arms: what asking differently does without any training
-  ref=$(stage "gen_test_prompt_$prompt" lettingo gen --split "$split" --users test --n "$N_TEST" \
+  ref=$(stage "gen_test_prompt_$prompt" lettingo gen --split "$split" --users test --generator "$WRITER" --n "$N_TEST" \
     --max-tokens "$MAX_TOKENS" --prompt "$prompt" --name "$NAME-test-prompt-$prompt")
   declare "prompt_$prompt=$ref"  # a failed gen stops the script above (declare would hide its status)
   arms+=("prompt_$prompt")
@@ -131,4 +141,5 @@ PYTHONPATH="$here/..${PYTHONPATH:+:$PYTHONPATH}" python3 -m experiments.sft_pool
   --setting "users=$USERS" --setting "test_users=$TEST_USERS" --setting "n=$N" --setting "n_test=$N_TEST" \
   --setting "max_tokens=$MAX_TOKENS" --setting "epochs=$EPOCHS" --setting "lr=$LR" \
   --setting "min_titles_found=$MIN_TITLES" --setting "max_stated_error=$STATED_ERROR" --setting "quant=$QUANT" \
-  --setting "dpo=$DPO" --setting "dpo_args=$DPO_ARGS" --setting "second=$SECOND" --setting "prompts=$PROMPTS"
+  --setting "dpo=$DPO" --setting "dpo_args=$DPO_ARGS" --setting "second=$SECOND" --setting "prompts=$PROMPTS" \
+  --setting "teacher=$TEACHER" --setting "teacher_args=$TEACHER_ARGS" --setting "writer=$WRITER" --setting "base=$BASE"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import random
 import signal
 import socket
@@ -279,3 +280,37 @@ def openai_server(tiny_model):
     """llama-cpp-python's OpenAI-compatible server on 127.0.0.1, serving the tiny GGUF."""
     with served_gguf(tiny_model.gguf) as url:
         yield url
+
+
+def run_experiment(script: str, tmp_path: Path, tiny_model, name: str, n_users: int, **knobs: str):
+    """experiments/SCRIPT on a MovieLens-format fixture of n_users users with the tiny model: the knobs every such
+    test shares (data, store, results, 6 train users with profiles, 4 test users, 2 targets, 3 profiles per train
+    user and 2 per test user, 12-token profiles, the tiny model as BASE, 2 DPO steps) plus
+    the test's own. Returns (the finished process, the results folder, the store's path); the run must succeed."""
+    data = write_ml100k(tmp_path / "ml", n_users=n_users, n_items=60, per_user=45)
+    results, store = tmp_path / "results", tmp_path / "store" / "lettingo.db"
+    env = {
+        **os.environ,
+        "DATA": str(data),
+        "STORE": str(store),
+        "NAME": name,
+        "RESULTS": str(results),
+        "USERS": "6",
+        "TEST_USERS": "4",
+        "TARGETS": "2",
+        "N": "3",
+        "N_TEST": "2",
+        "MAX_TOKENS": "12",
+        "BASE": str(tiny_model.hf_dir),
+        "DPO_ARGS": "--max-steps 2 --lora-r 4 --lr 1e-3 --max-length 4096",
+        **knobs,
+    }
+    command = ["bash", str(Path(__file__).resolve().parents[1] / "experiments" / script)]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done, results, store
+
+
+def experiment_refs(results: Path, tag: str) -> dict[str, str]:
+    """ROLE -> reference of every artifact an experiment's report read (its TAG.refs file)."""
+    return dict(line.split("=", 1) for line in (results / f"{tag}.refs").read_text().splitlines() if "=" in line)

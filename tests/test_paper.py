@@ -3,46 +3,25 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-from pathlib import Path
 
 from lettingo_cli.store import Store
-from tests.conftest import write_ml100k
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import experiment_refs, run_experiment
 
 
 def test_paper_script_runs_the_whole_chain_and_writes_its_results(tmp_path, tiny_model):
-    data = write_ml100k(tmp_path / "ml", n_users=14, n_items=60, per_user=45)
-    results = tmp_path / "results"
-    env = {
-        **os.environ,
-        "DATA": str(data),
-        "STORE": str(tmp_path / "store" / "lettingo.db"),
-        "NAME": "paper-ci",
-        "RESULTS": str(results),
+    knobs = {
         "USERS": "8",
-        "TEST_USERS": "4",
-        "TARGETS": "2",
-        "N": "3",
         "N_TEST": "1",
-        "MAX_TOKENS": "12",
         "GENERATOR": f"gguf:{tiny_model.gguf}",
-        "BASE": str(tiny_model.hf_dir),
         "PREDICTOR": "emb:minilm",  # the tiny LLM saturates its label probabilities: no score differences, no pairs
         "RULE": "best-worst",
-        "DPO_ARGS": "--max-steps 2 --lora-r 4 --lr 1e-3 --max-length 4096",
         "REFERENCE": f"gguf:{tiny_model.gguf}",  # stands in for the bigger writer
         "QWEN_USERS": "2",
         "SECOND": "head:minilm",
         "SECOND_TARGETS": "1",
         "N2": "3",
     }
-    done = subprocess.run(
-        ["bash", str(ROOT / "experiments" / "paper.sh")], capture_output=True, text=True, env=env, timeout=900
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    done, results, store_path = run_experiment("paper.sh", tmp_path, tiny_model, "paper-ci", 14, **knobs)
     payload = json.loads((results / "paper-ci.json").read_text())
     headline = payload["aligned_minus_base"]
     for metric in ("accuracy", "macro_f1", "weighted_f1"):
@@ -60,8 +39,8 @@ def test_paper_script_runs_the_whole_chain_and_writes_its_results(tmp_path, tiny
     assert set(payload["baselines"]) == {"always_majority", "recent_mean"}
     differences = payload["differences"]
     # the headline, computed here from the stored predictions of the two arms (the users both scored)
-    refs = dict(line.split("=", 1) for line in (results / "paper-ci.refs").read_text().splitlines() if "=" in line)
-    store = Store(tmp_path / "store" / "lettingo.db", create=False)
+    refs = experiment_refs(results, "paper-ci")
+    store = Store(store_path, create=False)
 
     def right_by_user(role: str) -> dict[str, list[bool]]:
         scores = store.get(store.resolve(refs[role]).params["scores"])
@@ -125,10 +104,7 @@ def test_paper_script_runs_the_whole_chain_and_writes_its_results(tmp_path, tiny
     assert "A - B accuracy" in done.stdout
 
     # rerun: every stage is cached, nothing is trained again
-    again = subprocess.run(
-        ["bash", str(ROOT / "experiments" / "paper.sh")], capture_output=True, text=True, env=env, timeout=600
-    )
-    assert again.returncode == 0, again.stderr[-3000:]
+    again, _, _ = run_experiment("paper.sh", tmp_path, tiny_model, "paper-ci", 14, **knobs)
     assert "already trained" in again.stderr and "already exported" in again.stderr
     rerun = json.loads((results / "paper-ci.json").read_text())
     assert rerun["aligned_minus_base"] == headline
@@ -146,34 +122,16 @@ def test_paper_script_in_the_profile_only_protocol_with_the_online_route(tmp_pat
     """RECENT=0: the trained reader judges, the protocol's own arms and baselines, the 10H reference on the same
     users, the reader fitted without the pairs' users as the second judge (with its power: history as text - no
     profile), grpo as one more arm; the report's picture."""
-    data = write_ml100k(tmp_path / "ml", n_users=24, n_items=60, per_user=45)
-    results = tmp_path / "results"
-    env = {
-        **os.environ,
+    knobs = {
         "RECENT": "0",
-        "DATA": str(data),
-        "STORE": str(tmp_path / "store" / "lettingo.db"),
-        "NAME": "po-ci",
-        "RESULTS": str(results),
-        "USERS": "6",
-        "TEST_USERS": "4",
-        "TARGETS": "2",
-        "N": "3",
-        "N_TEST": "2",
-        "MAX_TOKENS": "12",
         "GENERATOR": f"gguf:{tiny_model.gguf}",
-        "BASE": str(tiny_model.hf_dir),
-        "DPO_ARGS": "--max-steps 2 --lora-r 4 --lr 1e-3 --max-length 4096",
         "REFERENCE": "",
         "ROUND2": "0",
         "SECOND_TARGETS": "1",
         "GRPO_STEPS": "2",
         "GRPO_ARGS": "--generations 2 --lora-r 4 --lr 1e-3",
     }
-    done = subprocess.run(
-        ["bash", str(ROOT / "experiments" / "paper.sh")], capture_output=True, text=True, env=env, timeout=900
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    _, results, store_path = run_experiment("paper.sh", tmp_path, tiny_model, "po-ci", 24, **knobs)
     payload = json.loads((results / "po-ci.json").read_text())
     assert payload["settings"]["recent"] == "0" and payload["settings"]["predictor"] == "reader:bow"
     arms = payload["arms"]
@@ -191,8 +149,8 @@ def test_paper_script_in_the_profile_only_protocol_with_the_online_route(tmp_pat
     assert payload["ten_recent_ratings_mean_tokens"] > 10
     assert set(payload["within_user_length"]) == {"eval_base", "eval_aligned"}  # 2 profiles per test user
     # the second judge: fitted without the users whose scores chose the pairs, and its power beside its verdicts
-    refs = dict(line.split("=", 1) for line in (results / "po-ci.refs").read_text().splitlines() if "=" in line)
-    store = Store(tmp_path / "store" / "lettingo.db", create=False)
+    refs = experiment_refs(results, "po-ci")
+    store = Store(store_path, create=False)
     judge = payload["second_judge"]
     assert judge["predictor"] == f"reader:bow?without={refs['scores']}" and judge["targets"] == "1"
     judged = store.get(store.resolve(refs["second_base"]).params["scores"])

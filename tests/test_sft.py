@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 from lettingo_cli.store import Store
+from tests.conftest import experiment_refs, run_experiment
 
 
 def _pool(split_store, tiny_model, names=("tiny", "hist")) -> str:
@@ -196,3 +197,49 @@ def test_off_policy_pairs_from_a_pool_are_put_on_the_trained_writers_prompt(spli
         assert pairs.report["chosen_by_writer"].get("history-text / profile-completion-v1", 0) == from_history
         assert 0 < from_history < len(rows)  # both writers' profiles are chosen somewhere: the pairs cross writers
         store.close()
+
+
+def test_sft_pool_script_runs_every_arm_and_reports_them(tmp_path, tiny_model):
+    """experiments/sft_pool.sh end to end on the tiny model (the history written out stands in for the teacher):
+    the pool, sft, off-policy dpo, the test arms, the prompt-only arms and the second judge; the report's differences
+    checked against accuracies counted here from the stored predictions."""
+    knobs = {
+        "N": "2",
+        "TEACHER": "history-text",
+        "TEACHER_ARGS": "",
+        "WRITER": f"gguf:{tiny_model.gguf}",
+        "EPOCHS": "1",
+        "LR": "1e-3",
+        "MIN_TITLES": "0",
+        "SFT_ARGS": "--max-steps 2 --batch-size 2 --lora-r 4 --lora-alpha 8",
+        "DPO_ARGS": "--max-steps 2 --lora-r 4 --lr 1e-3 --max-length 4096 --sft-weight 1",
+        "PROMPTS": "levels",
+    }
+    _, results, store_path = run_experiment("sft_pool.sh", tmp_path, tiny_model, "pool-ci", 24, **knobs)
+    payload = json.loads((results / "pool-ci.json").read_text())
+    assert set(payload["arms"]) == {
+        *(f"eval_{a}" for a in ("base", "sft", "swap", "none", "history", "dpo", "dpo_swap", "prompt_levels")),
+        *(f"second_{a}" for a in ("none", "history", "base", "sft", "dpo", "prompt_levels")),
+    }
+    refs = experiment_refs(results, "pool-ci")
+    store = Store(store_path, create=False)
+
+    def accuracy(role: str) -> float:
+        rows = list(store.rows(store.get(store.resolve(refs[role]).params["scores"]), "scores"))
+        return sum(r["predicted"] == r["truth"] for r in rows) / len(rows)
+
+    differences = payload["differences"]
+    for name, (first, second) in {
+        "sft_minus_base": ("eval_sft", "eval_base"),
+        "dpo_minus_dpo_swap": ("eval_dpo", "eval_dpo_swap"),
+        "prompt_levels_minus_base": ("eval_prompt_levels", "eval_base"),
+        "second_history_minus_second_none": ("second_history", "second_none"),
+    }.items():  # every arm judges all 4 users on the same targets, so the paired difference is the plain one
+        assert differences[name]["accuracy"]["value"] == round(accuracy(first) - accuracy(second), 4), name
+    assert payload["second_judge_sees_content"] == (
+        differences["second_history_minus_second_none"]["accuracy"]["ci_low"] > 0
+    )
+    assert payload["dpo"]["pairs"]["count"] > 0 and payload["dpo"]["last_steps"]["steps_averaged"] == 2
+    assert payload["settings"]["second"] == f"reader:bow?without={refs['pool_qwen']}"
+    assert payload["sft"]["counts"]["steps"] == 2 and payload["seconds"]["sft"] > 0
+    assert "DPO writer" in (results / "pool-ci.md").read_text()
