@@ -141,6 +141,19 @@ def stage_seconds(times: Path) -> dict[str, float]:
     return seconds
 
 
+def paired_difference(compared: dict, metrics) -> dict:
+    """eval's paired comparison (`compare_evals`) as results files hold it: the users, and per metric the difference
+    with its 95% interval, rounded to 4 places ({"users": 0} when no user was in both)."""
+    if not compared.get("users"):
+        return {"users": 0}
+    out = {"users": compared["users"]}
+    for metric in metrics:
+        low, high = compared["ci95"][metric]
+        value = round(compared["difference"][metric], 4)
+        out[metric] = {"value": value, "ci_low": round(low, 4), "ci_high": round(high, 4)}
+    return out
+
+
 LAST_STEPS = 10  # one summary of a training curve everywhere: the mean of its last 10 logged steps
 
 

@@ -37,6 +37,7 @@ import sys
 from pathlib import Path
 
 from bench._common import RESULTS
+from bench.predictor_table import difference, interval, table
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 MARK = re.compile(r"<!--=(?P<file>[^|>]+)\|(?P<path>[^|>]+)\|(?P<format>[^|>]+)-->(?P<text>.*?)<!--=-->", re.S)
@@ -49,19 +50,13 @@ def _number(value) -> float:
     return value["value"] if isinstance(value, dict) else value
 
 
-def _interval(low: float, high: float, signed: bool) -> str:
-    write = (lambda x: f"{x:+.3f}") if signed else (lambda x: f"{x:.3f}")
-    return f"[{write(low)}, {write(high)}]"
-
-
 FORMATS = {
-    "ci": lambda v: f"{v['value']:+.3f} {_interval(v['ci_low'], v['ci_high'], True)}",  # a paired difference
-    "est": lambda v: f"{v['value']:.3f} {_interval(v['ci_low'], v['ci_high'], False)}",  # an estimate, unsigned
-    "arm": lambda v: f"{v['accuracy']:.3f} {_interval(*v['accuracy_ci'], False)}",  # an arm's accuracy
-    "armf1": lambda v: f"{v['macro_f1']:.3f} {_interval(*v['macro_f1_ci'], False)}",  # an arm's macro F1
-    "diff": lambda v: f"{v['difference']['accuracy']:+.3f} {_interval(*v['ci95']['accuracy'], True)}",  # eval's compare
-    "diff_f1": lambda v: f"{v['difference']['macro_f1']:+.3f} {_interval(*v['ci95']['macro_f1'], True)}",
-    "interval": lambda v: _interval(*v, False),  # a [low, high] list
+    "ci": lambda v: interval(v["value"], [v["ci_low"], v["ci_high"]], signed=True),  # a paired difference
+    "est": lambda v: interval(v["value"], [v["ci_low"], v["ci_high"]]),  # an estimate, unsigned
+    "arm": lambda v: interval(v["accuracy"], v["accuracy_ci"]),  # an arm's accuracy
+    "armf1": lambda v: interval(v["macro_f1"], v["macro_f1_ci"]),  # an arm's macro F1
+    "diff": lambda v: difference(v, "accuracy"),  # eval's compare: {difference, ci95}
+    "diff_f1": lambda v: difference(v, "macro_f1"),
     "+3": lambda v: f"{_number(v):+.3f}",
     "+2": lambda v: f"{_number(v):+.2f}",
     "4": lambda v: f"{_number(v):.4f}",
@@ -132,8 +127,6 @@ def render_figure(file: str, path: str, form: str, results: Path = RESULTS, cach
 
 
 def _predictor_table(path: Path) -> str:
-    from bench.predictor_table import table
-
     return "\n".join(table(path).split("\n")[2:])  # without its title line
 
 

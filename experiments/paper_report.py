@@ -21,7 +21,7 @@ from collections import Counter
 from pathlib import Path
 
 # the results go where the benchmarks' go (bench/results), written by the same helper (machine facts included)
-from bench._common import RESULTS, last_steps, stage_seconds, write_result
+from bench._common import RESULTS, last_steps, paired_difference, stage_seconds, write_result
 from lettingo_cli.eval import METRICS, compare_evals
 from lettingo_cli.sentiments import SENTIMENTS
 from lettingo_cli.store import Store
@@ -87,20 +87,6 @@ def figures_of(report: dict) -> dict:
         low, high = report["ci95"][metric]
         out[metric] = round(report[metric], 4)
         out[f"{metric}_ci"] = [round(low, 4), round(high, 4)]
-    return out
-
-
-def difference(compared: dict) -> dict:
-    if not compared.get("users"):
-        return {"users": 0}
-    out = {"users": compared["users"]}
-    for metric in METRICS:
-        low, high = compared["ci95"][metric]
-        out[metric] = {
-            "value": round(compared["difference"][metric], 4),
-            "ci_low": round(low, 4),
-            "ci_high": round(high, 4),
-        }
     return out
 
 
@@ -409,10 +395,10 @@ def main() -> None:
                 continue
             users = set(found["reference_profiles"].params["users"])
             compared = compare_evals(store, found[a], found[b], users)
-            comparisons[f"{a[5:]} - {b[5:]} ({entry[2]})"] = difference(compared)
+            comparisons[f"{a[5:]} - {b[5:]} ({entry[2]})"] = paired_difference(compared, METRICS)
             continue
         label = f"{a.removeprefix('eval_')} - {b.removeprefix('eval_')}"
-        comparisons[label] = difference(compare_evals(store, found[a], found[b]))
+        comparisons[label] = paired_difference(compare_evals(store, found[a], found[b]), METRICS)
 
     headline, met = against_the_bar(comparisons, profiles, "aligned", "swapped")
     round2 = against_the_bar(comparisons, profiles, "r2", "swapped_r2") if "eval_r2" in found else None

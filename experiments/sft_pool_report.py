@@ -12,7 +12,7 @@ import argparse
 import statistics
 from pathlib import Path
 
-from bench._common import LAST_STEPS, last_steps, stage_seconds, write_result
+from bench._common import LAST_STEPS, last_steps, paired_difference, stage_seconds, write_result
 from lettingo_cli.eval import compare_evals
 from lettingo_cli.store import Store
 
@@ -42,11 +42,6 @@ DIFFERENCES = (  # the arms a run lacks (an older run, DPO=0, no SECOND) are lef
 def _figure(report: dict, metric: str) -> dict:
     low, high = report["ci95"][metric]
     return {"value": round(report[metric], 4), "ci_low": round(low, 4), "ci_high": round(high, 4)}
-
-
-def _difference(result: dict, metric: str) -> dict:
-    low, high = result["ci95"][metric]
-    return {"value": round(result["difference"][metric], 4), "ci_low": round(low, 4), "ci_high": round(high, 4)}
 
 
 def _mean_tokens(store: Store, evaluation) -> float | None:
@@ -91,11 +86,8 @@ def main() -> None:
         if first not in evals or second not in evals:
             continue
         result = compare_evals(store, evals[first], evals[second])
-        differences[f"{first.removeprefix('eval_')}_minus_{second.removeprefix('eval_')}"] = {
-            "users": result["users"],
-            "accuracy": _difference(result, "accuracy"),
-            "macro_f1": _difference(result, "macro_f1"),
-        }
+        name = f"{first.removeprefix('eval_')}_minus_{second.removeprefix('eval_')}"
+        differences[name] = paired_difference(result, ("accuracy", "macro_f1"))
     base_tokens, sft_tokens = arms["eval_base"]["mean_tokens"], arms["eval_sft"]["mean_tokens"]
     adapter = store.resolve(refs["adapter"], kind="adapter")
     seconds = stage_seconds(Path(args.times))

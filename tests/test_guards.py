@@ -18,6 +18,21 @@ def _store_with(folder, path):
     return store, lg.split(store, dataset, recent=0, targets=2, test_users=5)
 
 
+def _flipped(folder, tmp_path, users: set[str], targets: set[tuple[str, str]]):
+    """A copy of the MovieLens fixture in which every target rating of `users` is flipped to another sentiment."""
+    flipped = tmp_path / "ml-flipped"
+    flipped.mkdir()
+    for source in folder.iterdir():
+        lines = source.read_bytes().decode("latin-1").splitlines()
+        if source.name == "u.data":
+            for index, line in enumerate(lines):
+                user, item, rating, ts = line.split("\t")
+                if user in users and (user, item) in targets:
+                    lines[index] = "\t".join((user, item, str(FLIPPED[int(rating)]), ts))
+        (flipped / source.name).write_bytes(("\n".join(lines) + "\n").encode("latin-1"))
+    return flipped
+
+
 @pytest.mark.parametrize("spec", ["reader:bow", "reader:bow?profiles=all-users"])
 def test_fit_never_reads_the_test_users_targets(tmp_path, spec):
     """Every test user's target ratings flipped to another sentiment (and, with ?profiles=, profiles of the test
@@ -26,17 +41,7 @@ def test_fit_never_reads_the_test_users_targets(tmp_path, spec):
     first, split = _store_with(folder, tmp_path / "a.db")
     test = set(select_users(first, split, "test"))
     targets = {(row["user_id"], row["item_id"]) for row in first.split_interactions(split, ("target",))}
-    flipped = tmp_path / "ml-flipped"
-    flipped.mkdir()
-    for source in folder.iterdir():
-        lines = source.read_bytes().decode("latin-1").splitlines()
-        if source.name == "u.data":
-            for index, line in enumerate(lines):
-                user, item, rating, ts = line.split("\t")
-                if user in test and (user, item) in targets:
-                    lines[index] = "\t".join((user, item, str(FLIPPED[int(rating)]), ts))
-        (flipped / source.name).write_bytes(("\n".join(lines) + "\n").encode("latin-1"))
-    second, other_split = _store_with(flipped, tmp_path / "b.db")
+    second, other_split = _store_with(_flipped(folder, tmp_path, test, targets), tmp_path / "b.db")
     truths = [
         {(r["user_id"], r["position"]): r["sentiment"] for r in store.split_interactions(s, ("target",))}
         for store, s in ((first, split), (second, other_split))
@@ -80,17 +85,7 @@ def test_a_judge_fitted_without_the_pairs_users_never_reads_their_targets(tmp_pa
     assert judge.params["without"] == profiles.id and "without" not in plain.params  # plain readers stay cached
 
     targets = {(row["user_id"], row["item_id"]) for row in first.split_interactions(split, ("target",))}
-    flipped = tmp_path / "ml-flipped"
-    flipped.mkdir()
-    for source in folder.iterdir():
-        lines = source.read_bytes().decode("latin-1").splitlines()
-        if source.name == "u.data":
-            for index, line in enumerate(lines):
-                user, item, rating, ts = line.split("\t")
-                if user in left_out and (user, item) in targets:
-                    lines[index] = "\t".join((user, item, str(FLIPPED[int(rating)]), ts))
-        (flipped / source.name).write_bytes(("\n".join(lines) + "\n").encode("latin-1"))
-    second, other_split = _store_with(flipped, tmp_path / "b.db")
+    second, other_split = _store_with(_flipped(folder, tmp_path, set(left_out), targets), tmp_path / "b.db")
     lg.gen(second, other_split, users="train:5", generator="stats-text", name="pair-users")
     judge_again = lg.fit(second, other_split, predictor="reader:bow?without=pair-users")
     plain_again = lg.fit(second, other_split, predictor="reader:bow")
