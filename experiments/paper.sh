@@ -9,8 +9,16 @@
 #              profile and the history as text, which show whether it reads content at all)
 #   round 2:   the aligned generator writes the train users' profiles -> score -> pair -> dpo --base export ->
 #              export -> test profiles -> eval (ROUND2=1)
+#   recipes:   (RECIPES=1, the default with RECENT=0; issue 38) a pool of writers: round 1's profiles and a
+#              stronger TEACHER's for the same train users; recipes: the base writer with each of PROMPTS
+#              (prompt-only), dpo on-policy (round 1), sft on the pool's best faithful profiles, dpo on off-policy
+#              pairs from the pool (on the base writer's own prompt, + NLL on the chosen side), sft then dpo. Each
+#              writes for VAL_USERS validation train users (no profile of theirs is in the pool); the best by
+#              accuracy there, and the best prompt-only arm, then write for the test users with their controls
+#              (another user's profiles of the best recipe, the second judge), and the TEACHER writes for the
+#              first QWEN_USERS test users
 #   report:    paper_report.py -> $RESULTS/$TAG.json and $TAG.md (lengths, answer distributions, length buckets,
-#              label words, each stage's seconds)
+#              label words, each stage's seconds; with RECIPES=1 `recipes` and `best_recipe`)
 # Every stage is cached in the store: rerunning after a crash redoes only what is missing.
 #
 # Two protocols (RECENT): 10 is the paper's 10H + profile (the predictor also sees the 10 recent ratings); 0 is
@@ -60,6 +68,20 @@
 #   GRPO_STEPS   >0: also the online route, `lettingo grpo` on the same train users for this many steps, its
 #                export writing the test users' profiles as one more arm (0)
 #   GRPO_ARGS    extra grpo flags                      ("--generations 4 --lr 1e-5")
+#   RECIPES      1: the recipes above                  (RECENT=0: 1; RECENT=10: 0)
+#   TEACHER      the pool's stronger writer            (qwen2.5-1.5b; ~15 s a profile on 2 cores)
+#   TEACHER_ARGS its gen flags                         ("--prompt recent --n 1": copies the newest ratings)
+#   PROMPTS      built-in prompts of the prompt-only recipes  (levels genres recent)
+#   SFT_ARGS     sft flags                             ("--epochs 2 --lr 2e-4 --min-titles-found 0.8
+#                --min-titles-named 1 --max-stated-error 0.5": only profiles that name at least one title of the
+#                user's history and few others, with values near its mean; without --min-titles-named, 58 of the 74
+#                profiles SFT took from sftpool's MovieLens 100K pool named no title, 46 of them the base writer's)
+#   POOL_PAIR_ARGS pair flags of the off-policy pairs  ("--max-stated-error 0.5")
+#   POOL_DPO_ARGS dpo flags on them                    ("$DPO_ARGS --sft-weight 1")
+#   VAL_USERS    validation train users: train users USERS..USERS+VAL_USERS-1 by id  (50)
+#   N_VAL        profiles per validation user          (2)
+#   RECIPE_TEST  chosen: only the best recipe and the best prompt-only arm write for the test users; all: every
+#                recipe does                           (chosen)
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -92,6 +114,16 @@ ROUND2="${ROUND2:-1}"
 N2="${N2:-2}"
 GRPO_STEPS="${GRPO_STEPS:-0}"
 GRPO_ARGS="${GRPO_ARGS:---generations 4 --lr 1e-5}"
+if [ "$RECENT" = 0 ]; then RECIPES="${RECIPES:-1}"; else RECIPES="${RECIPES:-0}"; fi
+TEACHER="${TEACHER:-qwen2.5-1.5b}"
+TEACHER_ARGS="${TEACHER_ARGS---prompt recent --n 1}"
+PROMPTS="${PROMPTS-levels genres recent}"
+SFT_ARGS="${SFT_ARGS---epochs 2 --lr 2e-4 --min-titles-found 0.8 --min-titles-named 1 --max-stated-error 0.5}"
+POOL_PAIR_ARGS="${POOL_PAIR_ARGS---max-stated-error 0.5}"
+POOL_DPO_ARGS="${POOL_DPO_ARGS:-$DPO_ARGS --sft-weight 1}"
+VAL_USERS="${VAL_USERS:-50}"
+N_VAL="${N_VAL:-2}"
+RECIPE_TEST="${RECIPE_TEST:-chosen}"
 
 export LETTINGO_STORE="$STORE"
 times="$RESULTS/$TAG.times"  # stage seconds, appended as stages finish (a resumed run adds its own lines)
@@ -217,6 +249,94 @@ if [ -n "$SECOND" ]; then
   judge_again aligned "$aligned_profiles"
 fi
 
+if [ "$RECIPES" = 1 ]; then
+  echo "== the recipes: a pool of writers ($GENERATOR, $TEACHER), chosen on validation train users" >&2
+  # the pool: round 1's profiles of the train users (the base writer, N each) and the teacher's of the same users
+  # shellcheck disable=SC2086  # the *_ARGS are lists of flags
+  teacher=$(stage gen_pool_teacher lettingo gen --split "$split" --users "train:$USERS" --generator "$TEACHER" \
+    $TEACHER_ARGS --max-tokens "$MAX_TOKENS" --name "$NAME-pool-teacher")
+  teacher_scores=$(stage score_pool_teacher lettingo score "$teacher" --predictor "$PREDICTOR" --targets "$TARGETS")
+  pool=("$scores" "$teacher_scores")
+  # shellcheck disable=SC2086
+  sft_adapter=$(stage sft lettingo sft "${pool[@]}" --base "$BASE" $SFT_ARGS --name "$NAME-sft")
+  sft_export=$(stage export_sft lettingo export "$sft_adapter" --quant "$QUANT" --prompts 2 --name "$NAME-sft")
+  # off-policy pairs: whoever wrote each side, every pair goes onto the base writer's own prompt
+  # shellcheck disable=SC2086
+  pool_pairs=$(stage pair_pool lettingo pair "${pool[@]}" --for "$GENERATOR" --rule "$RULE" \
+    --max-per-user "$MAX_PAIRS" $POOL_PAIR_ARGS --name "$NAME-pool")
+  # shellcheck disable=SC2086
+  pool_adapter=$(stage dpo_pool lettingo dpo "$pool_pairs" --base "$BASE" $POOL_DPO_ARGS --name "$NAME-dpo-pool")
+  pool_export=$(stage export_dpo_pool lettingo export "$pool_adapter" --quant "$QUANT" --prompts 2 \
+    --name "$NAME-dpo-pool")
+  # sft then dpo: the same pairs, from the SFT writer (its checkpoint is also the reference model)
+  # shellcheck disable=SC2086
+  sft_dpo_adapter=$(stage dpo_sft lettingo dpo "$pool_pairs" --base "export:${sft_export#export:}" $POOL_DPO_ARGS \
+    --name "$NAME-sft-dpo")
+  sft_dpo_export=$(stage export_sft_dpo lettingo export "$sft_dpo_adapter" --quant "$QUANT" --prompts 2 \
+    --name "$NAME-sft-dpo")
+  keep teacher_profiles "$teacher"; keep teacher_scores "$teacher_scores"; keep sft_adapter "$sft_adapter"
+  keep sft_export "$sft_export"; keep pool_pairs "$pool_pairs"; keep pool_adapter "$pool_adapter"
+  keep pool_export "$pool_export"; keep sft_dpo_adapter "$sft_dpo_adapter"; keep sft_dpo_export "$sft_dpo_export"
+
+  # each recipe is a writer (a generator spec) and its gen flags; the base writer is the validation's reference
+  declare -A writer=([base]="$GENERATOR" [dpo]="gguf:${export_ref#export:}?quant=$QUANT"
+    [sft]="gguf:${sft_export#export:}?quant=$QUANT" [dpo_pool]="gguf:${pool_export#export:}?quant=$QUANT"
+    [sft_dpo]="gguf:${sft_dpo_export#export:}?quant=$QUANT")
+  declare -A flags=()
+  recipes=()
+  prompt_recipes=()
+  for prompt in $PROMPTS; do
+    writer[prompt_$prompt]="$GENERATOR"; flags[prompt_$prompt]="--prompt $prompt"
+    recipes+=("prompt_$prompt"); prompt_recipes+=("prompt_$prompt")
+  done
+  recipes+=(dpo sft dpo_pool sft_dpo)
+
+  echo "== the recipes on $VAL_USERS validation train users (in no pair, no SFT example)" >&2
+  validation="train:$USERS:$((USERS + VAL_USERS))"
+  for recipe in base "${recipes[@]}"; do
+    # shellcheck disable=SC2086  # flags[...] is a list of flags
+    profiles=$(stage "val_gen_$recipe" lettingo gen --split "$split" --users "$validation" \
+      --generator "${writer[$recipe]}" ${flags[$recipe]:-} --n "$N_VAL" --max-tokens "$MAX_TOKENS" \
+      --name "$NAME-val-$recipe")
+    # train users are judged by the reader's networks that never saw them (its out-of-fold networks)
+    ref=$(stage "val_eval_$recipe" lettingo eval "$profiles" --users train --predictor "$PREDICTOR" \
+      --targets "$TARGETS" --name "$NAME-val-$recipe")
+    keep "val_$recipe" "$ref"
+  done
+  choose() { PYTHONPATH="$here/..${PYTHONPATH:+:$PYTHONPATH}" python3 -m experiments.recipes --refs "$refs" "$@"; }
+  best=$(choose "${recipes[@]}")
+  best_prompt=$(choose "${prompt_recipes[@]}")
+  echo "chosen on validation users: $best (best prompt-only: $best_prompt)" >&2
+  keep best_recipe "$best"; keep best_prompt_recipe "$best_prompt"
+
+  echo "== the chosen recipes on the test users, with their controls" >&2
+  if [ "$RECIPE_TEST" = all ]; then tested=("${recipes[@]}"); else tested=("$best" "$best_prompt"); fi
+  for recipe in $(printf '%s\n' "${tested[@]}" | awk '!seen[$0]++'); do
+    if [ "$recipe" = dpo ]; then
+      profiles="$aligned_profiles"  # on-policy dpo is round 1's aligned writer: its test profiles exist
+    else
+      # shellcheck disable=SC2086
+      profiles=$(stage "gen_test_$recipe" lettingo gen --split "$split" --users test --generator "${writer[$recipe]}" \
+        ${flags[$recipe]:-} --n "$N_TEST" --max-tokens "$MAX_TOKENS" --name "$NAME-test-$recipe")
+    fi
+    keep "recipe_profiles_$recipe" "$profiles"
+    evaluate "recipe_$recipe" "$profiles"
+    if [ -n "$SECOND" ]; then judge_again "recipe_$recipe" "$profiles"; fi
+    if [ "$recipe" = "$best" ]; then
+      swapped=$(stage control_swap_best lettingo gen --split "$split" --users test --generator "swap:$profiles" \
+        --name "$NAME-test-$recipe-swapped")
+      keep best_swapped_profiles "$swapped"
+      evaluate best_swapped "$swapped"
+    fi
+  done
+  # the teacher with its prompt on the first test users: a recipe that only matches it is distillation
+  # shellcheck disable=SC2086
+  teacher_test=$(stage gen_test_teacher lettingo gen --split "$split" --users "test:$QWEN_USERS" \
+    --generator "$TEACHER" $TEACHER_ARGS --max-tokens "$MAX_TOKENS" --name "$NAME-test-teacher")
+  keep teacher_test_profiles "$teacher_test"
+  evaluate teacher "$teacher_test"
+fi
+
 if [ "$ROUND2" = 1 ]; then
   echo "== round 2, on policy: the aligned generator writes the train users' profiles" >&2
   train2=$(stage gen_train_r2 lettingo gen --split "$split" --users "train:$USERS" \
@@ -260,4 +380,7 @@ PYTHONPATH="$here/..${PYTHONPATH:+:$PYTHONPATH}" python3 -m experiments.paper_re
   --setting "quant=$QUANT" \
   --setting "dpo_args=$DPO_ARGS" --setting "reference=$REFERENCE" --setting "qwen_users=$QWEN_USERS" \
   --setting "second=$SECOND" --setting "second_targets=$SECOND_TARGETS" --setting "round2=$ROUND2" --setting "n2=$N2" \
-  --setting "grpo_steps=$GRPO_STEPS" --setting "grpo_args=$GRPO_ARGS"
+  --setting "grpo_steps=$GRPO_STEPS" --setting "grpo_args=$GRPO_ARGS" --setting "recipes=$RECIPES" \
+  --setting "teacher=$TEACHER" --setting "teacher_args=$TEACHER_ARGS" --setting "prompts=$PROMPTS" \
+  --setting "sft_args=$SFT_ARGS" --setting "pool_pair_args=$POOL_PAIR_ARGS" --setting "pool_dpo_args=$POOL_DPO_ARGS" \
+  --setting "val_users=$VAL_USERS" --setting "n_val=$N_VAL" --setting "recipe_test=$RECIPE_TEST"

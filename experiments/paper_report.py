@@ -22,6 +22,7 @@ from pathlib import Path
 
 # the results go where the benchmarks' go (bench/results), written by the same helper (machine facts included)
 from bench._common import RESULTS, last_steps, paired_difference, stage_seconds, write_result
+from experiments import recipes
 from lettingo_cli.eval import METRICS, compare_evals
 from lettingo_cli.sentiments import SENTIMENTS
 from lettingo_cli.store import Store
@@ -360,6 +361,7 @@ def main() -> None:
     args = parser.parse_args()
     store = Store(Path(os.environ.get("LETTINGO_STORE", "lettingo.db")))
     refs = dict(line.split("=", 1) for line in args.refs.read_text().splitlines() if "=" in line)
+    choices = {role: refs.pop(role) for role in recipes.CHOICES if role in refs}  # recipe labels, not artifacts
     found = {role: store.resolve(ref) for role, ref in refs.items()}
     settings = dict(item.split("=", 1) for item in args.setting)
     max_tokens = int(settings.get("max_tokens", 120))
@@ -452,6 +454,8 @@ def main() -> None:
     payload["dpo_curve"] = {"round1": dpo_curve(store, found["adapter"])} | (
         {"round2": dpo_curve(store, found["adapter2"])} if "adapter2" in found else {}
     )
+    if choices:
+        payload |= recipes.report(store, found, choices, settings, payload["total_seconds"])
     if "grpo_adapter" in found:
         payload["grpo"] = grpo_facts(store, found["grpo_adapter"])
         payload["route_cost"] = route_cost(store, found, times, settings)
@@ -580,6 +584,8 @@ def render(tag: str, payload: dict) -> str:
         )
         for route, cost in payload["route_cost"].items():
             lines.append(f"\n{route}: {cost['seconds']} s, {cost['predictor_judgements']} predictor judgements.")
+    if "best_recipe" in payload:
+        lines += recipes.markdown(payload)
     lines += ["", "| stage | seconds |", "|---|---|"]
     lines += [f"| {name} | {seconds} |" for name, seconds in payload["stage_seconds"].items()]
     lines.append(f"| total | {payload['total_seconds']} |")

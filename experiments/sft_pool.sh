@@ -21,6 +21,7 @@
 #   DPO (1: also DPO on off-policy pairs from the same pool, on the base writer's own prompt, with an NLL term on
 #        the chosen side; 0: skip)  DPO_ARGS ("--beta 0.1 --lr 5e-5 --epochs 1 --max-length 1280 --sft-weight 1")
 #   PROMPTS (levels genres recent: prompt-only arms, the base writer with each of these built-in prompts)
+#   POOL_ARGS (extra flags of sft and pair on the pool, empty; --allow-model-free takes a model-free teacher)
 #   SECOND (reader:bow?without=POOL: the reader fitted without the pool's users, whose scores chose what sft and
 #          the pairs took; it also judges no profile and the history as text, its power to read content)
 set -euo pipefail
@@ -50,6 +51,7 @@ DPO="${DPO:-1}"
 DPO_ARGS="${DPO_ARGS:---beta 0.1 --lr 5e-5 --epochs 1 --max-length 1280 --sft-weight 1}"
 SECOND="${SECOND-reader:bow?without=POOL}"
 PROMPTS="${PROMPTS-levels genres recent}"
+POOL_ARGS="${POOL_ARGS:-}"
 
 export LETTINGO_STORE="$STORE"
 times="$RESULTS/$TAG.times"  # stage seconds, appended (the report counts each stage once: its longest run)
@@ -79,14 +81,15 @@ keep pool_qwen "$pool_qwen"; keep pool_gemma "$pool_gemma"
 echo "== sft on each user's best faithful profile; export" >&2
 # shellcheck disable=SC2086  # SFT_ARGS is a list of flags
 adapter=$(stage sft lettingo sft "$pool_qwen" "$pool_gemma" --base "$BASE" --epochs "$EPOCHS" --lr "$LR" \
-  --min-titles-found "$MIN_TITLES" --max-stated-error "$STATED_ERROR" $SFT_ARGS --name "$NAME-sft")
+  --min-titles-found "$MIN_TITLES" --max-stated-error "$STATED_ERROR" $SFT_ARGS $POOL_ARGS --name "$NAME-sft")
 export_ref=$(stage export lettingo export "$adapter" --quant "$QUANT" --prompts 2 --name "$NAME-sft")
 keep adapter "$adapter"; keep export "$export_ref"
 
 if [ "$DPO" = 1 ]; then
   echo "== dpo on off-policy pairs from the pool, on the base writer's own prompt" >&2
+  # shellcheck disable=SC2086  # POOL_ARGS is a list of flags
   pairs=$(stage pair lettingo pair "$pool_qwen" "$pool_gemma" --for "$WRITER" --rule best-worst \
-    --max-per-user 1 --max-stated-error "$STATED_ERROR" --name "$NAME-pool")
+    --max-per-user 1 --max-stated-error "$STATED_ERROR" $POOL_ARGS --name "$NAME-pool")
   # shellcheck disable=SC2086  # DPO_ARGS is a list of flags
   dpo_adapter=$(stage dpo lettingo dpo "$pairs" --base "$BASE" $DPO_ARGS --name "$NAME-dpo")
   dpo_export=$(stage export_dpo lettingo export "$dpo_adapter" --quant "$QUANT" --prompts 2 --name "$NAME-dpo")

@@ -182,10 +182,12 @@ def pair(
     jsonl: str | Path | None = None,
     name: str | None = None,
     force: bool = False,
+    allow_model_free: bool = False,
     **options,
 ) -> Artifact:
     """Preference pairs from scored profiles (one scores artifact, or a list of them: a pool, with `for_generator`);
-    options: PairOptions' fields (rule, margin, max_per_user, max_length_ratio, max_stated_error, for_generator)."""
+    options: PairOptions' fields (rule, margin, max_per_user, max_length_ratio, max_stated_error, for_generator).
+    Profiles of a model-free writer (history-text, stats-text, swap) are refused unless `allow_model_free`."""
     from lettingo_cli.pair import PairOptions, make_pairs
 
     checked = PairOptions(**options)
@@ -193,7 +195,8 @@ def pair(
     sources = [resolve(store, source, "scores") for source in given]
     out = Path(jsonl) if jsonl else None
     pool = sources if len(sources) > 1 else sources[0]
-    return make_pairs(store, pool, checked, _name(name, sources[0].name), jsonl=out, force=force)
+    named = _name(name, sources[0].name)
+    return make_pairs(store, pool, checked, named, jsonl=out, force=force, allow_model_free=allow_model_free)
 
 
 def evaluate(
@@ -248,11 +251,13 @@ def sft(
     resume: bool = False,
     name: str | None = None,
     force: bool = False,
+    allow_model_free: bool = False,
     **options,
 ) -> Artifact | None:
     """A LoRA adapter SFT-trained on each train user's best-scored profile in a pool of scores artifacts (several
     writers, several prompts); options: SFTOptions' fields (min_gain, max_stated_error, min_titles_found, ...).
-    None on a worker rank under `accelerate launch`."""
+    Profiles of a model-free writer are refused unless `allow_model_free`. None on a worker rank under
+    `accelerate launch`."""
     from lettingo_cli.sft import train_sft
     from lettingo_cli.training.common import resolve_base
     from lettingo_cli.training.options import SFTOptions
@@ -263,7 +268,10 @@ def sft(
     baseline = resolve(store, no_profile_scores, "scores") if no_profile_scores is not None else None
     base_dir = resolve_base(base, store)
     derived = f"{sources[0].name}-sft"
-    return train_sft(store, sources, base_dir, checked, _name(name, derived), baseline, force=force, resume=resume)
+    return train_sft(
+        store, sources, base_dir, checked, _name(name, derived), baseline, force=force, resume=resume,
+        allow_model_free=allow_model_free,
+    )  # fmt: skip
 
 
 def dpo(

@@ -22,6 +22,7 @@ from lettingo_cli.cli_common import (
     DEFAULT_STORE,
     ForceOption,
     JsonOption,
+    ModelFreeOption,
     NameOption,
     PromptOption,
     StoreOption,
@@ -169,7 +170,9 @@ def gen_command(
     users: Annotated[
         str,
         typer.Option(
-            "--users", help="all | train | test | N (first N by id) | test:N, train:N | id,id,... | - (ids on stdin)."
+            "--users",
+            help="all | train | test | N (first N by id) | test:N, train:N | train:A:B (users A..B-1 by id) "
+            "| id,id,... | - (ids on stdin).",
         ),
     ] = "all",
     split: Annotated[
@@ -273,6 +276,7 @@ def pair_command(
         ),
     ] = None,
     jsonl: Annotated[Optional[Path], typer.Option("--jsonl", help="Also write TRL's preference format here.")] = None,
+    allow_model_free: ModelFreeOption = False,
     name: NameOption = None,
     force: ForceOption = False,
     as_json: JsonOption = False,
@@ -285,7 +289,10 @@ def pair_command(
     for ref in refs:
         if ref is not None and not ref.strip():  # an empty "$(...)" in a script must not mean "the latest"
             raise UsageError("empty scores reference")
-    artifact = api.pair(open_store(store_path), refs, jsonl=jsonl, name=name, force=force, **asdict(options))
+    artifact = api.pair(
+        open_store(store_path), refs, jsonl=jsonl, name=name, force=force, allow_model_free=allow_model_free,
+        **asdict(options),
+    )  # fmt: skip
     counts = artifact.counts
     log(
         f"{artifact.ref}: {counts['rows']} pairs from {counts['users_with_pairs']} users; no pairs from "

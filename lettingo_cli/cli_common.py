@@ -42,6 +42,14 @@ BaseOption = Annotated[
     typer.Option("--base", help="gemma-3-270m (default), an HF model directory, or export:NAME (another round)."),
 ]
 ResumeOption = Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint.")]
+ModelFreeOption = Annotated[
+    bool,
+    typer.Option(
+        "--allow-model-free",
+        help="Also take profiles of a writer without a model (history-text, stats-text, swap): controls, refused "
+        "by default.",
+    ),
+]
 DEFAULT_STORE = Path("lettingo.db")
 
 

@@ -13,6 +13,7 @@ from lettingo_cli.cli_common import (
     BaseOption,
     ForceOption,
     JsonOption,
+    ModelFreeOption,
     NameOption,
     ResumeOption,
     StoreOption,
@@ -41,6 +42,7 @@ def sft_command(
     ] = None,
     base: BaseOption = None,
     resume: ResumeOption = False,
+    allow_model_free: ModelFreeOption = False,
     name: NameOption = None,
     force: ForceOption = False,
     as_json: JsonOption = False,
@@ -54,8 +56,9 @@ def sft_command(
     refs = read_refs(pools) if pools else None
     baseline = input_ref(no_profile_scores, "scores")
     artifact = api.sft(
-        store, refs, no_profile_scores=baseline, base=base, resume=resume, name=name, force=force, **asdict(options)
-    )
+        store, refs, no_profile_scores=baseline, base=base, resume=resume, name=name, force=force,
+        allow_model_free=allow_model_free, **asdict(options),
+    )  # fmt: skip
     if artifact is None:  # a worker rank under `accelerate launch`: rank 0 reports
         return
     step = last_step(store, artifact)

@@ -126,11 +126,12 @@ def make_pairs(
     name: str,
     jsonl: Path | None = None,
     force: bool = False,
+    allow_model_free: bool = False,
 ) -> Artifact:
     """Pairs of each user's profiles in one scores artifact, or across a pool of them (several writers, several
-    prompts, one split)."""
+    prompts, one split); profiles of a model-free writer only with `allow_model_free` (see pool_split)."""
     pools = scores if isinstance(scores, list) else [scores]
-    split = pool_split(store, pools)
+    split = pool_split(store, pools, allow_model_free)
     profiles = [store.get(pool.params["profiles"]) for pool in pools]
     if len(pools) > 1 and options.for_generator is None:
         raise UsageError("pairs across a pool need --for WRITER: the one writer whose prompt every pair is put on")

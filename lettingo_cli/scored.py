@@ -51,13 +51,25 @@ def no_profile_scores(store: Store, scores: Artifact, split: Artifact) -> dict[s
     return {user: sum(values) / len(values) for user, values in sorted(by_user.items())}
 
 
-def pool_split(store: Store, pools: list[Artifact]) -> Artifact:
-    """The one split every scores artifact of the pool judged its profiles on."""
+MODEL_FREE_WRITERS = ("history-text", "stats-text", "swap:")  # gen's writers that need no model: controls
+
+
+def pool_split(store: Store, pools: list[Artifact], allow_model_free: bool = False) -> Artifact:
+    """The one split every scores artifact of the pool judged its profiles on. A pool's writers are LLMs: profiles
+    of a model-free writer (history-text, stats-text, swap) are controls, taken only with `allow_model_free`, and a
+    result trained on them is reported beside the same run without them."""
     splits = set()
     for scores in pools:
         if not scores.params.get("profiles"):
             raise UsageError(f"{scores.ref} scores no profiles (a no-profile baseline): not a pool")
-        splits.add(store.get(scores.params["profiles"]).params["split"])
+        profiles = store.get(scores.params["profiles"])
+        splits.add(profiles.params["split"])
+        free = [g["spec"] for g in profiles.params["generators"] if g["spec"].startswith(MODEL_FREE_WRITERS)]
+        if free and not allow_model_free:
+            raise UsageError(
+                f"{scores.ref} scores profiles of {free[0]}, a writer without a model (a control, not a writer to "
+                "learn from): give --allow-model-free to take it, and report the result beside a run without it"
+            )
     if len(splits) != 1:
         raise UsageError("the pool's scores judge profiles of different splits: give scores of one split")
     return store.get(splits.pop())

@@ -27,6 +27,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from lettingo_cli.errors import LettingoError, UsageError, require
+from lettingo_cli.options import stable_key
 from lettingo_cli.scored import no_profile_scores, pool_split, scored_profiles
 from lettingo_cli.split_data import load_histories
 from lettingo_cli.stated import stated_values, titles_found
@@ -43,6 +44,7 @@ VERBS = Verbs("train", "trained")
 METHOD = "SFT on each train user's best-scored profile of a pool of writers (best-of-n distillation)"
 # options that change how fast or how often, never what is trained: not part of the run key
 SPEED_ONLY = ("save_steps", "completion_only_head")
+LATER_OPTIONS = {"min_titles_named": None}  # options added later, with their defaults (options.stable_key)
 PROFILE_END = "\n\n"  # gen's first stop sequence: a profile ends with a blank line
 
 
@@ -86,10 +88,12 @@ def _turned_away(profile: dict, history: list[dict], stated, options: SFTOptions
         error = stated.level_error(profile["text"], [row["rating"] for row in history])
         if error is not None and error > options.max_stated_error:
             return "unfaithful_values"
-    if options.min_titles_found is not None:
+    if options.min_titles_found is not None or options.min_titles_named is not None:
         found, named = titles_found(profile["text"], history)
-        if named and found / named < options.min_titles_found:
+        if options.min_titles_found is not None and named and found / named < options.min_titles_found:
             return "invented_titles"
+        if options.min_titles_named is not None and found < options.min_titles_named:
+            return "too_few_titles"
     if baseline is not None and options.min_gain is not None:
         if user not in baseline:
             raise UsageError(f"--no-profile-scores has no score of user {user}: score the same users without a profile")
@@ -107,9 +111,11 @@ def train_sft(
     no_profile: Artifact | None = None,
     force: bool = False,
     resume: bool = False,
+    allow_model_free: bool = False,
 ) -> Artifact | None:
-    """Train and record the adapter; returns it, or None on a worker rank of a multi-process launch."""
-    split = pool_split(store, pools)
+    """Train and record the adapter; returns it, or None on a worker rank of a multi-process launch. Profiles of a
+    model-free writer are taken only with `allow_model_free` (see pool_split)."""
+    split = pool_split(store, pools, allow_model_free)
     refs = ", ".join(scores.ref for scores in pools)
     if options.min_gain is not None and no_profile is None:
         raise UsageError("--min-gain compares with each user's score without a profile: give --no-profile-scores")
@@ -132,7 +138,8 @@ def train_sft(
         **{k: v for k, v in asdict(options).items() if k not in SPEED_ONLY},
     }
     inputs = {"pools": [s.id for s in pools], **({"no_profile_scores": no_profile.id} if no_profile else {})}
-    run = store.stage("sft", "adapter", name, params, inputs, force=force, resumable=True, verbs=VERBS)
+    key = stable_key(params, LATER_OPTIONS, name)
+    run = store.stage("sft", "adapter", name, params, inputs, key_params=key, force=force, resumable=True, verbs=VERBS)
     if run.cached:
         return run.cached
 

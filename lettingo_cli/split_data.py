@@ -27,11 +27,17 @@ class Target:
 
 def select_users(store: Store, split: Artifact, selector: str, listed: list[str] | None = None) -> list[str]:
     """all | train | test | N (the first N users of the split by id) | train:N, test:N (the first N of that
-    partition by id) | id,id,... | - (ids given in `listed`)."""
+    partition by id) | train:A:B, test:A:B (that partition's users A to B-1 by id, e.g. validation users after
+    the first A) | id,id,... | - (ids given in `listed`)."""
     partitions = {row["user_id"]: row["partition"] for row in store.rows(split, "split_users")}
     part, colon, count = selector.partition(":")
-    if colon and part in ("all", "train", "test") and count.isdigit():
-        return select_users(store, split, part)[: int(count)]
+    start, _, stop = count.partition(":")
+    if colon and part in ("all", "train", "test") and start.isdigit() and (stop.isdigit() or not stop):
+        users = select_users(store, split, part)
+        chosen = users[int(start) : int(stop)] if stop else users[: int(start)]
+        if not chosen:
+            raise UsageError(f"--users {selector} selects no user of {split.ref}")
+        return chosen
     if selector in ("all", "train", "test"):
         users = [u for u, p in partitions.items() if selector == "all" or p == selector]
     elif selector.isdigit():

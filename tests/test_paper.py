@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from lettingo_cli.split_data import select_users
 from lettingo_cli.store import Store
 from tests.conftest import experiment_refs, run_experiment
 
@@ -130,6 +131,7 @@ def test_paper_script_in_the_profile_only_protocol_with_the_online_route(tmp_pat
         "SECOND_TARGETS": "1",
         "GRPO_STEPS": "2",
         "GRPO_ARGS": "--generations 2 --lora-r 4 --lr 1e-3",
+        "RECIPES": "0",  # the recipes have their own test below
     }
     _, results, store_path = run_experiment("paper.sh", tmp_path, tiny_model, "po-ci", 24, **knobs)
     payload = json.loads((results / "po-ci.json").read_text())
@@ -173,3 +175,66 @@ def test_paper_script_in_the_profile_only_protocol_with_the_online_route(tmp_pat
     assert payload["route_cost"]["online_grpo"]["predictor_judgements"] == online["profiles_judged"] * 2
     assert (results / "po-ci.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "grpo: 2 steps" in (results / "po-ci.md").read_text()
+
+
+def test_paper_script_recipes_are_chosen_on_validation_users_and_reported_against_the_bar(tmp_path, tiny_model):
+    """RECIPES=1 (RECENT=0's default): a pool of two writers, prompt-only, on-policy dpo, sft, off-policy dpo and sft
+    then dpo each write for validation train users outside the pool; the best there (counted here from the stored
+    predictions) and the best prompt-only recipe write for the test users; `best_recipe` checked against figures
+    counted here. The history written out stands in for the teacher, so the pool is not one of LLM writers only and
+    the bar says so."""
+    knobs = {
+        "RECENT": "0",
+        "GENERATOR": f"gguf:{tiny_model.gguf}",
+        "REFERENCE": "",
+        "ROUND2": "0",
+        "SECOND_TARGETS": "2",
+        "TEACHER": "history-text",
+        "TEACHER_ARGS": "",
+        "PROMPTS": "levels",
+        "SFT_ARGS": "--max-steps 2 --batch-size 2 --lora-r 4 --lora-alpha 8 --lr 1e-3 --allow-model-free",
+        "POOL_PAIR_ARGS": "--allow-model-free",
+        "VAL_USERS": "4",
+        "N_VAL": "1",
+        "QWEN_USERS": "2",
+    }
+    _, results, store_path = run_experiment("paper.sh", tmp_path, tiny_model, "rc-ci", 24, **knobs)
+    payload = json.loads((results / "rc-ci.json").read_text())
+    refs = experiment_refs(results, "rc-ci")
+    store = Store(store_path, create=False)
+
+    def rows(role: str) -> list:
+        return list(store.rows(store.get(store.resolve(refs[role]).params["scores"]), "scores"))
+
+    def accuracy(role: str) -> float:
+        return sum(r["predicted"] == r["truth"] for r in rows(role)) / len(rows(role))
+
+    labels = ["prompt_levels", "dpo", "sft", "dpo_pool", "sft_dpo"]
+    validation = payload["recipes"]["validation"]
+    assert list(validation) == ["base", *labels] and all(arm["users"] == 4 for arm in validation.values())
+    # the validation users are train users 6..9 by id: none wrote a profile of the pool
+    split = store.resolve(refs["split"])
+    val_users = {r["user_id"] for r in rows("val_sft")}
+    assert val_users == set(select_users(store, split, "train")[6:10])
+    assert not val_users & set(store.resolve(refs["teacher_profiles"]).params["users"])
+    best = max(labels, key=lambda label: (accuracy(f"val_{label}"), -labels.index(label)))
+    chosen = payload["best_recipe"]
+    assert chosen["name"] == refs["best_recipe"] == best and chosen["best_prompt_only"] == "prompt_levels"
+    assert payload["recipes"]["tested"] == sorted({best, "prompt_levels"})  # RECIPE_TEST=chosen
+    assert chosen["minus_base"]["accuracy"]["value"] == round(
+        accuracy(f"eval_recipe_{best}") - accuracy("eval_base"), 4
+    )
+    assert chosen["minus_another_users"]["accuracy"]["value"] == round(
+        accuracy(f"eval_recipe_{best}") - accuracy("eval_best_swapped"), 4
+    )
+    assert chosen["minus_teacher"]["users"] == 2  # the teacher wrote for the first 2 test users only
+    assert chosen["second_judge_minus_base"]["users"] == 4
+    # sft then dpo starts from the SFT writer's export; the off-policy pairs sit on the base writer's prompt
+    assert "/exports/" in store.resolve(refs["sft_dpo_adapter"]).params["base"]
+    assert (
+        sum(payload["recipes"]["pool_pairs"]["chosen_by_writer"].values()) == payload["recipes"]["pool_pairs"]["count"]
+    )
+    bar = chosen["bar"]
+    assert chosen["pool"]["model_free"] is True and bar["pool_of_llm_writers_only"] is False and bar["met"] is False
+    assert bar["whole_run_under_120_minutes"] is True
+    assert "## Recipes" in (results / "rc-ci.md").read_text()

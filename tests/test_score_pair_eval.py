@@ -142,7 +142,7 @@ def test_pair_faithfulness_check_on_own_and_another_users_history(split_store, s
     assert mixed.exit_code == 0, mixed.stderr
     scored = split_store("score", mixed.stdout.strip(), "--predictor", f"llm:gguf:{tiny_model.gguf}")
     assert scored.exit_code == 0, scored.stderr
-    pair = ("pair", scored.stdout.strip(), "--rule", "margin", "--margin", "0")
+    pair = ("pair", scored.stdout.strip(), "--rule", "margin", "--margin", "0", "--allow-model-free")
     unchecked, checked = split_store(*pair, "--name", "any"), split_store(*pair, "--max-stated-error", "0.01")
     assert unchecked.exit_code == 0 and checked.exit_code == 0, checked.stderr
     assert "10 profiles never chosen: their stated values are off" in checked.stderr  # every other user's history

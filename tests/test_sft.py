@@ -44,8 +44,13 @@ def _best_by_hand(store: Store, scores_refs: list[str]) -> dict[str, tuple[str, 
 
 def test_sft_trains_on_each_best_profile_and_export_and_dpo_take_it(split_store, store_path, tiny_model, tmp_path):
     _pool(split_store, tiny_model)
+    # the history written out is a model-free writer: a control, taken into a pool only when asked
+    refused = split_store("sft", "scores:tiny", "scores:hist", "--base", tiny_model.hf_dir, "--max-steps", "3")
+    assert refused.exit_code == 2 and "history-text, a writer without a model" in refused.stderr, refused.stderr
+    assert "--allow-model-free" in refused.stderr and refused.stdout == ""
     made = split_store("sft", "scores:tiny", "scores:hist", "--base", tiny_model.hf_dir, "--max-steps", "3",
-                       "--batch-size", "2", "--lora-r", "4", "--lora-alpha", "8", "--lr", "5e-3", "--json")  # fmt: skip
+                       "--batch-size", "2", "--lora-r", "4", "--lora-alpha", "8", "--lr", "5e-3",
+                       "--allow-model-free", "--json")  # fmt: skip
     assert made.exit_code == 0, made.stderr
     made = json.loads(made.stdout)
     assert made["kind"] == "adapter" and (made["counts"]["examples"], made["counts"]["steps"]) == (10, 3)
@@ -116,11 +121,20 @@ def test_sft_takes_only_profiles_that_pass_its_checks(split_store, store_path, t
     for user in users:
         if share[user] < 0.8:
             assert chosen[user]["generator"] == "history-text"  # the swapped history is never taken
+    # --min-titles-named: a profile must name at least that many of the user's titles (more than any swapped
+    # history shares with its user here, fewer than every own history names)
+    shared = {user: len(titles[donor[user]] & titles[user]) for user in users}
+    least = max(shared.values()) + 1
+    assert all(len(titles[user]) >= least for user in users)
+    chosen, outcome = choose_profiles(store, pools, split, SFTOptions(min_titles_named=least), None)
+    assert outcome["too_few_titles"] == len(users) and len(chosen) == len(users)
+    assert all(profile["generator"] == "history-text" for profile in chosen.values())
 
     evaluated = split_store("eval", "--no-profile", "--predictor", predictor, "--users", "train", "--json")
     assert evaluated.exit_code == 0, evaluated.stderr
     baseline_ref = next(a.ref for a in Store(store_path).list(kind="scores") if not a.params.get("profiles"))
-    gain = split_store("sft", "scores:hist", "--min-gain", "0.0", "--base", tiny_model.hf_dir, "--max-steps", "1")
+    gain = split_store("sft", "scores:hist", "--min-gain", "0.0", "--base", tiny_model.hf_dir, "--max-steps", "1",
+                       "--allow-model-free")  # fmt: skip
     assert gain.exit_code == 2 and "--no-profile-scores" in gain.stderr
     baseline = {}
     for row in store.rows(store.resolve(baseline_ref), "scores"):
@@ -132,7 +146,7 @@ def test_sft_takes_only_profiles_that_pass_its_checks(split_store, store_path, t
 
     tested = split_store("gen", "--users", "test", "--generator", "history-text", "--name", "t")
     assert tested.exit_code == 0 and split_store("score", "profiles:t", "--predictor", predictor).exit_code == 0
-    refused = split_store("sft", "scores:t", "--base", tiny_model.hf_dir, "--max-steps", "1")
+    refused = split_store("sft", "scores:t", "--base", tiny_model.hf_dir, "--max-steps", "1", "--allow-model-free")
     assert refused.exit_code == 2 and "5 test user(s) of split:ml@v1" in refused.stderr and refused.stdout == ""
 
 
@@ -179,10 +193,12 @@ def test_off_policy_pairs_from_a_pool_are_put_on_the_trained_writers_prompt(spli
 
     _pool(split_store, tiny_model)
     refused = split_store("pair", "scores:tiny", "scores:hist", "--rule", "all")
+    assert refused.exit_code == 2 and "--allow-model-free" in refused.stderr  # history-text is a control
+    refused = split_store("pair", "scores:tiny", "scores:hist", "--rule", "all", "--allow-model-free")
     assert refused.exit_code == 2 and "--for WRITER" in refused.stderr
     for name, spec, prompt in (("off", "gemma-3-270m", "broad"), ("recent", "gemma-3-270m?prompt=recent", "recent")):
         made = split_store("pair", "scores:tiny", "scores:hist", "--rule", "margin", "--margin", "0", "--for", spec,
-                           "--name", name, "--json")  # fmt: skip
+                           "--allow-model-free", "--name", name, "--json")  # fmt: skip
         assert made.exit_code == 0, made.stderr
         store = Store(store_path)
         pairs = store.resolve(f"pairs:{name}")
@@ -214,6 +230,7 @@ def test_sft_pool_script_runs_every_arm_and_reports_them(tmp_path, tiny_model):
         "SFT_ARGS": "--max-steps 2 --batch-size 2 --lora-r 4 --lora-alpha 8",
         "DPO_ARGS": "--max-steps 2 --lora-r 4 --lr 1e-3 --max-length 4096 --sft-weight 1",
         "PROMPTS": "levels",
+        "POOL_ARGS": "--allow-model-free",  # the history written out is a model-free writer
     }
     _, results, store_path = run_experiment("sft_pool.sh", tmp_path, tiny_model, "pool-ci", 24, **knobs)
     payload = json.loads((results / "pool-ci.json").read_text())

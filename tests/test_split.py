@@ -7,6 +7,7 @@ import sqlite3
 
 import pytest
 
+from lettingo_cli.errors import UsageError
 from lettingo_cli.prompts import builtin_template, render
 from lettingo_cli.sentiments import sentiment
 from lettingo_cli.split_data import load_histories, load_recent_and_targets, profiles_fit_split, select_users
@@ -94,6 +95,13 @@ def test_train_and_test_users_are_disjoint_seeded_and_balanced_report(lettingo, 
     balance = split.report["class_balance"]
     assert sum(balance["test"].values()) == 10 and sum(balance["train"].values()) == 20
     assert split.counts["targets"] == 30
+    # user selectors: the first N of a partition, and a slice of it by id (validation users after the first 5)
+    train = sorted(train_users)
+    assert select_users(store, split, "train:5") == train[:5]
+    assert select_users(store, split, "train:5:12") == train[5:12]
+    assert select_users(store, split, "test:3:99") == sorted(test_users)[3:]
+    with pytest.raises(UsageError, match="selects no user"):
+        select_users(store, split, "train:20:25")
 
 
 def test_min_interactions_and_train_cap(lettingo, store_path, tmp_path):

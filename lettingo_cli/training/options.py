@@ -155,6 +155,11 @@ class SFTOptions(TrainingOptions):
     min_titles_found: float | None = option(
         None, "Never take a profile unless at least this share of the titles it names are in the user's history."
     )
+    min_titles_named: int | None = option(
+        None,
+        "Never take a profile naming fewer than this many titles of the user's history (a profile naming no title "
+        "passes --min-titles-found; this asks for ones that show the history).",
+    )
     completion_only_head: bool = option(
         True,
         "LM head only on the profile tokens (default), or on every position as TRL does on CPUs.",
@@ -172,3 +177,5 @@ class SFTOptions(TrainingOptions):
             raise UsageError("--max-stated-error must be >= 0")
         if self.min_titles_found is not None and not 0 <= self.min_titles_found <= 1:
             raise UsageError("--min-titles-found must be a share between 0 and 1")
+        if self.min_titles_named is not None and self.min_titles_named < 1:
+            raise UsageError("--min-titles-named must be >= 1")
