@@ -69,6 +69,8 @@ FORMATS = {
     "min": lambda v: f"{round(_number(v) / 60)}",  # seconds as whole minutes
     "gb": lambda v: f"{_number(v) / 1000:.2f}",  # megabytes as gigabytes
     "min1": lambda v: f"{_number(v) / 60:.1f}",
+    "met": lambda v: "met" if v else "**not met**",  # a part of a bar (true / false)
+    "name": str,  # a label a run chose (e.g. its best recipe)
 }
 
 

@@ -81,7 +81,7 @@
 #   VAL_USERS    validation train users: train users USERS..USERS+VAL_USERS-1 by id  (50)
 #   N_VAL        profiles per validation user          (2)
 #   RECIPE_TEST  chosen: only the best recipe and the best prompt-only arm write for the test users; all: every
-#                recipe does                           (chosen)
+#                recipe does; a list of recipes: these too, as ablations (chosen)
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -310,7 +310,14 @@ if [ "$RECIPES" = 1 ]; then
   keep best_recipe "$best"; keep best_prompt_recipe "$best_prompt"
 
   echo "== the chosen recipes on the test users, with their controls" >&2
-  if [ "$RECIPE_TEST" = all ]; then tested=("${recipes[@]}"); else tested=("$best" "$best_prompt"); fi
+  case "$RECIPE_TEST" in
+    all) tested=("${recipes[@]}") ;;
+    chosen) tested=("$best" "$best_prompt") ;;
+    *) read -ra extra <<< "$RECIPE_TEST"; tested=("$best" "$best_prompt" "${extra[@]}") ;;  # ablations as well
+  esac
+  for recipe in "${tested[@]}"; do
+    if [ -z "${writer[$recipe]+set}" ]; then echo "RECIPE_TEST: no recipe $recipe (${recipes[*]})" >&2; exit 2; fi
+  done
   for recipe in $(printf '%s\n' "${tested[@]}" | awk '!seen[$0]++'); do
     if [ "$recipe" = dpo ]; then
       profiles="$aligned_profiles"  # on-policy dpo is round 1's aligned writer: its test profiles exist

@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from bench._common import paired_difference
+from bench._common import LAST_STEPS, last_steps, paired_difference
 from lettingo_cli.eval import compare_evals
 from lettingo_cli.store import Store
 
@@ -51,8 +51,9 @@ def _difference(store: Store, found: dict, first: str, second: str, users: set[s
 
 
 def _pool(store: Store, found: dict) -> dict:
-    """The pool's writers and prompts with each one's mean score on the pool's train users, and whether any writer
-    is model-free (a control, never part of a pool of LLM writers)."""
+    """The pool's writers and prompts with the accuracy of each one's profiles on the pool's train users (the
+    judge's answers right, as `score` counted them), and whether any writer is model-free (a control, never part
+    of a pool of LLM writers)."""
     writers = []
     for role in ("scores", "teacher_scores"):
         scores = found[role]
@@ -67,7 +68,7 @@ def _pool(store: Store, found: dict) -> dict:
                     "prompt": template["name"],
                     "profiles": profiles.ref,
                     "users": len(profiles.params["users"]),
-                    "mean_score": round(sum(mine) / len(mine), 4) if mine else None,
+                    "accuracy": round(sum(mine) / len(mine), 4) if mine else None,
                 }
             )
     return {
@@ -75,6 +76,37 @@ def _pool(store: Store, found: dict) -> dict:
         "prompts": sorted({w["prompt"] for w in writers}),
         "model_free": any(w["writer"].startswith(MODEL_FREE) for w in writers),
     }
+
+
+def _tested(store: Store, found: dict, label: str, base_tokens: float | None) -> dict:
+    """A recipe on the test users: its figures, its differences from the base writer under both judges, its
+    length against base's and what its profiles state."""
+    role = f"eval_recipe_{label}"
+    tokens = _mean_tokens(store, found[f"recipe_profiles_{label}"])
+    return {
+        **{metric: _figure(found[role].report, metric) for metric in METRICS},
+        "minus_base": _difference(store, found, role, "eval_base"),
+        "second_judge_minus_base": _difference(store, found, f"second_recipe_{label}", "second_base"),
+        "mean_tokens": tokens,
+        "length_ratio": round(tokens / base_tokens, 3) if tokens and base_tokens else None,
+        "faithfulness": found[role].report.get("faithfulness"),
+    }
+
+
+def _training(store: Store, adapter, keys: tuple[str, ...]) -> dict:
+    """A recipe's training: its steps and seconds, and the mean of its first and last 10 logged steps."""
+    steps = store.training_steps(adapter.run_id)
+    return {
+        "ref": adapter.ref,
+        "stats": store.run(adapter.run_id)["stats"],
+        "first_steps": last_steps(steps[:LAST_STEPS], keys),
+        "last_steps": last_steps(steps, keys),
+    }
+
+
+def _validation_users(settings: dict) -> str:
+    first, count = int(settings.get("users", 0)), int(settings.get("val_users", 0))
+    return f"{count} validation train users (--users train:{first}:{first + count}), none in the pool"
 
 
 def _validation(store: Store, found: dict, labels: list[str]) -> dict:
@@ -114,12 +146,17 @@ def report(store: Store, found: dict, choices: dict, settings: dict, total_secon
     another = _difference(store, found, arm, "eval_best_swapped")
     best_recipe = {
         "name": best,
-        "chosen_on": f"{settings.get('val_users')} validation train users (train:{settings.get('users')}:...)",
+        "chosen_on": _validation_users(settings),
         "minus_base": minus_base,
         "minus_another_users": another,
         "minus_best_prompt_only": None if best == best_prompt else _difference(store, found, arm, prompt_arm),
         "best_prompt_only": best_prompt,
         "minus_teacher": _difference(store, found, arm, "eval_teacher", teacher_users),
+        "teacher": {
+            "users": len(teacher_users),
+            **{metric: _figure(found["eval_teacher"].report, metric) for metric in METRICS},
+            "faithfulness": found["eval_teacher"].report.get("faithfulness"),
+        },
         "second_judge_minus_base": second_minus_base,
         "second_judge_history_minus_none": second_power,
         "faithfulness": {"stated_titles_in_history": faithfulness.get("titles_in_history"), **faithfulness},
@@ -147,17 +184,19 @@ def report(store: Store, found: dict, choices: dict, settings: dict, total_secon
         "validation": _validation(store, found, labels),
         "sft": {"ref": found["sft_adapter"].ref, "counts": found["sft_adapter"].counts}
         | {k: found["sft_adapter"].report.get(k) for k in ("chosen_by_generator", "outcome", "chosen_mean_tokens")},
+        "training": {
+            "sft": _training(store, found["sft_adapter"], ("loss", "mean_token_accuracy")),
+            **{
+                label: _training(store, found[role], ("loss", "rewards_margins", "rewards_accuracies"))
+                for label, role in (("dpo_pool", "pool_adapter"), ("sft_dpo", "sft_dpo_adapter"))
+            },
+        },
         "pool_pairs": {"ref": found["pool_pairs"].ref, "count": found["pool_pairs"].count}
         | {k: found["pool_pairs"].report.get(k) for k in ("chosen_by_writer", "outcome", "length_ratio")},
         "tested": sorted(role.removeprefix("eval_recipe_") for role in found if role.startswith("eval_recipe_")),
         "test": {
-            role.removeprefix("eval_recipe_"): {
-                **{metric: _figure(found[role].report, metric) for metric in METRICS},
-                "minus_base": _difference(store, found, role, "eval_base"),
-                "faithfulness": found[role].report.get("faithfulness"),
-            }
-            for role in found
-            if role.startswith("eval_recipe_")
+            label: _tested(store, found, label, base_tokens)
+            for label in (role.removeprefix("eval_recipe_") for role in found if role.startswith("eval_recipe_"))
         },
     }
     return {"recipes": recipes, "best_recipe": best_recipe}
@@ -200,7 +239,7 @@ def markdown(payload: dict) -> list[str]:
     ]
     lines += [f"| {part} | {ok} |" for part, ok in best["bar"].items() if part not in ("met", "replication")]
     lines.append(f"| all | {best['bar']['met']} |")
-    pool = ", ".join(f"{w['writer']} / {w['prompt']} (mean score {w['mean_score']})" for w in best["pool"]["writers"])
+    pool = ", ".join(f"{w['writer']} / {w['prompt']} (accuracy {w['accuracy']})" for w in best["pool"]["writers"])
     pairs = recipes["pool_pairs"]
     lines += ["", f"Pool: {pool}. SFT took {recipes['sft']['chosen_by_generator']}; off-policy pairs "
               f"{pairs['count']}, chosen sides {pairs['chosen_by_writer']}."]  # fmt: skip

@@ -57,6 +57,8 @@ def test_formats_on_known_values(tmp_path):
             "seconds": 3010,
             "users": 100,
             "same": 32,
+            "bar": {"gain": False, "ratio": True},
+            "best": "sft_dpo",
         },
     )
 
@@ -70,6 +72,8 @@ def test_formats_on_known_values(tmp_path):
     assert figure("curve/-3:/loss", "1") == "2.0"  # the mean of the last 3 steps
     assert figure("seconds", "min") == "50"
     assert figure("users - same", "0") == "68"
+    assert figure("bar/gain", "met") == "**not met**" and figure("bar/ratio", "met") == "met"
+    assert figure("best", "name") == "sft_dpo"
     with pytest.raises(KeyError, match="arms/aligned"):
         figure("arms/aligned/accuracy", "3")
     with pytest.raises(KeyError, match="unknown format"):
