@@ -154,6 +154,18 @@ def paired_difference(compared: dict, metrics) -> dict:
     return out
 
 
+def estimate(report: dict, metric: str) -> dict:
+    """An eval report's figure as results files hold it: {value, ci_low, ci_high}, rounded to 4 places."""
+    low, high = report["ci95"][metric]
+    return {"value": round(report[metric], 4), "ci_low": round(low, 4), "ci_high": round(high, 4)}
+
+
+def mean_tokens(store, profiles) -> float | None:
+    """The mean tokens of a profiles artifact's profiles, to one place (None when it holds none)."""
+    tokens = [row["n_tokens"] or 0 for row in store.rows(profiles, "profiles")]
+    return round(sum(tokens) / len(tokens), 1) if tokens else None
+
+
 LAST_STEPS = 10  # one summary of a training curve everywhere: the mean of its last 10 logged steps
 
 

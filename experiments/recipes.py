@@ -14,12 +14,12 @@ import os
 import sys
 from pathlib import Path
 
-from bench._common import LAST_STEPS, last_steps, paired_difference
+from bench._common import LAST_STEPS, estimate, last_steps, mean_tokens, paired_difference
+from lettingo_cli.backends import REGISTRY as WRITERS
 from lettingo_cli.eval import compare_evals
 from lettingo_cli.store import Store
 
 METRICS = ("accuracy", "macro_f1")
-MODEL_FREE = ("history-text", "stats-text", "swap:")  # writers that are controls, never a pool's LLM writers
 BAR_GAIN = 0.05  # best recipe - base writer, accuracy (issue 38)
 TITLES_FOUND = 0.8  # the share of named titles found in the user's history
 LENGTH_RATIO = (0.85, 1.15)
@@ -32,16 +32,6 @@ def choose(store: Store, refs: dict[str, str], labels: list[str]) -> str:
     for label, value in accuracy.items():
         print(f"validation accuracy {label}: {value:.4f}", file=sys.stderr)
     return max(labels, key=lambda label: (accuracy[label], -labels.index(label)))
-
-
-def _figure(report: dict, metric: str) -> dict:
-    low, high = report["ci95"][metric]
-    return {"value": round(report[metric], 4), "ci_low": round(low, 4), "ci_high": round(high, 4)}
-
-
-def _mean_tokens(store: Store, profiles) -> float | None:
-    tokens = [row["n_tokens"] or 0 for row in store.rows(profiles, "profiles")]
-    return round(sum(tokens) / len(tokens), 1) if tokens else None
 
 
 def _difference(store: Store, found: dict, first: str, second: str, users: set[str] | None = None) -> dict | None:
@@ -74,7 +64,7 @@ def _pool(store: Store, found: dict) -> dict:
     return {
         "writers": writers,
         "prompts": sorted({w["prompt"] for w in writers}),
-        "model_free": any(w["writer"].startswith(MODEL_FREE) for w in writers),
+        "model_free": any(WRITERS.model_free(w["writer"]) for w in writers),
     }
 
 
@@ -82,9 +72,9 @@ def _tested(store: Store, found: dict, label: str, base_tokens: float | None) ->
     """A recipe on the test users: its figures, its differences from the base writer under both judges, its
     length against base's and what its profiles state."""
     role = f"eval_recipe_{label}"
-    tokens = _mean_tokens(store, found[f"recipe_profiles_{label}"])
+    tokens = mean_tokens(store, found[f"recipe_profiles_{label}"])
     return {
-        **{metric: _figure(found[role].report, metric) for metric in METRICS},
+        **{metric: estimate(found[role].report, metric) for metric in METRICS},
         "minus_base": _difference(store, found, role, "eval_base"),
         "second_judge_minus_base": _difference(store, found, f"second_recipe_{label}", "second_base"),
         "mean_tokens": tokens,
@@ -117,8 +107,8 @@ def _validation(store: Store, found: dict, labels: list[str]) -> dict:
         profiles = store.get(store.get(evaluation.params["scores"]).params["profiles"])
         table[label] = {
             "users": evaluation.report["users"],
-            **{metric: _figure(evaluation.report, metric) for metric in METRICS},
-            "mean_tokens": _mean_tokens(store, profiles),
+            **{metric: estimate(evaluation.report, metric) for metric in METRICS},
+            "mean_tokens": mean_tokens(store, profiles),
             "faithfulness": evaluation.report.get("faithfulness"),
             **({"minus_base": _difference(store, found, f"val_{label}", "val_base")} if label != "base" else {}),
         }
@@ -134,14 +124,16 @@ def report(store: Store, found: dict, choices: dict, settings: dict, total_secon
     labels = [role.removeprefix("val_") for role in found if role.startswith("val_") and role != "val_base"]
     best, best_prompt = choices["best_recipe"], choices["best_prompt_recipe"]
     arm, prompt_arm = f"eval_recipe_{best}", f"eval_recipe_{best_prompt}"
-    profiles_best = found[f"recipe_profiles_{best}"]
-    base_tokens = _mean_tokens(store, found["base_profiles"])
-    best_tokens = _mean_tokens(store, profiles_best)
+    base_tokens = mean_tokens(store, found["base_profiles"])
+    tested = {
+        label: _tested(store, found, label, base_tokens)
+        for label in sorted(role.removeprefix("eval_recipe_") for role in found if role.startswith("eval_recipe_"))
+    }
+    chosen = tested[best]
     teacher_users = set(found["teacher_test_profiles"].params["users"])
-    minus_base = _difference(store, found, arm, "eval_base")
-    minus_base["length_ratio"] = round(best_tokens / base_tokens, 3) if base_tokens and best_tokens else None
-    faithfulness = found[arm].report.get("faithfulness") or {}
-    second_minus_base = _difference(store, found, f"second_recipe_{best}", "second_base")
+    minus_base = {**chosen["minus_base"], "length_ratio": chosen["length_ratio"]}
+    faithfulness = chosen["faithfulness"] or {}
+    second_minus_base = chosen["second_judge_minus_base"]
     second_power = _difference(store, found, "second_history", "second_none")
     another = _difference(store, found, arm, "eval_best_swapped")
     best_recipe = {
@@ -154,13 +146,13 @@ def report(store: Store, found: dict, choices: dict, settings: dict, total_secon
         "minus_teacher": _difference(store, found, arm, "eval_teacher", teacher_users),
         "teacher": {
             "users": len(teacher_users),
-            **{metric: _figure(found["eval_teacher"].report, metric) for metric in METRICS},
+            **{metric: estimate(found["eval_teacher"].report, metric) for metric in METRICS},
             "faithfulness": found["eval_teacher"].report.get("faithfulness"),
         },
         "second_judge_minus_base": second_minus_base,
         "second_judge_history_minus_none": second_power,
         "faithfulness": {"stated_titles_in_history": faithfulness.get("titles_in_history"), **faithfulness},
-        "mean_tokens": {"best": best_tokens, "base": base_tokens},
+        "mean_tokens": {"best": chosen["mean_tokens"], "base": base_tokens},
         "pool": _pool(store, found),
     }
     ratio = minus_base["length_ratio"]
@@ -193,11 +185,8 @@ def report(store: Store, found: dict, choices: dict, settings: dict, total_secon
         },
         "pool_pairs": {"ref": found["pool_pairs"].ref, "count": found["pool_pairs"].count}
         | {k: found["pool_pairs"].report.get(k) for k in ("chosen_by_writer", "outcome", "length_ratio")},
-        "tested": sorted(role.removeprefix("eval_recipe_") for role in found if role.startswith("eval_recipe_")),
-        "test": {
-            label: _tested(store, found, label, base_tokens)
-            for label in (role.removeprefix("eval_recipe_") for role in found if role.startswith("eval_recipe_"))
-        },
+        "tested": list(tested),
+        "test": tested,
     }
     return {"recipes": recipes, "best_recipe": best_recipe}
 

@@ -9,10 +9,17 @@ python3 -m experiments.sft_pool_report --tag T --refs FILE --times FILE --result
 from __future__ import annotations
 
 import argparse
-import statistics
 from pathlib import Path
 
-from bench._common import LAST_STEPS, last_steps, paired_difference, stage_seconds, write_result
+from bench._common import (
+    LAST_STEPS,
+    estimate,
+    last_steps,
+    mean_tokens,
+    paired_difference,
+    stage_seconds,
+    write_result,
+)
 from lettingo_cli.eval import compare_evals
 from lettingo_cli.store import Store
 
@@ -39,17 +46,9 @@ DIFFERENCES = (  # the arms a run lacks (an older run, DPO=0, no SECOND) are lef
 )
 
 
-def _figure(report: dict, metric: str) -> dict:
-    low, high = report["ci95"][metric]
-    return {"value": round(report[metric], 4), "ci_low": round(low, 4), "ci_high": round(high, 4)}
-
-
 def _mean_tokens(store: Store, evaluation) -> float | None:
     profiles_id = store.get(evaluation.params["scores"]).params.get("profiles")
-    if not profiles_id:
-        return None
-    tokens = [row["n_tokens"] for row in store.rows(store.get(profiles_id), "profiles")]
-    return round(statistics.fmean(tokens), 1) if tokens else None
+    return mean_tokens(store, store.get(profiles_id)) if profiles_id else None
 
 
 def main() -> None:
@@ -75,8 +74,8 @@ def main() -> None:
             "label": label,
             "ref": evals[role].ref,
             "users": report["users"],
-            "accuracy": _figure(report, "accuracy"),
-            "macro_f1": _figure(report, "macro_f1"),
+            "accuracy": estimate(report, "accuracy"),
+            "macro_f1": estimate(report, "macro_f1"),
             "mean_tokens": _mean_tokens(store, evals[role]),
             "faithfulness": report.get("faithfulness"),
         }

@@ -51,7 +51,11 @@ def no_profile_scores(store: Store, scores: Artifact, split: Artifact) -> dict[s
     return {user: sum(values) / len(values) for user, values in sorted(by_user.items())}
 
 
-MODEL_FREE_WRITERS = ("history-text", "stats-text", "swap:")  # gen's writers that need no model: controls
+def model_free_writers(profiles: Artifact) -> list[str]:
+    """The specs of a profiles artifact's writers that need no model (their kind says so: backends/written.py)."""
+    from lettingo_cli.backends import REGISTRY
+
+    return [g["spec"] for g in profiles.params["generators"] if REGISTRY.model_free(g["spec"])]
 
 
 def pool_split(store: Store, pools: list[Artifact], allow_model_free: bool = False) -> Artifact:
@@ -64,7 +68,7 @@ def pool_split(store: Store, pools: list[Artifact], allow_model_free: bool = Fal
             raise UsageError(f"{scores.ref} scores no profiles (a no-profile baseline): not a pool")
         profiles = store.get(scores.params["profiles"])
         splits.add(profiles.params["split"])
-        free = [g["spec"] for g in profiles.params["generators"] if g["spec"].startswith(MODEL_FREE_WRITERS)]
+        free = model_free_writers(profiles)
         if free and not allow_model_free:
             raise UsageError(
                 f"{scores.ref} scores profiles of {free[0]}, a writer without a model (a control, not a writer to "

@@ -93,6 +93,9 @@ class Kind:
     # from_artifact(store, split, artifact) -> the predictor that artifact holds
     fit: Callable | None = None
     from_artifact: Callable | None = None
+    # a generator that writes without a model (the history written out, another user's profiles): its profiles are
+    # controls, never a writer a pool may learn from (pair and sft refuse them unless told otherwise)
+    model_free: bool = False
 
 
 class Registry:
@@ -150,6 +153,11 @@ class Registry:
         if kind is None or not spec.target:
             raise UsageError(f"bad {self.what} {text!r}: use {self.usage()}")
         return spec, kind
+
+    def model_free(self, text: str) -> bool:
+        """Whether a spec names a kind declared model-free (an unknown kind, e.g. a plugin since removed: no)."""
+        kind = self.kinds().get(parse(text, self.aliases()).kind)
+        return kind is not None and kind.model_free
 
     def load(self, text: str, **context):
         spec, kind = self.spec(text)

@@ -28,6 +28,11 @@ def test_the_registries_find_every_module_s_kinds():
     assert set(BACKENDS.kinds()) == {"gguf", "hf", "openai", "written", "swap"}  # the writers without a model too
     written = parse("history-text?tokens=9", BACKENDS.aliases())
     assert (written.kind, written.target, written.options) == ("written", "history-text", {"tokens": "9"})
+    # the kinds that write without a model say so (pair and sft refuse their profiles by default)
+    free = ("history-text?tokens=9", "stats-text", "swap:p@v1")
+    with_a_model = ("gemma-3-270m", "gguf:x.gguf", "openai:m@http://h/v1", "nosuch:kind")
+    assert all(BACKENDS.model_free(text) for text in free)
+    assert not any(BACKENDS.model_free(text) for text in with_a_model)
     assert set(PREDICTORS.kinds()) == {"llm", "emb", "head", "reader", "predictor"}
     with pytest.raises(UsageError) as bad:
         PREDICTORS.spec("knn:5")

@@ -199,6 +199,13 @@ def swap_donors(store, source) -> dict[str, list[tuple[str, int]]]:
 
 WRITERS = ("history-text", "stats-text")  # the bare names of the kind `written`
 KINDS = (
-    Kind("written", "history-text[?tokens=N] | stats-text (no model)", load_text, aliases=WRITERS, rank=2),
-    Kind("swap", "swap:PROFILES_REF (another user's profiles)", load_swap, rank=2),
+    Kind(
+        "written",
+        "history-text[?tokens=N] | stats-text (no model)",
+        load_text,
+        aliases=WRITERS,
+        rank=2,
+        model_free=True,
+    ),
+    Kind("swap", "swap:PROFILES_REF (another user's profiles)", load_swap, rank=2, model_free=True),
 )
