@@ -30,7 +30,7 @@ from lettingo_cli.errors import LettingoError, UsageError, require
 from lettingo_cli.options import stable_key
 from lettingo_cli.scored import no_profile_scores, pool_split, scored_profiles
 from lettingo_cli.split_data import load_histories
-from lettingo_cli.stated import stated_values, titles_found
+from lettingo_cli.stated import TITLE_MATCH, stated_values, titles_found
 from lettingo_cli.store import Artifact, Store, Verbs
 from lettingo_cli.training.common import (
     length_limit,
@@ -44,7 +44,9 @@ VERBS = Verbs("train", "trained")
 METHOD = "SFT on each train user's best-scored profile of a pool of writers (best-of-n distillation)"
 # options that change how fast or how often, never what is trained: not part of the run key
 SPEED_ONLY = ("save_steps", "completion_only_head")
-LATER_OPTIONS = {"min_titles_named": None}  # options added later, with their defaults (options.stable_key)
+# options added later, with their defaults (options.stable_key); title_match: the title matcher's version
+# (stated.TITLE_MATCH), recorded where a title check chooses the examples
+LATER_OPTIONS = {"min_titles_named": None, "title_match": 1}
 PROFILE_END = "\n\n"  # gen's first stop sequence: a profile ends with a blank line
 
 
@@ -102,6 +104,20 @@ def _turned_away(profile: dict, history: list[dict], stated, options: SFTOptions
     return None
 
 
+def run_params(pools: list[Artifact], no_profile: Artifact | None, base: Path, options: SFTOptions) -> dict:
+    """The run's params: the pool, the base, the options that change what is trained, and the title matcher's
+    version where a title check chooses the examples (a better matcher takes other examples: a new run)."""
+    params = {
+        "pools": [scores.id for scores in pools],
+        "no_profile_scores": no_profile.id if no_profile else None,
+        "base": str(base),
+        **{k: v for k, v in asdict(options).items() if k not in SPEED_ONLY},
+    }
+    if options.min_titles_found is not None or options.min_titles_named is not None:
+        params["title_match"] = TITLE_MATCH
+    return params
+
+
 def train_sft(
     store: Store,
     pools: list[Artifact],
@@ -131,12 +147,7 @@ def train_sft(
     transformers = require("transformers")
     tokenizer = transformers.AutoTokenizer.from_pretrained(base)
     options = replace(options, max_length=length_limit(records, tokenizer, options.max_length, refs))
-    params = {
-        "pools": [scores.id for scores in pools],
-        "no_profile_scores": no_profile.id if no_profile else None,
-        "base": str(base),
-        **{k: v for k, v in asdict(options).items() if k not in SPEED_ONLY},
-    }
+    params = run_params(pools, no_profile, base, options)
     inputs = {"pools": [s.id for s in pools], **({"no_profile_scores": no_profile.id} if no_profile else {})}
     key = stable_key(params, LATER_OPTIONS, name)
     run = store.stage("sft", "adapter", name, params, inputs, key_params=key, force=force, resumable=True, verbs=VERBS)

@@ -84,33 +84,71 @@ def stated_values(store: Store, split: Artifact) -> StatedValues:
 QUOTED = re.compile(r'["\u201c]([^"\u201c\u201d\n]{2,160})["\u201d]')
 SMALL_WORDS = r"(?:of|the|and|a|an|in|on|to|for|with|from|at|by|de|la|le)"
 WITH_YEAR = re.compile(rf"([A-Z0-9][^\s(]*(?:\s+(?:[A-Z0-9][^\s(]*|{SMALL_WORDS}))*)\s*\((?:19|20)\d\d\)")
+# Articles a title may begin with, or carry at its end the way MovieLens files them ("Godfather, The (1972)",
+# "Postino, Il (1994)"): "The Godfather", "Godfather, The" and "Godfather" are one title.
+ARTICLES = {"the", "a", "an", "il", "la", "le", "les", "l", "el", "los", "las", "das", "der", "die", "den", "det"}
+# Words that alone never make a title: a quoted "4/5" or "5/5 and" is a stated value, not a film.
+NOT_A_TITLE = ARTICLES | {"of", "and", "in", "on", "to", "for", "with", "from", "at", "by", "de"}
+VALUE = re.compile(r"\d\s*/\s*\d")
+TITLE_MATCH = 2  # the matcher's version (sft records it: 1 had no articles, alternate titles or value fragments)
 
 
-def title_key(item_text: str) -> str:
-    """An item's title as titles are compared: the text before " | ", without its year, lowercased, words only."""
+def title_key(item_text: str, alternate: bool = False) -> str:
+    """An item's title as titles are compared: the text before " | ", without its year (and, unless `alternate`,
+    without any other part in parentheses: "My Life as a Dog (Mitt liv som hund) (1985)"), lowercased, words only,
+    without a leading or trailing article."""
     title = re.sub(r"\((?:19|20)\d\d\)", " ", item_text.partition(" | ")[0])
-    return " ".join(re.findall(r"\w+", title.lower()))
+    if not alternate:
+        title = re.sub(r"\([^)]*\)", " ", title)
+    words = re.findall(r"\w+", title.lower())
+    if len(words) > 1 and words[0] in ARTICLES:
+        words = words[1:]
+    if len(words) > 1 and words[-1] in ARTICLES:
+        words = words[:-1]
+    return " ".join(words)
+
+
+def known_titles(history: list[dict]) -> dict[str, dict]:
+    """The titles of a history as a profile may name them ({key: row}): each item's title with and without the
+    alternate title MovieLens gives in parentheses."""
+    known = {}
+    for row in history:
+        for alternate in (True, False):
+            known.setdefault(title_key(row["text"], alternate), row)
+    return known
 
 
 def named_titles(text: str) -> list[str]:
-    """The titles a profile names (their `title_key`s, each once, in order)."""
+    """The titles a profile names (their `title_key`s, each once, in order); a quoted value ("4/5") is none."""
     found = [match.group(1) for match in QUOTED.finditer(text)]
     found += [match.group(1) for match in WITH_YEAR.finditer(QUOTED.sub(" ", text))]
-    return list(dict.fromkeys(key for key in map(title_key, found) if key))
+    return list(dict.fromkeys(key for key in map(title_key, found) if key and not _a_value(key, found)))
+
+
+def _a_value(key: str, found: list[str]) -> bool:
+    """Whether a quoted name is a stated value ("4/5", "5/5 and"), not a title: only numbers and small words."""
+    return all(word in NOT_A_TITLE or word.isdigit() for word in key.split()) and any(
+        VALUE.search(name) for name in found if title_key(name) == key
+    )
 
 
 def titles_found(text: str, history: list[dict]) -> tuple[int, int]:
     """(how many of the titles a profile names are in the history it was written from, how many it names). A title
     read before a year counts as found when its last words are a known title ("Loved Heat (1995)": "heat")."""
-    known = {title_key(row["text"]) for row in history}
+    known = known_titles(history)
     named = named_titles(text)
     return sum(_known(key, known) is not None for key in named), len(named)
 
 
 def _known(key: str, known) -> str | None:
-    """The known title a named title is (itself, or its last words), or None."""
+    """The known title a named title is (itself, or its last words, without a leading article), or None."""
     words = key.split()
-    return next((" ".join(words[start:]) for start in range(len(words)) if " ".join(words[start:]) in known), None)
+    for start in range(len(words)):
+        rest = words[start:]
+        for candidate in (rest, rest[1:] if len(rest) > 1 and rest[0] in ARTICLES else rest):
+            if " ".join(candidate) in known:
+                return " ".join(candidate)
+    return None
 
 
 def faithfulness(store: Store, profiles: Artifact, users: set[str] | None = None) -> dict:
@@ -124,7 +162,7 @@ def faithfulness(store: Store, profiles: Artifact, users: set[str] | None = None
     stating, named, found, errors = 0, 0, 0, []
     for row in rows:
         history = histories[row["user_id"]]
-        ratings = {title_key(item["text"]): item["rating"] for item in history}
+        ratings = {key: item["rating"] for key, item in known_titles(history).items()}
         hits, names = titles_found(row["text"], history)
         found, named = found + hits, named + names
         states = False

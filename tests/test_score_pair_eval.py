@@ -115,6 +115,32 @@ def test_stated_level_error_against_the_history():
     )
 
 
+def test_named_titles_are_found_whatever_their_article_alternate_title_or_quoting():
+    """A profile may name a MovieLens title its own way ("The Godfather" for "Godfather, The (1972)", "My Life as a Dog"
+    without its alternate title, "Il Postino"); each is the history's title. A quoted value ("4/5") names no film; an
+    invented film is named and not found."""
+    from lettingo_cli.stated import TITLE_MATCH, named_titles, titles_found
+
+    history = [
+        {"text": "Godfather, The (1972) | Crime, Drama", "rating": 5.0},
+        {"text": "My Life as a Dog (Mitt liv som hund) (1985) | Comedy, Drama", "rating": 4.0},
+        {"text": "Postino, Il (1994) | Drama, Romance", "rating": 4.0},
+        {"text": "Heat (1995) | Action, Crime, Thriller", "rating": 5.0},
+        {"text": "L.A. Confidential (1997) | Crime, Film-Noir, Mystery, Thriller", "rating": 5.0},
+    ]
+    text = (
+        'Loves "The Godfather" (5/5) and "My Life as a Dog": "4/5". Rated "Il Postino" "5/5 and" Heat (1995) highly,\n'
+        'also L.A. Confidential (1997) and "Apocalypse Now, The"; invented: Mean Girls (2004).'
+    )
+    named = named_titles(text)
+    # a title read before a year keeps the capitalised words before it ("Rated Heat"): found by its last words
+    assert named == ["godfather", "my life as a dog", "postino", "apocalypse now", "rated heat", "a confidential",
+                     "mean girls"]  # fmt: skip
+    assert titles_found(text, history) == (5, 7)
+    assert titles_found('"Seven (Se7en) (1995)" and "Seven"', [{"text": "Seven (Se7en) (1995) | Crime"}]) == (1, 1)
+    assert TITLE_MATCH == 2
+
+
 def test_pair_length_control_by_hand():
     long_right, short_right = profile("long", 0.9, True, tokens=200), profile("short", 0.8, True, tokens=90)
     wrong = profile("wrong", 0.2, False, tokens=100)

@@ -260,3 +260,22 @@ def test_sft_pool_script_runs_every_arm_and_reports_them(tmp_path, tiny_model):
     assert payload["settings"]["second"] == f"reader:bow?without={refs['pool_qwen']}"
     assert payload["sft"]["counts"]["steps"] == 2 and payload["seconds"]["sft"] > 0
     assert "DPO writer" in (results / "pool-ci.md").read_text()
+
+
+def test_sft_run_key_records_the_title_matcher_where_a_title_check_chooses_the_examples():
+    """A better title matcher takes other examples: a run with a title check records its version, so an older run
+    (keyed without it, version 1) is never reused for today's; a run without a title check keeps its old key."""
+    from pathlib import Path
+
+    from lettingo_cli.options import stable_key
+    from lettingo_cli.sft import LATER_OPTIONS, run_params
+    from lettingo_cli.stated import TITLE_MATCH
+    from lettingo_cli.training.options import SFTOptions
+
+    assert "title_match" not in run_params([], None, Path("base"), SFTOptions())
+    for options in (SFTOptions(min_titles_found=0.8), SFTOptions(min_titles_named=1)):
+        checked = run_params([], None, Path("base"), options)
+        assert checked["title_match"] == TITLE_MATCH > 1
+        before = {k: v for k, v in checked.items() if k != "title_match"}
+        key = lambda params: stable_key(params, LATER_OPTIONS, "sft")  # noqa: E731
+        assert key(before) == key({**before, "title_match": 1}) != key(checked)
