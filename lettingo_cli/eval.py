@@ -15,7 +15,7 @@ from lettingo_cli.metrics import METRICS, metrics
 from lettingo_cli.predictors.baselines import baseline_answers, majority_label
 from lettingo_cli.sentiments import SENTIMENTS
 from lettingo_cli.split_data import Target, item_ratings, load_histories, load_recent_and_targets, profile_only
-from lettingo_cli.stated import faithfulness
+from lettingo_cli.stated import TITLE_MATCH, faithfulness
 from lettingo_cli.store import Artifact, Store, Verbs, check_name
 
 VERBS = Verbs("evaluate", "evaluated")
@@ -139,6 +139,8 @@ def evaluate_scores(store: Store, scores: Artifact, name: str, selector: str, fo
     selector = selector if selector in ("all", "train", "test") else "users"
     params = {"scores": scores.id, "users": selector}
     key_params = {"name": name, "bootstrap": BOOTSTRAP_SAMPLES}
+    if scores.params.get("profiles"):  # the report's faithfulness: a better title matcher makes a new run
+        key_params["title_match"] = TITLE_MATCH
     run = store.stage(
         "eval",
         "eval",

@@ -150,10 +150,11 @@ def test_sft_takes_only_profiles_that_pass_its_checks(split_store, store_path, t
     assert refused.exit_code == 2 and "5 test user(s) of split:ml@v1" in refused.stderr and refused.stdout == ""
 
 
-def test_eval_reports_what_profiles_state_against_their_history(split_store, store_path, tiny_model):
+def test_eval_reports_what_profiles_state_against_their_history(split_store, store_path, tiny_model, monkeypatch):
     """eval's faithfulness: the history written out states every rating, names only the user's titles and states
     them exactly; another user's history names titles of which only the shared ones are the user's, with that
-    other user's ratings (both computed here from the split's rows)."""
+    other user's ratings (both computed here from the split's rows). An eval is reused until the title matcher's
+    version changes."""
     from lettingo_cli.split_data import load_histories
 
     predictor = _pool(split_store, tiny_model, names=("hist",))
@@ -183,6 +184,17 @@ def test_eval_reports_what_profiles_state_against_their_history(split_store, sto
     assert reports["hist"]["titles_named"] == sum(len(r) for r in ratings.values())
     assert reports["swap"]["titles_named"] == named and reports["swap"]["titles_in_history"] == round(found / named, 4)
     assert reports["swap"]["stated_value_error"] == round(sum(errors) / len(errors), 4) > 0
+
+    # another matcher under the same version: the eval is reused, never counted again
+    from lettingo_cli.stated import faithfulness
+
+    monkeypatch.setattr("lettingo_cli.eval.faithfulness", lambda *args: {**faithfulness(*args), "profiles": -1})
+    again = split_store("eval", "profiles:hist", "--predictor", predictor, "--users", "train")
+    assert again.exit_code == 0 and again.stdout.strip() == "eval:hist-train@v1"
+    monkeypatch.setattr("lettingo_cli.eval.TITLE_MATCH", 99)  # a new version: counted again, a new eval
+    again = split_store("eval", "profiles:hist", "--predictor", predictor, "--users", "train")
+    assert again.exit_code == 0 and again.stdout.strip() == "eval:hist-train@v2"
+    assert Store(store_path).resolve("eval:hist-train@v2").report["faithfulness"]["profiles"] == -1
 
 
 def test_off_policy_pairs_from_a_pool_are_put_on_the_trained_writers_prompt(split_store, store_path, tiny_model):
