@@ -237,4 +237,6 @@ def test_paper_script_recipes_are_chosen_on_validation_users_and_reported_agains
     bar = chosen["bar"]
     assert chosen["pool"]["model_free"] is True and bar["pool_of_llm_writers_only"] is False and bar["met"] is False
     assert bar["whole_run_under_120_minutes"] is True
+    above = chosen["minus_base"]["accuracy"]["ci_low"] > 0  # what a replication run (latest-small) is judged by
+    assert bar["replication"] == {"minus_base_interval_above_zero": above}
     assert "## Recipes" in (results / "rc-ci.md").read_text()
