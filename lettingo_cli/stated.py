@@ -81,16 +81,24 @@ def stated_values(store: Store, split: Artifact) -> StatedValues:
 
 # A named title: quoted text ('"Heat (1995) | Action": liked', the prompts' own line format), or a run of capitalised
 # words (with the small words titles have) right before a year in parentheses ("loved Star Wars (1977)").
+SMALL = {"of", "the", "and", "a", "an", "in", "on", "to", "for", "with", "from", "at", "by", "de", "la", "le"}
 QUOTED = re.compile(r'["\u201c]([^"\u201c\u201d\n]{2,160})["\u201d]')
-SMALL_WORDS = r"(?:of|the|and|a|an|in|on|to|for|with|from|at|by|de|la|le)"
+SMALL_WORDS = "(?:" + "|".join(sorted(SMALL)) + ")"
 WITH_YEAR = re.compile(rf"([A-Z0-9][^\s(]*(?:\s+(?:[A-Z0-9][^\s(]*|{SMALL_WORDS}))*)\s*\((?:19|20)\d\d\)")
 # Articles a title may begin with, or carry at its end the way MovieLens files them ("Godfather, The (1972)",
 # "Postino, Il (1994)"): "The Godfather", "Godfather, The" and "Godfather" are one title.
 ARTICLES = {"the", "a", "an", "il", "la", "le", "les", "l", "el", "los", "las", "das", "der", "die", "den", "det"}
-# Words that alone never make a title: a quoted "4/5" or "5/5 and" is a stated value, not a film.
-NOT_A_TITLE = ARTICLES | {"of", "and", "in", "on", "to", "for", "with", "from", "at", "by", "de"}
-VALUE = re.compile(r"\d\s*/\s*\d")
+VALUE = re.compile(r"\d\s*/\s*\d")  # a quoted "4/5" or "5/5 and" is a stated value, not a film
 TITLE_MATCH = 2  # the matcher's version (sft records it: 1 had no articles, alternate titles or value fragments)
+
+
+def _without_articles(words: list[str]) -> list[str]:
+    """A title's words without a leading or trailing article (a one-word title keeps its word)."""
+    if len(words) > 1 and words[0] in ARTICLES:
+        words = words[1:]
+    if len(words) > 1 and words[-1] in ARTICLES:
+        words = words[:-1]
+    return words
 
 
 def title_key(item_text: str, alternate: bool = False) -> str:
@@ -100,12 +108,7 @@ def title_key(item_text: str, alternate: bool = False) -> str:
     title = re.sub(r"\((?:19|20)\d\d\)", " ", item_text.partition(" | ")[0])
     if not alternate:
         title = re.sub(r"\([^)]*\)", " ", title)
-    words = re.findall(r"\w+", title.lower())
-    if len(words) > 1 and words[0] in ARTICLES:
-        words = words[1:]
-    if len(words) > 1 and words[-1] in ARTICLES:
-        words = words[:-1]
-    return " ".join(words)
+    return " ".join(_without_articles(re.findall(r"\w+", title.lower())))
 
 
 def known_titles(history: list[dict]) -> dict[str, dict]:
@@ -122,30 +125,31 @@ def named_titles(text: str) -> list[str]:
     """The titles a profile names (their `title_key`s, each once, in order); a quoted value ("4/5") is none."""
     found = [match.group(1) for match in QUOTED.finditer(text)]
     found += [match.group(1) for match in WITH_YEAR.finditer(QUOTED.sub(" ", text))]
-    return list(dict.fromkeys(key for key in map(title_key, found) if key and not _a_value(key, found)))
+    keys = (title_key(name) for name in found if not _a_value(name))
+    return list(dict.fromkeys(key for key in keys if key))
 
 
-def _a_value(key: str, found: list[str]) -> bool:
-    """Whether a quoted name is a stated value ("4/5", "5/5 and"), not a title: only numbers and small words."""
-    return all(word in NOT_A_TITLE or word.isdigit() for word in key.split()) and any(
-        VALUE.search(name) for name in found if title_key(name) == key
-    )
+def _a_value(name: str) -> bool:
+    """Whether a quoted name is a stated value ("4/5", "5/5 and"), not a title: a value, numbers and small words."""
+    words = re.findall(r"\w+", name.lower())
+    return bool(VALUE.search(name)) and all(word in SMALL | ARTICLES or word.isdigit() for word in words)
 
 
 def titles_found(text: str, history: list[dict]) -> tuple[int, int]:
     """(how many of the titles a profile names are in the history it was written from, how many it names). A title
     read before a year counts as found when its last words are a known title ("Loved Heat (1995)": "heat")."""
-    known = known_titles(history)
-    named = named_titles(text)
+    return _found(named_titles(text), known_titles(history))
+
+
+def _found(named: list[str], known) -> tuple[int, int]:
     return sum(_known(key, known) is not None for key in named), len(named)
 
 
 def _known(key: str, known) -> str | None:
-    """The known title a named title is (itself, or its last words, without a leading article), or None."""
+    """The known title a named title is (itself, or its last words, with or without a leading article), or None."""
     words = key.split()
     for start in range(len(words)):
-        rest = words[start:]
-        for candidate in (rest, rest[1:] if len(rest) > 1 and rest[0] in ARTICLES else rest):
+        for candidate in (words[start:], _without_articles(words[start:])):
             if " ".join(candidate) in known:
                 return " ".join(candidate)
     return None
@@ -162,8 +166,9 @@ def faithfulness(store: Store, profiles: Artifact, users: set[str] | None = None
     stating, named, found, errors = 0, 0, 0, []
     for row in rows:
         history = histories[row["user_id"]]
-        ratings = {key: item["rating"] for key, item in known_titles(history).items()}
-        hits, names = titles_found(row["text"], history)
+        known = known_titles(history)
+        ratings = {key: item["rating"] for key, item in known.items()}
+        hits, names = _found(named_titles(row["text"]), known)
         found, named = found + hits, named + names
         states = False
         for line in row["text"].splitlines():
